@@ -1,0 +1,1 @@
+"""Benchmark definitions (``*.toml``, shipped as package data) and performance scripts."""

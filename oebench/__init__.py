@@ -1,0 +1,57 @@
+"""oebench: benchmark OOD detectors with and without Outlier Exposure."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from oebench.hookspecs import hookimpl
+from oebench.registry import (
+    create_dataset,
+    create_detector,
+    create_model,
+    create_objective,
+    create_outlier_source,
+    list_benchmarks,
+    list_datasets,
+    list_detectors,
+    list_models,
+    list_objectives,
+    list_outlier_sources,
+)
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "ImageSource": "oebench.data",
+    "TensorImages": "oebench.data",
+    "Detector": "oebench.detectors",
+    "Outputs": "oebench.detectors",
+    "Head": "oebench.detectors",
+    "Objective": "oebench.objectives",
+    "Classifier": "oebench.models",
+    "ood_metrics": "oebench.metrics",
+}
+
+__all__ = [
+    "hookimpl",
+    "create_dataset",
+    "create_detector",
+    "create_model",
+    "create_objective",
+    "create_outlier_source",
+    "list_benchmarks",
+    "list_datasets",
+    "list_detectors",
+    "list_models",
+    "list_objectives",
+    "list_outlier_sources",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import torch-heavy parts of the public API only when they are used."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'oebench' has no attribute {name!r}")

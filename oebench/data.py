@@ -1,0 +1,181 @@
+"""The dataset contract: image sources yield float CHW tensors in [0, 1] and integer labels."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import Dataset
+
+OOD_LABEL = -1
+DATA_ROOT_ENV = "OEBENCH_DATA_ROOT"
+
+
+class ImageSource(ABC):
+    """A named source of images: an ID dataset, an OOD test set or auxiliary outliers.
+
+    ``load(split)`` returns a torch ``Dataset`` whose items are ``(image, label)``: a float
+    tensor of shape ``shape`` with values in [0, 1], and an int label (``-1`` when unlabelled).
+    Normalisation is the model's job (see ``oebench.models.Classifier``), so every source
+    shares one value range and OOD sets can be adapted to any ID dataset's shape.
+    """
+
+    #: native (channels, height, width)
+    shape: tuple[int, int, int] = (3, 32, 32)
+    #: number of classes for ID datasets; ``None`` for OOD-only sources
+    num_classes: int | None = None
+    #: per-channel normalisation a model trained on this source should apply
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+    #: splits this source provides
+    splits: tuple[str, ...] = ("test",)
+
+    @abstractmethod
+    def load(self, split: str, *, shape: tuple[int, int, int] | None = None, seed: int = 0) -> Dataset:
+        """Return the split as a ``Dataset``; ``shape`` is the ID shape an OOD set is used at."""
+
+    def config(self) -> dict[str, Any]:
+        """Everything that determines the images, for cache keys (override to add options)."""
+        return {"class": type(self).__qualname__, **{k: _plain(v) for k, v in vars(self).items()}}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return repr(type(value))
+
+
+class TensorImages:
+    """An in-memory dataset: ``images`` (N, C, H, W) uint8 or float in [0, 1], ``labels`` (N,)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None):
+        import torch
+
+        if images.ndim != 4:
+            raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
+        self.images = images
+        self.labels = (
+            labels.long() if labels is not None
+            else torch.full((len(images),), OOD_LABEL, dtype=torch.long)
+        )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return to_float(self.images[index]), int(self.labels[index])
+
+    def batch(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``start:stop`` as float [0, 1] and their labels, without per-item collation."""
+        return to_float(self.images[start:stop]), self.labels[start:stop]
+
+    def digest(self) -> str:
+        """A content hash of images and labels."""
+        h = hashlib.sha256()
+        h.update(str((tuple(self.images.shape), str(self.images.dtype))).encode())
+        h.update(self.images.contiguous().numpy().tobytes())
+        h.update(self.labels.numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] or float [0, 1] -> float32 [0, 1]."""
+    import torch
+
+    if images.dtype == torch.uint8:
+        return images.float().div_(255)
+    return images.float()
+
+
+def adapt_images(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Bring a float batch (N, C, H, W) to ``shape``: channel conversion, resize, centre crop."""
+    import torch.nn.functional as F
+
+    c, h, w = shape
+    if images.shape[1] != c:
+        if c == 1:
+            weights = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images[:, :3] * weights).sum(1, keepdim=True)
+        elif images.shape[1] == 1:
+            images = images.expand(-1, c, -1, -1)
+        else:
+            raise ValueError(f"cannot convert {images.shape[1]} channels to {c}")
+    ih, iw = images.shape[-2:]
+    if (ih, iw) != (h, w):
+        scale = max(h / ih, w / iw)
+        size = (max(h, round(ih * scale)), max(w, round(iw * scale)))
+        images = F.interpolate(images, size=size, mode="bilinear", antialias=True,
+                               align_corners=False)
+        top, left = (size[0] - h) // 2, (size[1] - w) // 2
+        images = images[..., top : top + h, left : left + w]
+    return images.clamp(0, 1).contiguous()
+
+
+def data_root(explicit: str | os.PathLike | None = None) -> Path:
+    """Where dataset files live: an explicit path, ``$OEBENCH_DATA_ROOT``, or ~/.cache/oebench/data."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get(DATA_ROOT_ENV):
+        return Path(os.environ[DATA_ROOT_ENV]).expanduser()
+    return cache_dir() / "data"
+
+
+def cache_dir() -> Path:
+    """``$OEBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/oebench``, else ``~/.cache/oebench``."""
+    if os.environ.get("OEBENCH_CACHE_DIR"):
+        return Path(os.environ["OEBENCH_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "oebench"
+
+
+def random_crops(
+    pictures: list[torch.Tensor], n: int, shape: tuple[int, int, int], seed: int,
+    min_frac: float = 0.1, max_frac: float = 0.6, flip: bool = True,
+) -> torch.Tensor:
+    """``n`` random square crops of float CHW pictures, resized to ``shape`` (uint8 output).
+
+    Crop sides are a uniform fraction ``[min_frac, max_frac]`` of each picture's shorter side;
+    pictures are drawn uniformly; resizing averages (anti-aliased ``roi_align``).
+    """
+    import torch
+    from torchvision.ops import roi_align
+
+    gen = torch.Generator().manual_seed(seed)
+    c, h, w = shape
+    which = torch.randint(len(pictures), (n,), generator=gen)
+    out = torch.empty((n, c, h, w), dtype=torch.uint8)
+    for i, pic in enumerate(pictures):
+        idx = torch.nonzero(which == i).flatten()
+        if idx.numel() == 0:
+            continue
+        ph, pw = pic.shape[-2:]
+        side = min(ph, pw) * (min_frac + (max_frac - min_frac) * torch.rand(idx.numel(), generator=gen))
+        x0 = torch.rand(idx.numel(), generator=gen) * (pw - side)
+        y0 = torch.rand(idx.numel(), generator=gen) * (ph - side)
+        boxes = torch.stack([torch.zeros_like(x0), x0, y0, x0 + side, y0 + side], dim=1)
+        crops = roi_align(pic[None].float(), boxes, output_size=(h, w), aligned=True)
+        crops = adapt_images(crops.clamp(0, 1), shape)
+        if flip:
+            flips = torch.rand(idx.numel(), generator=gen) < 0.5
+            crops[flips] = crops[flips].flip(-1)
+        out[idx] = (crops * 255).round().to(torch.uint8)
+    return out
+
+
+DOWNLOAD_ENV = "OEBENCH_DOWNLOAD"
+
+
+def download_allowed() -> bool:
+    """Whether the user allowed downloads (``oebench run --download`` sets ``$OEBENCH_DOWNLOAD=1``)."""
+    return os.environ.get(DOWNLOAD_ENV, "") == "1"

@@ -1,0 +1,41 @@
+"""The model contract: a network with ``forward_features`` and ``forward_head``, normalised inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class Classifier(nn.Module):
+    """Wraps a registered network: normalises [0, 1] inputs, exposes features and head.
+
+    A registered model factory returns an ``nn.Module`` with ``forward_features(x) -> (N, D)``
+    (penultimate features) and ``forward_head(f) -> (N, K)`` (logits); ``forward_head`` should
+    be a single ``nn.Linear`` named ``fc`` when detectors that use the head weights
+    (ReAct, ASH, ViM) are wanted.
+    """
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        for method in ("forward_features", "forward_head"):
+            if not callable(getattr(net, method, None)):
+                raise TypeError(f"{type(net).__name__} has no {method}(): see CONTRIBUTING.md")
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_features((x - self.mean) / self.std)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def head_linear(self) -> nn.Linear | None:
+        """The final linear layer, when the network has one named ``fc``."""
+        fc = getattr(self.net, "fc", None)
+        return fc if isinstance(fc, nn.Linear) else None
