@@ -18,12 +18,27 @@ else:  # pragma: no cover
 
 PROTOCOLS = ("full", "oe-paper")
 TRAINING_KEYS = {
-    "epochs", "batch_size", "outlier_batch_size", "lr", "momentum", "nesterov",
-    "weight_decay", "augment", "max_train", "eval_batch_size",
+    "epochs",
+    "batch_size",
+    "outlier_batch_size",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "augment",
+    "max_train",
+    "eval_batch_size",
 }
 DEFAULT_TRAINING: dict[str, Any] = {
-    "epochs": 6, "batch_size": 128, "outlier_batch_size": 256, "lr": 0.1, "momentum": 0.9,
-    "nesterov": True, "weight_decay": 5e-4, "augment": False, "max_train": None,
+    "epochs": 6,
+    "batch_size": 128,
+    "outlier_batch_size": 256,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "augment": False,
+    "max_train": None,
     "eval_batch_size": 500,
 }
 
@@ -92,8 +107,11 @@ def parse_ref(value: Any, where: str) -> Ref:
         return Ref(value)
     if isinstance(value, dict) and isinstance(value.get("name"), str):
         opts = {k: v for k, v in value.items() if k not in ("name", "label")}
-        return Ref(value["name"], tuple(sorted(opts.items(), key=lambda kv: kv[0])),
-                   str(value.get("label", "")))
+        return Ref(
+            value["name"],
+            tuple(sorted(opts.items(), key=lambda kv: kv[0])),
+            str(value.get("label", "")),
+        )
     raise UserError(f"{where}: expected a name or a table with 'name', got {value!r}")
 
 
@@ -115,12 +133,19 @@ def _training(data: dict, defaults: dict, source: str) -> Training:
         raise UserError(f"{where}: every training needs 'name' and 'objective'")
     unknown = set(data) - TRAINING_KEYS - {"name", "objective", "outliers", "from"}
     if unknown:
-        raise UserError(f"{where} {data['name']!r}: unknown key(s) {', '.join(sorted(unknown))}; "
-                        f"settings: {', '.join(sorted(TRAINING_KEYS))}")
+        raise UserError(
+            f"{where} {data['name']!r}: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"settings: {', '.join(sorted(TRAINING_KEYS))}"
+        )
     settings = {**defaults, **{k: v for k, v in data.items() if k in TRAINING_KEYS}}
     outliers = parse_ref(data["outliers"], where) if "outliers" in data else None
-    return Training(str(data["name"]), parse_ref(data["objective"], where), outliers,
-                    data.get("from"), tuple(sorted(settings.items())))
+    return Training(
+        str(data["name"]),
+        parse_ref(data["objective"], where),
+        outliers,
+        data.get("from"),
+        tuple(sorted(settings.items())),
+    )
 
 
 def parse_benchmark(text: str, source: str = "<string>") -> Benchmark:
@@ -129,12 +154,25 @@ def parse_benchmark(text: str, source: str = "<string>") -> Benchmark:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{source}: invalid TOML: {exc}") from None
-    known = {"name", "description", "id_datasets", "models", "trainings", "detectors",
-             "ood_datasets", "seeds", "protocol", "resamples", "training"}
+    known = {
+        "name",
+        "description",
+        "id_datasets",
+        "models",
+        "trainings",
+        "detectors",
+        "ood_datasets",
+        "seeds",
+        "protocol",
+        "resamples",
+        "training",
+    }
     unknown = set(data) - known
     if unknown:
-        raise UserError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; "
-                        f"known: {', '.join(sorted(known))}")
+        raise UserError(
+            f"{source}: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(known))}"
+        )
     defaults = dict(DEFAULT_TRAINING)
     extra = set(data.get("training", {})) - TRAINING_KEYS
     if extra:
@@ -146,8 +184,10 @@ def parse_benchmark(text: str, source: str = "<string>") -> Benchmark:
     names = [t.name for t in trainings]
     for t in trainings:
         if t.init is not None and t.init not in names[: names.index(t.name)]:
-            raise UserError(f"{source}: training {t.name!r} starts from {t.init!r}, "
-                            "which must be an earlier training")
+            raise UserError(
+                f"{source}: training {t.name!r} starts from {t.init!r}, "
+                "which must be an earlier training"
+            )
     protocol = data.get("protocol", "full")
     if protocol not in PROTOCOLS:
         raise UserError(f"{source}: protocol must be one of {', '.join(PROTOCOLS)}")
@@ -161,8 +201,12 @@ def parse_benchmark(text: str, source: str = "<string>") -> Benchmark:
         trainings=trainings,
         detectors=_refs(data, "detectors", source),
         ood_datasets=_refs(data, "ood_datasets", source),
-        seeds=seeds, protocol=protocol, resamples=int(data.get("resamples", 10)),
-        description=str(data.get("description", "")), source=source, text=text,
+        seeds=seeds,
+        protocol=protocol,
+        resamples=int(data.get("resamples", 10)),
+        description=str(data.get("description", "")),
+        source=source,
+        text=text,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -36,11 +35,17 @@ class ImageSource(ABC):
     splits: tuple[str, ...] = ("test",)
 
     @abstractmethod
-    def load(self, split: str, *, shape: tuple[int, int, int] | None = None, seed: int = 0) -> Dataset:
+    def load(
+        self, split: str, *, shape: tuple[int, int, int] | None = None, seed: int = 0
+    ) -> Dataset:
         """Return the split as a ``Dataset``; ``shape`` is the ID shape an OOD set is used at."""
 
     def config(self) -> dict[str, Any]:
-        """Everything that determines the images, for cache keys (override to add options)."""
+        """Everything that determines the images, for cache keys.
+
+        The default is the instance's attributes; a file-based source should add what identifies
+        its files (e.g. sizes and modification times) so edited files are never served stale.
+        """
         return {"class": type(self).__qualname__, **{k: _plain(v) for k, v in vars(self).items()}}
 
 
@@ -66,7 +71,8 @@ class TensorImages:
             raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
         self.images = images
         self.labels = (
-            labels.long() if labels is not None
+            labels.long()
+            if labels is not None
             else torch.full((len(images),), OOD_LABEL, dtype=torch.long)
         )
 
@@ -79,14 +85,6 @@ class TensorImages:
     def batch(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``start:stop`` as float [0, 1] and their labels, without per-item collation."""
         return to_float(self.images[start:stop]), self.labels[start:stop]
-
-    def digest(self) -> str:
-        """A content hash of images and labels."""
-        h = hashlib.sha256()
-        h.update(str((tuple(self.images.shape), str(self.images.dtype))).encode())
-        h.update(self.images.contiguous().numpy().tobytes())
-        h.update(self.labels.numpy().tobytes())
-        return h.hexdigest()[:16]
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -115,15 +113,16 @@ def adapt_images(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Ten
     if (ih, iw) != (h, w):
         scale = max(h / ih, w / iw)
         size = (max(h, round(ih * scale)), max(w, round(iw * scale)))
-        images = F.interpolate(images, size=size, mode="bilinear", antialias=True,
-                               align_corners=False)
+        images = F.interpolate(
+            images, size=size, mode="bilinear", antialias=True, align_corners=False
+        )
         top, left = (size[0] - h) // 2, (size[1] - w) // 2
         images = images[..., top : top + h, left : left + w]
     return images.clamp(0, 1).contiguous()
 
 
 def data_root(explicit: str | os.PathLike | None = None) -> Path:
-    """Where dataset files live: an explicit path, ``$OEBENCH_DATA_ROOT``, or ~/.cache/oebench/data."""
+    """Dataset files: an explicit path, ``$OEBENCH_DATA_ROOT``, or ``<cache>/data``."""
     if explicit:
         return Path(explicit).expanduser()
     if os.environ.get(DATA_ROOT_ENV):
@@ -140,8 +139,13 @@ def cache_dir() -> Path:
 
 
 def random_crops(
-    pictures: list[torch.Tensor], n: int, shape: tuple[int, int, int], seed: int,
-    min_frac: float = 0.1, max_frac: float = 0.6, flip: bool = True,
+    pictures: list[torch.Tensor],
+    n: int,
+    shape: tuple[int, int, int],
+    seed: int,
+    min_frac: float = 0.1,
+    max_frac: float = 0.6,
+    flip: bool = True,
 ) -> torch.Tensor:
     """``n`` random square crops of float CHW pictures, resized to ``shape`` (uint8 output).
 
@@ -160,7 +164,9 @@ def random_crops(
         if idx.numel() == 0:
             continue
         ph, pw = pic.shape[-2:]
-        side = min(ph, pw) * (min_frac + (max_frac - min_frac) * torch.rand(idx.numel(), generator=gen))
+        side = min(ph, pw) * (
+            min_frac + (max_frac - min_frac) * torch.rand(idx.numel(), generator=gen)
+        )
         x0 = torch.rand(idx.numel(), generator=gen) * (pw - side)
         y0 = torch.rand(idx.numel(), generator=gen) * (ph - side)
         boxes = torch.stack([torch.zeros_like(x0), x0, y0, x0 + side, y0 + side], dim=1)
@@ -177,5 +183,5 @@ DOWNLOAD_ENV = "OEBENCH_DOWNLOAD"
 
 
 def download_allowed() -> bool:
-    """Whether the user allowed downloads (``oebench run --download`` sets ``$OEBENCH_DOWNLOAD=1``)."""
+    """Whether downloads are allowed (``oebench run --download`` sets ``$OEBENCH_DOWNLOAD=1``)."""
     return os.environ.get(DOWNLOAD_ENV, "") == "1"

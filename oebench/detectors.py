@@ -54,8 +54,10 @@ class Detector:
         raise NotImplementedError
 
     def config(self) -> dict:
-        return {"class": type(self).__qualname__, **{k: v for k, v in vars(self).items()
-                                                    if not k.startswith("_")}}
+        return {
+            "class": type(self).__qualname__,
+            **{k: v for k, v in vars(self).items() if not k.startswith("_")},
+        }
 
 
 def log_softmax64(logits: np.ndarray) -> np.ndarray:

@@ -42,9 +42,7 @@ def _check(name: str, scores: np.ndarray) -> np.ndarray:
     return arr
 
 
-def binary_curve(
-    neg: np.ndarray, pos: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def binary_curve(neg: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """True and false positive counts at each distinct threshold, from high to low score."""
     scores = np.concatenate([neg, pos])
     labels = np.concatenate([np.zeros(neg.size), np.ones(pos.size)])
@@ -68,9 +66,10 @@ def average_precision(tps: np.ndarray, fps: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def fpr_at_recall(tps: np.ndarray, fps: np.ndarray, level: float = 0.95,
-                  rule: str = "nearest") -> float:
-    """False positive rate at a recall level; ``rule`` is ``nearest`` (OE) or ``first`` (OpenOOD)."""
+def fpr_at_recall(
+    tps: np.ndarray, fps: np.ndarray, level: float = 0.95, rule: str = "nearest"
+) -> float:
+    """FPR at a recall level; ``rule``: ``nearest`` (OE paper) or ``first`` (OpenOOD)."""
     recall = tps / tps[-1]
     if rule == "first":
         return float(fps[np.argmax(recall >= level)] / fps[-1])
@@ -89,7 +88,9 @@ def detection_error(tps: np.ndarray, fps: np.ndarray) -> float:
 
 
 def ood_metrics(
-    id_scores: np.ndarray, ood_scores: np.ndarray, recall_level: float = 0.95,
+    id_scores: np.ndarray,
+    ood_scores: np.ndarray,
+    recall_level: float = 0.95,
     fpr_rule: str = "nearest",
 ) -> dict[str, float]:
     """AUROC, AUPR-In, AUPR-Out, FPR95 (both orientations) and detection error, in percent."""

@@ -1,4 +1,4 @@
-"""The model contract: a network with ``forward_features`` and ``forward_head``, normalised inputs."""
+"""The model contract: ``forward_features`` and ``forward_head`` on normalised inputs."""
 
 from __future__ import annotations
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Objective:
@@ -24,8 +26,12 @@ class Objective:
 
 def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
     """H(U; softmax(z)) per sample: ``logsumexp(z) - mean(z)``."""
+    import torch
+
     return torch.logsumexp(logits, dim=1) - logits.mean(dim=1)
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    import torch.nn.functional as F
+
     return F.cross_entropy(logits, targets)

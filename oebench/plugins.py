@@ -107,12 +107,19 @@ class PluginManager(pluggy.PluginManager):
             try:
                 module = ep.load()
             except Exception as exc:  # a broken plugin must not stop the others
-                self._broken(PluginInfo(ep.name, ep.value, dist, version), f"import failed: {_describe(exc)}")
+                self._broken(
+                    PluginInfo(ep.name, ep.value, dist, version), f"import failed: {_describe(exc)}"
+                )
                 continue
             self.register(module, name=ep.name, dist=dist, version=version)
 
-    def register(self, plugin: object, name: str | None = None, dist: str | None = None,
-                 version: str | None = None) -> str | None:
+    def register(
+        self,
+        plugin: object,
+        name: str | None = None,
+        dist: str | None = None,
+        version: str | None = None,
+    ) -> str | None:
         """Register ``plugin``; a plugin with bad or misspelled hooks is recorded as broken."""
         name = name or self.get_canonical_name(plugin)
         info = PluginInfo(name, getattr(plugin, "__name__", type(plugin).__name__), dist, version)

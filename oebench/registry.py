@@ -1,4 +1,4 @@
-"""timm-style lookup of registered components: ``list_detectors("*energy*")``, ``create_detector``."""
+"""timm-style lookup: ``list_detectors("*energy*")``, ``create_detector(name, **kw)``."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def check_options(comp: Component, options: dict[str, Any], *positional: str) ->
         sig.bind_partial(*positional, **options)
     except TypeError as exc:
         accepted = [
-            p.name for p in sig.parameters.values()
+            p.name
+            for p in sig.parameters.values()
             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in positional
         ]
         raise UserError(

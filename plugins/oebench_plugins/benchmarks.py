@@ -13,5 +13,6 @@ def register_benchmarks(register):
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".toml"):
             first = entry.read_text().splitlines()[0] if entry.read_text() else ""
-            register(entry.name[: -len(".toml")], str(entry),
-                     description=first.lstrip("# ").strip())
+            register(
+                entry.name[: -len(".toml")], str(entry), description=first.lstrip("# ").strip()
+            )

@@ -10,8 +10,19 @@ import oebench
 from oebench.data import ImageSource, TensorImages, adapt_images, random_crops
 
 PHOTOS = (
-    "astronaut", "camera", "coffee", "chelsea", "rocket", "hubble_deep_field", "coins", "moon",
-    "immunohistochemistry", "retina", "cell", "clock", "stereo_motorcycle",
+    "astronaut",
+    "camera",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "coins",
+    "moon",
+    "immunohistochemistry",
+    "retina",
+    "cell",
+    "clock",
+    "stereo_motorcycle",
 )
 TEXTURES = ("brick", "grass", "gravel")
 
@@ -51,7 +62,7 @@ class Mnist5k(ImageSource):
         return TensorImages(images, torch.from_numpy(y[pick].astype(np.int64)))
 
 
-def _to_chw(array) -> "torch.Tensor":  # noqa: F821
+def _to_chw(array) -> torch.Tensor:  # noqa: F821
     import numpy as np
     import torch
 
@@ -92,8 +103,9 @@ class Crops(ImageSource):
     def load(self, split, *, shape=None, seed=0):
         shape = shape or (3, 32, 32)
         offset = 0 if split == "train" else 1_000_003
-        images = random_crops(list(self._pictures()), self.n, shape, seed + offset,
-                              self.min_frac, self.max_frac)
+        images = random_crops(
+            list(self._pictures()), self.n, shape, seed + offset, self.min_frac, self.max_frac
+        )
         return TensorImages(images)
 
 
@@ -132,14 +144,19 @@ class Letters(ImageSource):
 
         shape = shape or self.shape
         fonts_dir = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-        fonts = sorted(p for p in fonts_dir.glob("*.ttf")
-                       if p.name.startswith(("DejaVu", "STIXGeneral", "cmr", "cmss", "cmtt")))
+        fonts = sorted(
+            p
+            for p in fonts_dir.glob("*.ttf")
+            if p.name.startswith(("DejaVu", "STIXGeneral", "cmr", "cmss", "cmtt"))
+        )
         rng = np.random.default_rng(seed + (0 if split == "test" else 7919))
         size = 64
         canvas = np.zeros((self.n, 1, size, size), dtype=np.uint8)
         letters = string.ascii_letters
         for i in range(self.n):
-            font = ImageFont.truetype(str(fonts[rng.integers(len(fonts))]), int(rng.integers(34, 52)))
+            font = ImageFont.truetype(
+                str(fonts[rng.integers(len(fonts))]), int(rng.integers(34, 52))
+            )
             img = Image.new("L", (size, size), 0)
             draw = ImageDraw.Draw(img)
             char = letters[rng.integers(len(letters))]
@@ -153,7 +170,7 @@ class Letters(ImageSource):
 
 
 class Faces(ImageSource):
-    """The 100 LFW faces in scikit-image's ``lfw_subset`` (25 x 25 grey), and their mirror images."""
+    """The 100 LFW faces in scikit-image's ``lfw_subset`` (25 x 25 grey) and their mirrors."""
 
     shape = (1, 25, 25)
 
@@ -178,5 +195,8 @@ def register_datasets(register):
 
 @oebench.hookimpl
 def register_outlier_sources(register):
-    register("photo-crops", photo_crops,
-             description="crops of 16 natural photos in skimage/sklearn/matplotlib")
+    register(
+        "photo-crops",
+        photo_crops,
+        description="crops of 16 natural photos in skimage/sklearn/matplotlib",
+    )

@@ -5,8 +5,7 @@ from __future__ import annotations
 import oebench
 
 
-def small_cnn(num_classes: int, shape: tuple[int, int, int], width: int = 16,
-              dropout: float = 0.0):
+def small_cnn(num_classes: int, shape: tuple[int, int, int], width: int = 16, dropout: float = 0.0):
     """Three conv-BN-ReLU blocks (width, 2x, 4x channels), global average pool, linear head."""
     from torch import nn
 
@@ -16,8 +15,11 @@ def small_cnn(num_classes: int, shape: tuple[int, int, int], width: int = 16,
             c = shape[0]
             layers = []
             for i, out in enumerate((width, 2 * width, 4 * width)):
-                layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
-                           nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(c, out, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(out),
+                    nn.ReLU(inplace=True),
+                ]
                 if i < 2:
                     layers.append(nn.MaxPool2d(2))
                 c = out

@@ -39,7 +39,9 @@ class EnergyMargin(Objective):
 
         e_in = -torch.logsumexp(logits_in, dim=1)
         e_out = -torch.logsumexp(logits_out, dim=1)
-        reg = (e_in - self.m_in).clamp(min=0).pow(2).mean() + (self.m_out - e_out).clamp(min=0).pow(2).mean()
+        reg = (e_in - self.m_in).clamp(min=0).pow(2).mean() + (self.m_out - e_out).clamp(min=0).pow(
+            2
+        ).mean()
         return cross_entropy(logits_in, targets) + self.lam * reg
 
 
@@ -47,4 +49,6 @@ class EnergyMargin(Objective):
 def register_objectives(register):
     register("cross-entropy", CrossEntropy, description="CE on ID data only (baseline)")
     register("oe", OutlierExposure, description="CE + 0.5 H(U; p) on outliers (OE paper)")
-    register("energy-margin", EnergyMargin, description="CE + energy hinge losses (Liu et al. 2020)")
+    register(
+        "energy-margin", EnergyMargin, description="CE + energy hinge losses (Liu et al. 2020)"
+    )

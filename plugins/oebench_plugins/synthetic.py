@@ -45,7 +45,7 @@ class Rademacher(Synthetic):
 
 
 class Blobs(Synthetic):
-    """Bernoulli(0.7) -> Gaussian blur (sigma 1.5, every axis incl. channels) -> below 0.75 set 0."""
+    """Bernoulli(0.7) -> blur (sigma 1.5, all axes incl. channels) -> values < 0.75 set to 0."""
 
     def __init__(self, n: int = 2000, p: float = 0.7, sigma: float = 1.5, cutoff: float = 0.75):
         super().__init__(n)
@@ -56,8 +56,9 @@ class Blobs(Synthetic):
 
         n, c, h, w = size
         hwc = rng.binomial(1, self.p, (n, h, w, c)).astype(np.float64)
-        blurred = gaussian_filter(hwc, sigma=(0, self.sigma, self.sigma, self.sigma),
-                                  mode="nearest", truncate=4.0)
+        blurred = gaussian_filter(
+            hwc, sigma=(0, self.sigma, self.sigma, self.sigma), mode="nearest", truncate=4.0
+        )
         blurred[blurred < self.cutoff] = 0.0
         return blurred.transpose(0, 3, 1, 2)
 

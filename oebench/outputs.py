@@ -1,0 +1,155 @@
+"""One forward pass per (model, dataset): logits and penultimate features, cached on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oebench.data import TensorImages, adapt_images, cache_dir, to_float
+from oebench.detectors import Outputs
+
+CACHE_FORMAT = 1
+
+
+def iterate_batches(
+    dataset: Any,
+    batch_size: int,
+    shape: tuple[int, int, int],
+    device: Any,
+    order: Any = None,
+) -> Iterator[tuple[Any, Any]]:
+    """Float [0, 1] image batches at ``shape`` on ``device``, with labels; ``order`` permutes."""
+    n = len(dataset)
+    non_blocking = getattr(device, "type", str(device)) == "cuda"
+    if isinstance(dataset, TensorImages):
+        for start in range(0, n, batch_size):
+            if order is None:
+                x, y = (
+                    dataset.images[start : start + batch_size],
+                    dataset.labels[start : start + batch_size],
+                )
+            else:
+                idx = order[start : start + batch_size]
+                x, y = dataset.images[idx], dataset.labels[idx]
+            x = to_float(x.to(device, non_blocking=non_blocking))
+            yield adapt_images(x, shape), y.to(device, non_blocking=non_blocking)
+        return
+    from torch.utils.data import DataLoader, Subset
+
+    data = Subset(dataset, order.tolist()) if order is not None else dataset
+    loader = DataLoader(
+        data, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=non_blocking
+    )
+    for x, y in loader:
+        x = x.to(device, non_blocking=non_blocking)
+        yield adapt_images(x, shape), y.to(device, non_blocking=non_blocking)
+
+
+def model_digest(model: Any) -> str:
+    """A hash of every parameter and buffer of a model."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def forward(
+    model: Any, dataset: Any, shape: tuple[int, int, int], device: Any, batch_size: int = 500
+) -> Outputs:
+    """Run the model once over a dataset: float32 logits, features and labels."""
+    import torch
+
+    model.eval()
+    logits, feats, labels = [], [], []
+    with torch.inference_mode():
+        for x, y in iterate_batches(dataset, batch_size, shape, device):
+            f = model.forward_features(x)
+            logits.append(model.forward_head(f).float().cpu())
+            feats.append(f.float().cpu())
+            labels.append(y.cpu())
+    return Outputs(
+        logits=torch.cat(logits).numpy(),
+        features=torch.cat(feats).numpy(),
+        labels=torch.cat(labels).numpy(),
+    )
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}{arr.dtype}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+class OutputCache:
+    """Outputs on disk under ``<cache>/outputs/<key>.npz``, verified by checksum on read."""
+
+    def __init__(self, root: Path | None = None, enabled: bool = True):
+        self.root = (root or cache_dir()) / "outputs"
+        self.enabled = enabled
+        self._memory: dict[str, Outputs] = {}
+        self.hits = self.misses = 0
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.npz"
+
+    def get_or_compute(self, key: str, compute: Callable[[], Outputs]) -> Outputs:
+        """Outputs for ``key``: from memory, from a verified file, or computed and stored."""
+        if key in self._memory:
+            self.hits += 1
+            return self._memory[key]
+        out = self._read(key) if self.enabled else None
+        if out is None:
+            self.misses += 1
+            out = compute()
+            if self.enabled:
+                self._write(key, out)
+        else:
+            self.hits += 1
+        self._memory[key] = out
+        return out
+
+    def _read(self, key: str) -> Outputs | None:
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files if k != "checksum"}
+                stored = str(data["checksum"])
+            if stored != _checksum(arrays) or int(arrays.pop("format")) != CACHE_FORMAT:
+                raise ValueError("checksum mismatch")
+        except Exception as exc:
+            print(
+                f"oebench: ignoring corrupt cache file {path.name} ({exc}); recomputing",
+                file=sys.stderr,
+            )
+            path.unlink(missing_ok=True)
+            return None
+        return Outputs(arrays["logits"], arrays.get("features"), arrays.get("labels"))
+
+    def _write(self, key: str, out: Outputs) -> None:
+        arrays = {"logits": out.logits, "format": np.array(CACHE_FORMAT)}
+        if out.features is not None:
+            arrays["features"] = out.features
+        if out.labels is not None:
+            arrays["labels"] = out.labels
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, checksum=np.array(_checksum(arrays)), **arrays)
+            os.replace(tmp, self.path(key))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)

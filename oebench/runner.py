@@ -1,0 +1,407 @@
+"""Runs a benchmark matrix: train (or load) each model once, one forward pass per dataset,
+every detector on the cached outputs, metrics per OOD set."""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from oebench.benchmark import Benchmark, Ref, Training, canonical_hash
+from oebench.detectors import Detector, Head, Outputs
+from oebench.errors import UserError
+from oebench.metrics import METRICS, ood_metrics
+from oebench.registry import (
+    check_options,
+    create_dataset,
+    create_detector,
+    create_model,
+    create_objective,
+    create_outlier_source,
+    get_component,
+)
+
+ID_COLUMNS = [
+    "benchmark",
+    "id_dataset",
+    "model",
+    "training",
+    "objective",
+    "outlier_source",
+    "detector",
+    "ood_dataset",
+    "seed",
+]
+
+
+def resolve_device(name: str = "auto") -> Any:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a user error."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Cell:
+    """One trained model of the matrix; its rows cover every detector x OOD set."""
+
+    seed: int
+    id_ref: Ref
+    model_ref: Ref
+    training: Training
+    key: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+class Progress:
+    """A no-op progress sink; the CLI passes a rich-backed one."""
+
+    def start(self, description: str, total: int) -> Callable[[int], None]:
+        return lambda advance=1: None
+
+    def log(self, message: str) -> None:
+        pass
+
+
+class Runner:
+    def __init__(
+        self,
+        bench: Benchmark,
+        device: str = "auto",
+        progress: Progress | None = None,
+        use_cache: bool = True,
+        cache_root: Any = None,
+    ):
+        from oebench.outputs import OutputCache
+        from oebench.training import CheckpointCache
+
+        self.bench = bench
+        self.device_name = device
+        self.progress = progress or Progress()
+        self.outputs = OutputCache(cache_root, enabled=use_cache)
+        self.checkpoints = CheckpointCache(cache_root, enabled=use_cache)
+        self._states: dict[str, dict] = {}
+        self._data: dict[Any, Any] = {}
+
+    # -- validation --------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Check every name and option before any work starts."""
+        b = self.bench
+        for ref in b.id_datasets + b.ood_datasets:
+            check_options(get_component("dataset", ref.name), ref.kwargs)
+        for ref in b.models:
+            check_options(get_component("model", ref.name), ref.kwargs, "num_classes", "shape")
+        for ref in b.detectors:
+            check_options(get_component("detector", ref.name), ref.kwargs)
+        for t in b.trainings:
+            check_options(get_component("objective", t.objective.name), t.objective.kwargs)
+            objective = create_objective(t.objective.name, **t.objective.kwargs)
+            if objective.uses_outliers and t.outliers is None:
+                raise UserError(
+                    f"training {t.name!r}: objective {t.objective.name!r} needs "
+                    "'outliers' (an outlier source)"
+                )
+            if t.outliers is not None:
+                check_options(get_component("outlier source", t.outliers.name), t.outliers.kwargs)
+        for ref in b.id_datasets:
+            source = create_dataset(ref.name, **ref.kwargs)
+            if not source.num_classes or "train" not in source.splits:
+                raise UserError(
+                    f"dataset {ref.key!r} cannot be an ID dataset: it has no labelled train split"
+                )
+
+    # -- the matrix ----------------------------------------------------------------------------
+    def cells(self) -> Iterator[Cell]:
+        b = self.bench
+        for seed in b.seeds:
+            for id_ref in b.id_datasets:
+                for model_ref in b.models:
+                    for training in b.trainings:
+                        yield Cell(seed, id_ref, model_ref, training)
+
+    def run(
+        self,
+        skip: Callable[[Cell], bool] | None = None,
+        on_cell: Callable[[Cell, list[dict]], None] | None = None,
+    ) -> list[dict]:
+        """Run every cell (unless ``skip`` says it is done); ``on_cell`` receives its rows."""
+        self.validate()
+        self.device = resolve_device(self.device_name)
+        cells = list(self.cells())
+        advance = self.progress.start(f"benchmark {self.bench.name}", len(cells))
+        rows: list[dict] = []
+        for cell in cells:
+            self._configure(cell)
+            if skip is not None and skip(cell):
+                advance(1)
+                continue
+            cell_rows = self.run_cell(cell)
+            rows += cell_rows
+            if on_cell is not None:
+                on_cell(cell, cell_rows)
+            advance(1)
+        return rows
+
+    def _configure(self, cell: Cell) -> None:
+        """Fill in the cell's configuration and its content key."""
+        b = self.bench
+        cell.config = {
+            "benchmark": b.name,
+            "seed": cell.seed,
+            "id_dataset": cell.id_ref.config(),
+            "model": cell.model_ref.config(),
+            "training": self._training_config(cell.training),
+            "detectors": [d.config() for d in b.detectors],
+            "ood_datasets": [o.config() for o in b.ood_datasets],
+            "protocol": b.protocol,
+            "resamples": b.resamples,
+        }
+        cell.key = canonical_hash(cell.config)
+
+    def _training_config(self, t: Training) -> dict[str, Any]:
+        init = next((x for x in self.bench.trainings if x.name == t.init), None)
+        return {
+            "objective": t.objective.config(),
+            "outliers": t.outliers.config() if t.outliers else None,
+            "params": t.params,
+            "init": self._training_config(init) if init else None,
+        }
+
+    # -- data ------------------------------------------------------------------------------
+    def _source(self, kind: str, ref: Ref) -> Any:
+        """The ImageSource for a dataset or outlier-source reference (memoised)."""
+        key = (kind, ref)
+        if key not in self._data:
+            make = create_dataset if kind == "dataset" else create_outlier_source
+            self._data[key] = make(ref.name, **ref.kwargs)
+        return self._data[key]
+
+    def _fingerprint(self, kind: str, ref: Ref, split: str, shape: Any, seed: int) -> str:
+        """What determines a split's images: source configuration, plugin version, split, seed."""
+        from oebench.plugins import get_plugin_manager
+
+        comp = get_component(kind, ref.name)
+        info = get_plugin_manager().infos.get(comp.plugin)
+        return canonical_hash(
+            {
+                "kind": kind,
+                "ref": ref.config(),
+                "source": self._source(kind, ref).config(),
+                "plugin": [comp.plugin, info.version if info else None],
+                "split": split,
+                "shape": shape,
+                "seed": seed,
+            }
+        )
+
+    def _load(self, kind: str, ref: Ref, split: str, shape: Any, seed: int) -> Any:
+        """A dataset split, loaded on first use and kept for the run."""
+        key = (kind, ref, split, shape, seed)
+        if key not in self._data:
+            self._data[key] = self._source(kind, ref).load(split, shape=shape, seed=seed)
+        return self._data[key]
+
+    # -- one cell ------------------------------------------------------------------------------
+    def run_cell(self, cell: Cell) -> list[dict]:
+        import torch
+
+        from oebench.models import Classifier
+        from oebench.outputs import model_digest
+
+        source = self._source("dataset", cell.id_ref)
+        shape = tuple(source.shape)
+
+        torch.manual_seed(cell.seed)
+        net = create_model(cell.model_ref.name, source.num_classes, shape, **cell.model_ref.kwargs)
+        model = Classifier(net, source.mean, source.std)
+        train_seconds, cached = self._train(cell, model, shape)
+        model.to(self.device).eval()
+        digest = model_digest(model)
+
+        start = time.perf_counter()
+        id_test = ("dataset", cell.id_ref, "test", None, cell.seed)
+        id_out = self._outputs(model, digest, id_test, shape)
+        accuracy = 100.0 * float(np.mean(id_out.logits.argmax(1) == id_out.labels))
+        oods = {}
+        for ref in self.bench.ood_datasets:
+            where = ("dataset", ref, "test", shape, cell.seed)
+            oods[ref.key] = (where, self._outputs(model, digest, where, shape))
+        train_out = None
+        detectors = [(ref, create_detector(ref.name, **ref.kwargs)) for ref in self.bench.detectors]
+        if any("fit" in det.needs for _, det in detectors):
+            id_train = ("dataset", cell.id_ref, "train", None, cell.seed)
+            train_out = self._outputs(model, digest, id_train, shape)
+
+        rows = []
+        for ref, det in detectors:
+            if "fit" in det.needs:
+                det.fit(train_out, self._head(model, ref) if "head" in det.needs else None)
+            id_scores = self._score(det, model, id_out, id_test, shape)
+            per_set = []
+            for ood_key, (where, out) in oods.items():
+                ood_scores = self._score(det, model, out, where, shape)
+                metrics = self._evaluate(id_scores, ood_scores, cell.seed, ood_key)
+                per_set.append(metrics)
+                rows.append(
+                    self._row(
+                        cell, ref, ood_key, metrics, accuracy, len(id_scores), len(ood_scores)
+                    )
+                )
+            mean = {m: float(np.mean([p[m] for p in per_set])) for m in per_set[0]}
+            rows.append(self._row(cell, ref, "mean", mean, accuracy, len(id_scores), 0))
+        score_seconds = time.perf_counter() - start
+        for row in rows:
+            row.update(
+                train_seconds=round(train_seconds, 3),
+                score_seconds=round(score_seconds, 3),
+                trained=not cached,
+            )
+        return rows
+
+    def _train(self, cell: Cell, model: Any, shape: tuple) -> tuple[float, bool]:
+        """Load the cell's weights from the checkpoint cache, or train them; returns (s, cached)."""
+        from oebench.training import train
+
+        t = cell.training
+        key = canonical_hash(
+            {
+                "version": _training_version(),
+                "seed": cell.seed,
+                "id": cell.config["id_dataset"],
+                "model": cell.config["model"],
+                "training": cell.config["training"],
+            }
+        )
+        if key in self._states:
+            model.load_state_dict(self._states[key])
+            return 0.0, True
+        saved = self.checkpoints.load(key)
+        if saved is not None:
+            model.load_state_dict(saved["state_dict"])
+            self._states[key] = saved["state_dict"]
+            return float(saved.get("seconds", 0.0)), True
+        if t.init is not None:
+            init_cell = Cell(
+                cell.seed,
+                cell.id_ref,
+                cell.model_ref,
+                next(x for x in self.bench.trainings if x.name == t.init),
+            )
+            self._configure(init_cell)
+            self._train(init_cell, model, shape)
+        train_set = self._load("dataset", cell.id_ref, "train", None, cell.seed)
+        objective = create_objective(t.objective.name, **t.objective.kwargs)
+        outliers = None
+        if t.outliers is not None:
+            outliers = self._load("outlier source", t.outliers, "train", shape, cell.seed)
+        params = t.params
+        steps = self.progress.start(
+            f"train {cell.model_ref.key} on {cell.id_ref.key} [{t.name}, seed {cell.seed}]",
+            params["epochs"]
+            * -(
+                -min(len(train_set), params.get("max_train") or len(train_set))
+                // params["batch_size"]
+            ),
+        )
+        seconds = train(
+            model,
+            train_set,
+            objective,
+            params,
+            cell.seed,
+            shape,
+            self.device,
+            outliers,
+            on_step=lambda step, total: steps(1),
+        )
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        self.checkpoints.save(key, state, seconds)
+        self._states[key] = state
+        return seconds, False
+
+    def _outputs(self, model: Any, digest: str, where: tuple, shape: tuple) -> Outputs:
+        """Logits and features of ``model`` on the split ``where`` names: cached, else one pass."""
+        from oebench.outputs import forward
+
+        key = canonical_hash({"model": digest, "data": self._fingerprint(*where), "shape": shape})
+        batch = self.bench.trainings[0].params.get("eval_batch_size", 500)
+        return self.outputs.get_or_compute(
+            key, lambda: forward(model, self._load(*where), shape, self.device, batch)
+        )
+
+    def _score(
+        self, det: Detector, model: Any, out: Outputs, where: tuple, shape: tuple
+    ) -> np.ndarray:
+        from oebench.outputs import iterate_batches
+
+        if "model" in det.needs:
+            data = self._load(*where)
+            batches = (x for x, _ in iterate_batches(data, 250, shape, self.device))
+            scores = det.score_inputs(model, batches)
+        else:
+            scores = det.score(out)
+        return np.asarray(scores, dtype=np.float64)
+
+    @staticmethod
+    def _head(model: Any, ref: Ref) -> Head:
+        fc = model.head_linear()
+        if fc is None:
+            raise UserError(f"detector {ref.key!r} needs the model's final nn.Linear named 'fc'")
+        return Head(
+            fc.weight.detach().cpu().double().numpy(),
+            fc.bias.detach().cpu().double().numpy()
+            if fc.bias is not None
+            else np.zeros(fc.out_features),
+        )
+
+    def _evaluate(
+        self, id_scores: np.ndarray, ood_scores: np.ndarray, seed: int, ood_key: str
+    ) -> dict[str, float]:
+        """Metrics under the benchmark's protocol (``full``, or ``oe-paper`` re-sampling)."""
+        if self.bench.protocol == "full":
+            return ood_metrics(id_scores, ood_scores)
+        n = max(1, len(id_scores) // 5)
+        rng = np.random.default_rng([seed, zlib.crc32(ood_key.encode())])
+        runs = []
+        for _ in range(self.bench.resamples):
+            idx = rng.choice(len(ood_scores), size=min(n, len(ood_scores)), replace=False)
+            runs.append(ood_metrics(id_scores, ood_scores[idx]))
+        result = {m: float(np.mean([r[m] for r in runs])) for m in METRICS}
+        result.update({f"{m}_std": float(np.std([r[m] for r in runs])) for m in METRICS})
+        return result
+
+    def _row(
+        self, cell: Cell, det: Ref, ood: str, metrics: dict, accuracy: float, n_id: int, n_ood: int
+    ) -> dict:
+        t = cell.training
+        return {
+            "benchmark": self.bench.name,
+            "id_dataset": cell.id_ref.key,
+            "model": cell.model_ref.key,
+            "training": t.name,
+            "objective": t.objective.key,
+            "outlier_source": t.outliers.key if t.outliers else "",
+            "detector": det.key,
+            "ood_dataset": ood,
+            "seed": cell.seed,
+            **{m: metrics[m] for m in metrics},
+            "id_accuracy": accuracy,
+            "protocol": self.bench.protocol,
+            "n_id": n_id,
+            "n_ood": n_ood,
+            "cell": cell.key,
+        }
+
+
+def _training_version() -> int:
+    from oebench.training import TRAINING_VERSION
+
+    return TRAINING_VERSION
