@@ -26,7 +26,7 @@ def iterate_batches(
     order: Any = None,
 ) -> Iterator[tuple[Any, Any]]:
     """Float [0, 1] image batches at ``shape`` on ``device``, with labels; ``order`` permutes."""
-    n = len(dataset)
+    n = len(dataset) if order is None else len(order)
     non_blocking = getattr(device, "type", str(device)) == "cuda"
     if isinstance(dataset, TensorImages):
         for start in range(0, n, batch_size):

@@ -1,0 +1,166 @@
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO, TINY, run_cli
+
+from oebench.benchmark import load_benchmark
+from oebench.report import CSV_COLUMNS, results_frame
+from oebench.runner import Runner
+
+REAL_SETS = ("letters", "textures", "faces")
+
+
+def _run(path=TINY, **kw):
+    bench = load_benchmark(str(path))
+    for key, value in kw.items():
+        setattr(bench, key, value)
+    return results_frame(Runner(bench, device="cpu", use_cache=kw.pop("cache", True)).run())
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(tmp_path):
+    out = tmp_path / "results.csv"
+    first = run_cli("run", "--csv", str(out))
+    assert first.returncode == 0, first.stderr
+    assert "baseline vs oe" in first.stdout and "OOD = positive class" in first.stdout
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0])[: len(CSV_COLUMNS)] == CSV_COLUMNS
+    assert {r["training"] for r in rows} == {"baseline", "oe"}
+    assert {r["outlier_source"] for r in rows if r["training"] == "oe"} == {"photo-crops"}
+    n_detectors, n_sets = 5, 6
+    assert len(rows) == 2 * n_detectors * (n_sets + 1)
+    for training in ("baseline", "oe"):
+        msp = [r for r in rows if r["detector"] == "msp" and r["training"] == training]
+        mean = next(r for r in msp if r["ood_dataset"] == "mean")
+        per_set = [float(r["auroc"]) for r in msp if r["ood_dataset"] != "mean"]
+        assert float(mean["auroc"]) == pytest.approx(np.mean(per_set))
+        assert 90 < float(mean["id_accuracy"]) <= 100
+
+    # OE should help on the real-image OOD sets (the auxiliary photos are disjoint from them).
+    def real_auroc(training):
+        return np.mean(
+            [
+                float(r["auroc"])
+                for r in rows
+                if r["training"] == training
+                and r["detector"] == "msp"
+                and r["ood_dataset"] in REAL_SETS
+            ]
+        )
+
+    assert real_auroc("oe") > real_auroc("baseline") + 10
+
+    again = tmp_path / "again.csv"
+    second = run_cli("run", "--csv", str(again))
+    assert second.returncode == 0
+    assert "train small-cnn" not in second.stderr  # cached checkpoints: no training
+    assert again.read_text() == out.read_text()
+
+
+def test_same_seed_same_numbers_and_another_seed_differs():
+    a = _run(cache=False)
+    b = _run(cache=False)
+    assert a.equals(b)
+    c = _run(seeds=[1], cache=False)
+    assert not np.allclose(a.auroc.to_numpy(), c.auroc.to_numpy())
+
+
+def test_warm_cache_trains_nothing_and_runs_no_forward_pass(monkeypatch):
+    cold = _run()
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("should have come from the cache")
+
+    monkeypatch.setattr("oebench.outputs.forward", forbidden)
+    monkeypatch.setattr("oebench.training.train", forbidden)
+    warm = _run()
+    assert warm.equals(cold)
+
+
+def test_corrupt_output_cache_is_recomputed(_isolated_cache, capsys):
+    cold = _run()
+    files = sorted((_isolated_cache / "outputs").glob("*.npz"))
+    assert files
+    files[0].write_bytes(files[0].read_bytes()[:100])  # truncated
+    files[1].write_bytes(b"not a numpy file at all")
+    warm = _run()
+    assert warm.equals(cold)
+    assert "corrupt cache file" in capsys.readouterr().err
+
+
+def test_oe_training_uses_one_forward_pass_per_step():
+    import torch
+
+    from oebench.data import TensorImages
+    from oebench.objectives import Objective
+
+    calls = []
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            calls.append(len(x))
+            return self.fc(x.flatten(1))
+
+    class Spy(Objective):
+        uses_outliers = True
+
+        def __call__(self, logits_in, targets, logits_out=None):
+            assert len(logits_in) == len(targets) and logits_out is not None
+            return logits_in.sum() * 0 + logits_out.sum() * 0 + (logits_in**2).mean()
+
+    from oebench.training import train
+
+    ids = TensorImages(torch.rand(10, 1, 2, 2), torch.randint(0, 3, (10,)))
+    outs = TensorImages(torch.rand(7, 1, 2, 2))
+    params = {
+        "epochs": 2,
+        "batch_size": 4,
+        "outlier_batch_size": 5,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "nesterov": True,
+        "weight_decay": 0.0,
+    }
+    train(Net(), ids, Spy(), params, 0, (1, 2, 2), torch.device("cpu"), outs)
+    # 3 steps per epoch (4 + 4 + 2 ID images), each ONE call on ID + 5 outliers.
+    assert calls == [9, 9, 7] * 2
+
+
+def test_example_plugin_installs_and_its_detector_runs(tmp_path):
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(REPO / "plugins" / "oebench-example-detector"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    env = {"PYTHONPATH": str(target)}
+    listed = run_cli("list", "plugins", "--json", env=env)
+    import json
+
+    info = next(p for p in json.loads(listed.stdout) if p["name"] == "example-detector")
+    assert info["version"] == "0.1.0" and info["error"] is None
+    assert info["components"] == {"detector": ["logit-margin"]}
+    out = tmp_path / "r.csv"
+    result = run_cli("run", str(TINY), "--detectors", "logit-margin", "--csv", str(out), env=env)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert {r["detector"] for r in rows} == {"logit-margin"}
+    assert all(0 <= float(r["auroc"]) <= 100 for r in rows)
