@@ -90,6 +90,9 @@ class Runner:
         self.checkpoints = CheckpointCache(cache_root, enabled=use_cache)
         self._states: dict[str, dict] = {}
         self._data: dict[Any, Any] = {}
+        #: called as ``score_sink(cell, detector_key, dataset_key, scores)`` for every score
+        #: array; ``dataset_key`` is ``"id"`` for the ID test set
+        self.score_sink: Callable[[Cell, str, str, np.ndarray], None] | None = None
 
     # -- validation --------------------------------------------------------------------------
     def validate(self) -> None:
@@ -245,9 +248,13 @@ class Runner:
             if "fit" in det.needs:
                 det.fit(train_out, self._head(model, ref) if "head" in det.needs else None)
             id_scores = self._score(det, model, id_out, id_test, shape)
+            if self.score_sink is not None:
+                self.score_sink(cell, ref.key, "id", id_scores)
             per_set = []
             for ood_key, (where, out) in oods.items():
                 ood_scores = self._score(det, model, out, where, shape)
+                if self.score_sink is not None:
+                    self.score_sink(cell, ref.key, ood_key, ood_scores)
                 metrics = self._evaluate(id_scores, ood_scores, cell.seed, ood_key)
                 per_set.append(metrics)
                 rows.append(
