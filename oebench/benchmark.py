@@ -28,6 +28,9 @@ TRAINING_KEYS = {
     "augment",
     "max_train",
     "eval_batch_size",
+    "amp",
+    "channels_last",
+    "compile",
 }
 DEFAULT_TRAINING: dict[str, Any] = {
     "epochs": 6,

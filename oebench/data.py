@@ -79,6 +79,14 @@ class TensorImages:
     def __len__(self) -> int:
         return len(self.images)
 
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels kept on ``device`` (copied once), so batches never cross the bus."""
+        cached = getattr(self, "_on_device", None)
+        if cached is None or cached[0] != device:
+            cached = (device, self.images.to(device), self.labels.to(device))
+            self._on_device = cached
+        return cached[1], cached[2]
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return to_float(self.images[index]), int(self.labels[index])
 

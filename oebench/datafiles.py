@@ -63,7 +63,7 @@ def find_dir(
 
     ``download(target)`` is called with the first search directory (``root/subdir``, or the data
     root's ``subdir``) only when ``download_allowed()``; ``how`` tells the user how to get the
-    files by hand (a URL, an apt package).
+    files by hand (a URL, an apt package); ``{target}`` in it becomes that first directory.
     """
     dirs = search_dirs(subdir, root, system)
     for d in dirs:
@@ -100,7 +100,7 @@ def missing_message(
     places = ", ".join(str(d) for d in dirs)
     msg = f"{what} not found: expected {files} in one of: {places}."
     if how:
-        msg += f" {how.rstrip('.')}."
+        msg += " " + how.replace("{target}", str(target)).rstrip(".") + "."
     if can_download:
         if download_allowed():
             msg += f" The download into {target} did not produce them."
@@ -120,11 +120,17 @@ def describe_files(required: Sequence[Required]) -> str:
             a[len(parent) + 1 :] if parent and a.startswith(parent + "/") else a
             for a in alternatives
         ]
+        if len(names) == 2 and names[1].startswith(names[0]):
+            names = [f"{names[0]}[{names[1][len(names[0]) :]}]"]
         groups.setdefault(parent, []).append(" or ".join(names))
     parts = []
     for parent, names in groups.items():
-        inner = names[0] if len(names) == 1 else "{" + ", ".join(names) + "}"
-        parts.append(f"{parent}/{inner}" if parent else inner)
+        if not parent:
+            parts += names
+        elif len(names) == 1:
+            parts.append(f"{parent}/{names[0]}")
+        else:
+            parts.append(f"{parent}/{{{', '.join(names)}}}")
     return ", ".join(parts)
 
 

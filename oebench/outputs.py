@@ -27,29 +27,28 @@ def iterate_batches(
 ) -> Iterator[tuple[Any, Any]]:
     """Float [0, 1] image batches at ``shape`` on ``device``, with labels; ``order`` permutes."""
     n = len(dataset) if order is None else len(order)
-    non_blocking = getattr(device, "type", str(device)) == "cuda"
+    on_gpu = getattr(device, "type", str(device)) == "cuda"
     if isinstance(dataset, TensorImages):
+        images, labels = dataset.on(device) if on_gpu else (dataset.images, dataset.labels)
+        if order is not None and on_gpu:
+            order = order.to(device, non_blocking=True)
         for start in range(0, n, batch_size):
             if order is None:
-                x, y = (
-                    dataset.images[start : start + batch_size],
-                    dataset.labels[start : start + batch_size],
-                )
+                x, y = images[start : start + batch_size], labels[start : start + batch_size]
             else:
                 idx = order[start : start + batch_size]
-                x, y = dataset.images[idx], dataset.labels[idx]
-            x = to_float(x.to(device, non_blocking=non_blocking))
-            yield adapt_images(x, shape), y.to(device, non_blocking=non_blocking)
+                x, y = images[idx], labels[idx]
+            yield adapt_images(to_float(x.to(device)), shape), y.to(device)
         return
     from torch.utils.data import DataLoader, Subset
 
     data = Subset(dataset, order.tolist()) if order is not None else dataset
     loader = DataLoader(
-        data, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=non_blocking
+        data, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=on_gpu
     )
     for x, y in loader:
-        x = x.to(device, non_blocking=non_blocking)
-        yield adapt_images(x, shape), y.to(device, non_blocking=non_blocking)
+        x = x.to(device, non_blocking=on_gpu)
+        yield adapt_images(x, shape), y.to(device, non_blocking=on_gpu)
 
 
 def model_digest(model: Any) -> str:

@@ -70,3 +70,17 @@ def test_cuda_without_gpu_is_a_user_error():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     assert "no CUDA device" in _one_line_error(run_cli("run", str(TINY), "--device", "cuda"))
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys\nfrom oebench.cli import cli, main\nfrom oebench.plugins import "
+        "get_plugin_manager\nget_plugin_manager().add_commands(cli)\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert 'pandas' not in sys.modules, 'pandas imported'\n"
+    )
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
