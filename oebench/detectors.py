@@ -36,13 +36,14 @@ class Detector:
 
     - ``"logits"`` / ``"features"``: arrays in the ``Outputs`` passed to ``score``.
     - ``"fit"``: ``fit(train, head)`` is called once per model with ID *training* outputs.
-    - ``"head"``: the final linear layer is passed to ``fit`` (``None`` otherwise).
+    - ``"head"``: the final linear layer is passed to ``fit`` (``None`` otherwise); a detector
+      that needs the head but not ``"fit"`` gets ``fit(None, head)``.
     - ``"model"``: ``score_inputs(model, batches)`` is called instead of ``score``.
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
 
-    def fit(self, train: Outputs, head: Head | None) -> None:
+    def fit(self, train: Outputs | None, head: Head | None) -> None:
         """Learn statistics from ID training outputs (never OOD or ID test data)."""
 
     def score(self, outputs: Outputs) -> np.ndarray:

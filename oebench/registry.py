@@ -28,7 +28,10 @@ def create(kind: str, name: str, **options: Any) -> Any:
     """Build a component from its factory, checking option names first."""
     comp = get_component(kind, name)
     check_options(comp, options)
-    return comp.factory(**options)
+    try:
+        return comp.factory(**options)
+    except ValueError as exc:  # an option value the component rejects
+        raise UserError(f"{kind} {name!r}: {exc}") from None
 
 
 def check_options(comp: Component, options: dict[str, Any], *positional: str) -> None:

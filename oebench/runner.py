@@ -59,6 +59,8 @@ class Cell:
     training: Training
     key: str = ""
     config: dict[str, Any] = field(default_factory=dict)
+    #: position in the matrix for one seed (ID dataset x model x training), for ordering rows
+    index: int = 0
 
 
 class Progress:
@@ -125,10 +127,12 @@ class Runner:
     def cells(self) -> Iterator[Cell]:
         b = self.bench
         for seed in b.seeds:
+            index = 0
             for id_ref in b.id_datasets:
                 for model_ref in b.models:
                     for training in b.trainings:
-                        yield Cell(seed, id_ref, model_ref, training)
+                        yield Cell(seed, id_ref, model_ref, training, index=index)
+                        index += 1
 
     def run(
         self,
@@ -166,8 +170,23 @@ class Runner:
             "ood_datasets": [o.config() for o in b.ood_datasets],
             "protocol": b.protocol,
             "resamples": b.resamples,
+            "training_version": _training_version(),
+            "names": self._names(cell),
         }
         cell.key = canonical_hash(cell.config)
+
+    def _names(self, cell: Cell) -> dict[str, Any]:
+        """The labels a cell's result rows carry, so that renaming one changes the key."""
+        t = cell.training
+        return {
+            "id_dataset": cell.id_ref.key,
+            "model": cell.model_ref.key,
+            "training": t.name,
+            "objective": t.objective.key,
+            "outlier_source": t.outliers.key if t.outliers else "",
+            "detectors": [d.key for d in self.bench.detectors],
+            "ood_datasets": [o.key for o in self.bench.ood_datasets],
+        }
 
     def _training_config(self, t: Training) -> dict[str, Any]:
         init = next((x for x in self.bench.trainings if x.name == t.init), None)
@@ -245,8 +264,11 @@ class Runner:
 
         rows = []
         for ref, det in detectors:
-            if "fit" in det.needs:
-                det.fit(train_out, self._head(model, ref) if "head" in det.needs else None)
+            if det.needs & {"fit", "head"}:
+                det.fit(
+                    train_out if "fit" in det.needs else None,
+                    self._head(model, ref) if "head" in det.needs else None,
+                )
             id_scores = self._score(det, model, id_out, id_test, shape)
             if self.score_sink is not None:
                 self.score_sink(cell, ref.key, "id", id_scores)
@@ -265,11 +287,13 @@ class Runner:
             mean = {m: float(np.mean([p[m] for p in per_set])) for m in per_set[0]}
             rows.append(self._row(cell, ref, "mean", mean, accuracy, len(id_scores), 0))
         score_seconds = time.perf_counter() - start
-        for row in rows:
+        for position, row in enumerate(rows):
             row.update(
                 train_seconds=round(train_seconds, 3),
                 score_seconds=round(score_seconds, 3),
                 trained=not cached,
+                cell_index=cell.index,
+                row_index=position,
             )
         return rows
 

@@ -164,3 +164,54 @@ def test_example_plugin_installs_and_its_detector_runs(tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert {r["detector"] for r in rows} == {"logit-margin"}
     assert all(0 <= float(r["auroc"]) <= 100 for r in rows)
+
+
+def test_fit_sees_only_id_training_outputs():
+    import oebench
+    from oebench.plugins import get_plugin_manager
+
+    seen = []
+
+    class Spy(oebench.Detector):
+        needs = frozenset({"logits", "features", "fit", "head"})
+
+        def fit(self, train, head):
+            seen.append((len(train), train.labels.copy(), head.weight.shape))
+
+        def score(self, outputs):
+            return -np.asarray(outputs.logits, dtype=np.float64).max(axis=1)
+
+    class Plugin:
+        @oebench.hookimpl
+        def register_detectors(self, register):
+            register("fit-spy", Spy)
+
+    pm = get_plugin_manager()
+    pm.register(Plugin(), name="fit-spy-plugin")
+    try:
+        bench = load_benchmark(str(TINY))
+        bench.detectors = [bench.detectors[0].__class__("fit-spy")]
+        runner = Runner(bench, device="cpu")
+        runner.run()
+    finally:
+        pm.unregister(name="fit-spy-plugin")
+    train = runner._load("dataset", bench.id_datasets[0], "train", None, 0)
+    assert len(seen) == 2  # once per trained model (baseline, oe)
+    for n, labels, head_shape in seen:
+        assert n == len(train) and np.array_equal(labels, train.labels.numpy())
+        assert (labels >= 0).all()  # no OOD sample (label -1) among them
+        assert head_shape == (10, 32)
+
+
+def test_oe_paper_protocol_resamples_ood_sets():
+    full = _run()
+    paper = _run(protocol="oe-paper", resamples=10)
+    again = _run(protocol="oe-paper", resamples=10)
+    assert paper.equals(again)  # seeded re-sampling
+    assert {"auroc_std", "fpr95_std"} <= set(paper.columns)
+    per_set = paper[paper.ood_dataset != "mean"]
+    assert (per_set.n_id == 1000).all()
+    assert (per_set.auroc_std > 0).any()
+    merged = full.merge(paper, on=["training", "detector", "ood_dataset"], suffixes=("", "_p"))
+    assert not np.allclose(merged.auroc, merged.auroc_p)
+    assert np.allclose(merged.auroc, merged.auroc_p, atol=10)  # same model, a subsample
