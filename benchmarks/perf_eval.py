@@ -10,23 +10,23 @@ model for every input, which no cache can share.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from oebench.benchmark import Ref, load_benchmark
 from oebench.outputs import OutputCache
 from oebench.runner import Runner
 
 
-def timed(name: str, detectors: list[str], models_dir: str) -> float:
+def timed(name: str, detectors: list[str]) -> float:
     """Seconds for one full evaluation with ``detectors``, forward passes included."""
     bench = load_benchmark(name)
     bench.detectors = [Ref(d) for d in detectors]
     runner = Runner(bench, device="cpu")
     with tempfile.TemporaryDirectory() as fresh:
-        runner.outputs = OutputCache(__import__("pathlib").Path(fresh))
+        runner.outputs = OutputCache(Path(fresh))
         start = time.perf_counter()
         runner.run()
         return time.perf_counter() - start
@@ -34,20 +34,19 @@ def timed(name: str, detectors: list[str], models_dir: str) -> float:
 
 def main() -> None:
     name = sys.argv[1] if len(sys.argv) > 1 else "quickstart"
-    bench = load_benchmark(name)
-    suite = [d.name for d in bench.detectors]
-    Runner(bench, device="cpu").run()  # train or load checkpoints; warm imports
-    models_dir = os.environ.get("OEBENCH_CACHE_DIR", "")
-    one = min(timed(name, ["msp"], models_dir) for _ in range(3))
+    suite = [d.name for d in load_benchmark(name).detectors]
+    Runner(load_benchmark(name), device="cpu").run()  # train or load checkpoints
     no_odin = [d for d in suite if d != "odin"]
-    all_but = min(timed(name, no_odin, models_dir) for _ in range(3))
-    everything = min(timed(name, suite, models_dir) for _ in range(3))
-    print(f"benchmark {name}: {len(suite)} detectors, best of 3 runs each")
-    print(f"  one detector (msp):            {one:6.2f} s")
-    print(f"  whole suite without ODIN ({len(no_odin)}): {all_but:6.2f} s  = {all_but / one:.2f}x")
-    print(
-        f"  whole suite with ODIN ({len(suite)}):     {everything:6.2f} s  = {everything / one:.2f}x"
-    )
+    rows = [
+        ("one detector (msp)", ["msp"]),
+        (f"suite without ODIN ({len(no_odin)})", no_odin),
+        (f"whole suite ({len(suite)})", suite),
+    ]
+    times = {label: min(timed(name, dets) for _ in range(3)) for label, dets in rows}
+    one = times[rows[0][0]]
+    print(f"benchmark {name}: best of 3 runs, each from an empty output cache")
+    for label, seconds in times.items():
+        print(f"  {label:28s} {seconds:6.2f} s  {seconds / one:5.2f}x")
 
 
 if __name__ == "__main__":
