@@ -1,4 +1,4 @@
-"""Finding dataset files: explicit root, the data root, system locations, then (if allowed) a download.
+"""Finding dataset files: explicit root, data root, system locations, then (if allowed) download.
 
 A dataset names the files it needs relative to a directory. ``find_dir`` looks for a directory
 holding all of them, in this order: the ``root`` option given in a benchmark file, the data root

@@ -1,1 +1,487 @@
-"""(placeholder: being written)"""
+"""The OE paper's image datasets, read from their usual on-disk formats (torchvision's layouts).
+
+Every dataset looks for its files in the ``root`` option, then the data root (``--data-root``,
+``$OEBENCH_DATA_ROOT``, ``~/.cache/oebench/data``), then system locations, and downloads them
+only with ``--download``. Layouts, relative to that directory:
+
+=================  ===============================================================================
+``cifar10``        ``cifar-10-batches-py/`` (the extracted python tarball)
+``cifar100``       ``cifar-100-python/``
+``svhn``           ``svhn/{train,test,extra}_32x32.mat``
+``mnist``          ``MNIST/raw/`` IDX files, plain or ``.gz``
+``fashion-mnist``  ``FashionMNIST/raw/`` IDX files, plain or ``.gz``; also Debian's
+                   ``dataset-fashion-mnist`` package (``/usr/share/datasets/fashion-mnist``)
+``dtd``            ``dtd/dtd/{images,labels}`` (the DTD tarball extracted into ``dtd/``)
+``places365``      ``places365/`` with ``categories_places365.txt``, ``places365_val.txt`` and
+                   ``val_256/`` (the small validation images); or the ``folder`` option
+``lsun``           ``lsun/``: a folder of image files at any depth, e.g. the LSUN test set
+                   exported from its lmdb, or the ODIN repository's LSUN (crop) folder
+``isun``           ``iSUN/`` (or ``isun/``): a folder of image files, e.g. ODIN's iSUN patches
+``tiny-imagenet``  ``tiny-imagenet-200/`` with ``wnids.txt``, ``train/<wnid>/images/*.JPEG`` and
+                   ``val/images/*.JPEG`` + ``val/val_annotations.txt``
+=================  ===============================================================================
+
+Images come back as float CHW in [0, 1] at their native size; sources whose files vary in size
+(DTD, LSUN, iSUN, Places365 folders) are resized so the shorter side fits and centre-cropped, to
+the ID shape when one is given (the OE paper's "resize + centre crop"), else to ``size``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import oebench
+from oebench.data import ImageSource, TensorImages, adapt_images, cache_dir
+from oebench.datafiles import find_dir, present
+from oebench.errors import DataNotFoundError, UserError
+
+CIFAR_MEAN = tuple(v / 255 for v in (125.3, 123.0, 113.9))
+CIFAR_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+SYSTEM_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def check_split(source: ImageSource, name: str, split: str) -> None:
+    """Raise a one-line UserError for a split the source does not have."""
+    if split not in source.splits:
+        raise UserError(
+            f"dataset {name!r} has no split {split!r}; splits: {', '.join(source.splits)}"
+        )
+
+
+def checked(what: str, where: Path, make: Callable[[], Any]) -> Any:
+    """Build a torchvision dataset; its "not found or corrupted" errors become one line."""
+    try:
+        return make()
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataNotFoundError(
+            f"{what} files in {where} failed torchvision's check ({first.rstrip('.')}); they "
+            "may be incomplete or corrupted: remove them and fetch them again (--download)"
+        ) from None
+
+
+# -- in-memory datasets (CIFAR, SVHN, MNIST) -------------------------------------------------------
+class Cifar(ImageSource):
+    """CIFAR-10 via torchvision (md5-checked python batches), with the OE paper's normalisation."""
+
+    shape = (3, 32, 32)
+    num_classes = 10
+    mean, std = CIFAR_MEAN, CIFAR_STD
+    splits = ("train", "test")
+    tv_name = "CIFAR10"
+    title = "CIFAR-10"
+
+    def __init__(self, root: str | None = None):
+        self.root = root
+
+    def load(self, split, *, shape=None, seed=0):
+        import torch
+        from torchvision import datasets
+
+        check_split(self, self.title, split)
+        cls = getattr(datasets, self.tv_name)
+        names = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+        base = find_dir(
+            self.title,
+            [f"{cls.base_folder}/{n}" for n in names],
+            root=self.root,
+            download=lambda d: cls(str(d), train=True, download=True),
+            how=f"Download {cls.url} and extract it into {{target}}",
+        )
+        ds = checked(self.title, base, lambda: cls(str(base), train=split == "train"))
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        return TensorImages(images, torch.as_tensor(ds.targets, dtype=torch.long))
+
+
+class Cifar100(Cifar):
+    """CIFAR-100 (fine labels) via torchvision, with the OE paper's CIFAR normalisation."""
+
+    num_classes = 100
+    tv_name = "CIFAR100"
+    title = "CIFAR-100"
+
+
+class Svhn(ImageSource):
+    """SVHN cropped digits via torchvision (.mat files; label 10 becomes digit 0), no normalisation.
+
+    ``use_extra=True`` trains on train + extra, as the OE paper does.
+    """
+
+    shape = (3, 32, 32)
+    num_classes = 10
+    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    splits = ("train", "test", "extra")
+
+    def __init__(self, root: str | None = None, use_extra: bool = False):
+        self.root, self.use_extra = root, use_extra
+
+    def load(self, split, *, shape=None, seed=0):
+        import torch
+        from torchvision.datasets import SVHN
+
+        check_split(self, "svhn", split)
+        parts = ["train", "extra"] if split == "train" and self.use_extra else [split]
+        base = find_dir(
+            "SVHN",
+            [SVHN.split_list[p][1] for p in parts],
+            subdir="svhn",
+            root=self.root,
+            download=lambda d: [SVHN(str(d), split=p, download=True) for p in parts],
+            how="Download " + " and ".join(SVHN.split_list[p][0] for p in parts) + " into {target}",
+        )
+        sets = [checked("SVHN", base, lambda p=p: SVHN(str(base), split=p)) for p in parts]
+        images = torch.cat([torch.from_numpy(s.data) for s in sets]).contiguous()
+        labels = torch.cat([torch.from_numpy(s.labels) for s in sets])
+        return TensorImages(images, labels.long())
+
+
+class IdxDigits(ImageSource):
+    """MNIST via torchvision's IDX reader; gzipped files are unpacked once into the cache."""
+
+    shape = (1, 28, 28)
+    num_classes = 10
+    mean, std = (0.1307,), (0.3081,)
+    splits = ("train", "test")
+    tv_name = "MNIST"
+    title = "MNIST"
+    system: tuple[str, ...] = ()
+    how = ""  # what the error message says before the download hint
+
+    def __init__(self, root: str | None = None):
+        self.root = root
+
+    def load(self, split, *, shape=None, seed=0):
+        from torchvision import datasets
+
+        check_split(self, self.title, split)
+        cls = getattr(datasets, self.tv_name)
+        names = [gz[: -len(".gz")] for gz, _ in cls.resources]
+        found = find_dir(
+            self.title,
+            [(n, n + ".gz") for n in names],
+            subdir=f"{self.tv_name}/raw",
+            root=self.root,
+            system=self.system,
+            download=lambda d: cls(str(d.parent.parent), download=True),
+            how=f"{self.how}{'d' if self.how else 'D'}ownload the .gz files from "
+            f"{cls.mirrors[0]} into {{target}}",
+        )
+        root = self.torchvision_root(found, names)
+        ds = checked(self.title, found, lambda: cls(str(root), train=split == "train"))
+        return TensorImages(ds.data[:, None].contiguous(), ds.targets.long())
+
+    def torchvision_root(self, found: Path, names: list[str]) -> Path:
+        """A root with ``<Class>/raw/`` holding plain IDX files: ``found``'s, or unpacked copies."""
+        if found.parts[-2:] == (self.tv_name, "raw") and all((found / n).is_file() for n in names):
+            return found.parent.parent
+        target_root = cache_dir() / "unpacked" / _path_key(found)
+        raw = target_root / self.tv_name / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if (raw / name).is_file():
+                continue
+            src = present(found, (name, name + ".gz"))
+            tmp = raw / f".{name}.{os.getpid()}.tmp"
+            with (
+                gzip.open(src) if src.suffix == ".gz" else open(src, "rb") as fin,
+                open(tmp, "wb") as fout,
+            ):
+                shutil.copyfileobj(fin, fout, 1 << 20)
+            tmp.replace(raw / name)
+        return target_root
+
+
+def _path_key(path: Path) -> str:
+    """A short folder name for a source directory and the sizes and times of its files."""
+    import hashlib
+
+    stamp = [
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(path.iterdir())
+        if p.is_file()
+    ]
+    return hashlib.sha256(repr((str(path.resolve()), stamp)).encode()).hexdigest()[:12]
+
+
+class FashionMnist(IdxDigits):
+    """Fashion-MNIST via torchvision; also reads Debian's ``dataset-fashion-mnist`` files."""
+
+    mean, std = (0.2860,), (0.3530,)
+    tv_name = "FashionMNIST"
+    title = "Fashion-MNIST"
+    system = (SYSTEM_FASHION_MNIST,)
+    how = "Install them with 'apt-get install dataset-fashion-mnist' (Debian/Ubuntu), or "
+
+
+# -- image-file datasets ---------------------------------------------------------------------------
+class Fit:
+    """A picklable transform: PIL image -> float RGB CHW, resized and centre-cropped to (h, w)."""
+
+    def __init__(self, height: int, width: int):
+        self.height, self.width = height, width
+
+    def __call__(self, image: Any) -> Any:
+        from torchvision.transforms.functional import pil_to_tensor
+
+        x = pil_to_tensor(image.convert("RGB")).float().div_(255)
+        return adapt_images(x[None], (3, self.height, self.width))[0]
+
+
+class ImageFiles:
+    """A lazy dataset of image files with labels (``-1`` when unlabelled), fitted to one size."""
+
+    def __init__(self, paths: list[Path], labels: list[int] | None, height: int, width: int):
+        self.paths = paths
+        self.labels = labels if labels is not None else [-1] * len(paths)
+        self.fit = Fit(height, width)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        from PIL import Image
+
+        with Image.open(self.paths[index]) as image:
+            return self.fit(image), int(self.labels[index])
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every image file under ``folder`` (any depth), sorted."""
+    return sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
+
+
+def subset(items: list, n: int | None, seed: int = 0) -> list:
+    """A seeded random subset of ``n`` items (all of them when ``n`` is None or too large)."""
+    import numpy as np
+
+    if n is None or n >= len(items):
+        return items
+    pick = np.sort(np.random.default_rng(seed).choice(len(items), size=n, replace=False))
+    return [items[i] for i in pick]
+
+
+def _size(source: ImageSource, shape: tuple[int, int, int] | None) -> tuple[int, int]:
+    return (shape[1], shape[2]) if shape else (source.shape[1], source.shape[2])
+
+
+class Dtd(ImageSource):
+    """Describable Textures (47 classes) via torchvision's DTD.
+
+    ``all_images=True`` (default) makes ``test`` every image of the dataset, as the OE paper
+    uses it as an OOD set; otherwise splits follow partition ``partition`` (1-10).
+    """
+
+    num_classes = 47
+    splits = ("train", "val", "test")
+
+    def __init__(
+        self, root: str | None = None, size: int = 32, partition: int = 1, all_images: bool = True
+    ):
+        self.root, self.size, self.partition, self.all_images = root, size, partition, all_images
+        self.shape = (3, size, size)
+
+    def load(self, split, *, shape=None, seed=0):
+        from torch.utils.data import ConcatDataset
+        from torchvision.datasets import DTD
+
+        check_split(self, "dtd", split)
+        p = self.partition
+        base = find_dir(
+            "DTD",
+            ["dtd/dtd/images"] + [f"dtd/dtd/labels/{s}{p}.txt" for s in self.splits],
+            root=self.root,
+            download=lambda d: DTD(str(d), download=True),
+            how=f"Download {DTD._URL} and extract it into {{target}}/dtd",
+        )
+        fit = Fit(*_size(self, shape))
+        parts = self.splits if split == "test" and self.all_images else (split,)
+        sets = [
+            checked("DTD", base, lambda s=s: DTD(str(base), split=s, partition=p, transform=fit))
+            for s in parts
+        ]
+        return sets[0] if len(sets) == 1 else ConcatDataset(sets)
+
+
+class Places365(ImageSource):
+    """Places365-Standard via torchvision (small 256x256 images): ``test`` is the validation set.
+
+    ``n`` keeps a fixed seeded subset (the OE paper used an unpublished subset); ``folder``
+    reads any folder of images instead (unlabelled, ``test`` only).
+    """
+
+    num_classes = 365
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    splits = ("train", "test")
+    tv_splits = {"train": "train-standard", "test": "val"}
+
+    def __init__(
+        self,
+        root: str | None = None,
+        n: int | None = 10000,
+        size: int = 256,
+        folder: str | None = None,
+    ):
+        self.root, self.n, self.size, self.folder = root, n, size, folder
+        self.shape = (3, size, size)
+
+    def load(self, split, *, shape=None, seed=0):
+        check_split(self, "places365", split)
+        height, width = _size(self, shape)
+        if self.folder:
+            if split != "test":
+                raise UserError("places365 with 'folder' has only the split 'test'")
+            return ImageFiles(
+                subset(folder_images("Places365", Path(self.folder)), self.n), None, height, width
+            )
+        from torchvision.datasets import Places365 as TvPlaces
+
+        tv_split = self.tv_splits[split]
+        images_dir = "val_256" if split == "test" else "data_256_standard"
+        base = find_dir(
+            "Places365",
+            [TvPlaces._CATEGORIES_META[0], TvPlaces._FILE_LIST_META[tv_split][0], images_dir],
+            subdir="places365",
+            root=self.root,
+            download=lambda d: TvPlaces(str(d), split=tv_split, small=True, download=True),
+            how=f"Download {TvPlaces._BASE_URL}{TvPlaces._IMAGES_META[(tv_split, True)][0]} and "
+            f"{TvPlaces._BASE_URL}{TvPlaces._DEVKIT_META['standard'][0]} and extract both "
+            "into {target}",
+        )
+        ds = checked("Places365", base, lambda: TvPlaces(str(base), split=tv_split, small=True))
+        items = subset(list(ds.imgs), self.n)
+        return ImageFiles([Path(f) for f, _ in items], [t for _, t in items], height, width)
+
+
+def folder_images(what: str, folder: Path) -> list[Path]:
+    """The image files under ``folder``, or a one-line DataNotFoundError."""
+    files = image_files(folder) if folder.is_dir() else []
+    if not files:
+        raise DataNotFoundError(
+            f"{what}: no image files ({', '.join(IMAGE_SUFFIXES)}) under {folder}"
+        )
+    return files
+
+
+class ImageFolderSet(ImageSource):
+    """An unlabelled OOD set: every image file under one folder (any depth), sorted."""
+
+    splits = ("test",)
+    title = "images"
+    folders: tuple[str, ...] = ()
+    how = ""
+
+    def __init__(
+        self,
+        root: str | None = None,
+        folder: str | None = None,
+        size: int = 32,
+        n: int | None = None,
+    ):
+        self.root, self.folder, self.size, self.n = root, folder, size, n
+        self.shape = (3, size, size)
+
+    def load(self, split, *, shape=None, seed=0):
+        check_split(self, self.title, split)
+        if self.folder:
+            folder = Path(self.folder).expanduser()
+        else:
+            base = find_dir(self.title, [self.folders], root=self.root, how=self.how)
+            folder = present(base, self.folders)
+        return ImageFiles(
+            subset(folder_images(self.title, folder), self.n), None, *_size(self, shape)
+        )
+
+
+class Lsun(ImageFolderSet):
+    """LSUN as an OOD set: a folder of LSUN images (resize + centre crop)."""
+
+    title = "LSUN"
+    folders = ("lsun", "LSUN")
+    how = (
+        "Export the LSUN test set's images from its lmdb (the LSUN project's tools), or use "
+        "the LSUN folders linked from https://github.com/facebookresearch/odin, and put the "
+        "image files into {target}/lsun"
+    )
+
+
+class Isun(ImageFolderSet):
+    """iSUN as an OOD set: a folder of iSUN images."""
+
+    title = "iSUN"
+    folders = ("iSUN", "isun")
+    how = (
+        "Extract the iSUN archive linked from https://github.com/facebookresearch/odin into "
+        "{target}"
+    )
+
+
+class TinyImageNet(ImageSource):
+    """Tiny ImageNet (200 classes, 64x64): ``train`` from train/, ``test`` is the labelled val/.
+
+    Class ids follow the sorted WordNet ids of ``wnids.txt``.
+    """
+
+    shape = (3, 64, 64)
+    num_classes = 200
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    splits = ("train", "test")
+
+    def __init__(self, root: str | None = None):
+        self.root = root
+
+    def load(self, split, *, shape=None, seed=0):
+        check_split(self, "tiny-imagenet", split)
+        base = find_dir(
+            "Tiny ImageNet",
+            [
+                "tiny-imagenet-200/wnids.txt",
+                "tiny-imagenet-200/train",
+                "tiny-imagenet-200/val/val_annotations.txt",
+            ],
+            root=self.root,
+            how="Download http://cs231n.stanford.edu/tiny-imagenet-200.zip "
+            "and unzip it into {target}",
+        )
+        top = base / "tiny-imagenet-200"
+        wnids = sorted(line.strip() for line in (top / "wnids.txt").read_text().split() if line)
+        ids = {w: i for i, w in enumerate(wnids)}
+        paths, labels = [], []
+        if split == "train":
+            for w in wnids:
+                files = image_files(top / "train" / w)
+                paths += files
+                labels += [ids[w]] * len(files)
+        else:
+            for line in (top / "val" / "val_annotations.txt").read_text().splitlines():
+                fields = line.split("\t")
+                if len(fields) >= 2:
+                    paths.append(top / "val" / "images" / fields[0])
+                    labels.append(ids[fields[1]])
+        return ImageFiles(paths, labels, *_size(self, None))
+
+
+@oebench.hookimpl
+def register_datasets(register):
+    register("cifar10", Cifar, description="CIFAR-10 (torchvision files; OE paper normalisation)")
+    register("cifar100", Cifar100, description="CIFAR-100 (torchvision files)")
+    register("svhn", Svhn, description="SVHN cropped digits (.mat; use_extra=true adds extra)")
+    register("mnist", IdxDigits, description="MNIST (IDX files, plain or .gz)")
+    register(
+        "fashion-mnist",
+        FashionMnist,
+        description="Fashion-MNIST (IDX files; Debian's dataset-fashion-mnist works)",
+    )
+    register("dtd", Dtd, description="Describable Textures; 'test' = all 5,640 images (OE paper)")
+    register("places365", Places365, description="Places365 val (small images) or a folder")
+    register("lsun", Lsun, description="LSUN images from a folder (resize + centre crop)")
+    register("isun", Isun, description="iSUN images from a folder")
+    register("tiny-imagenet", TinyImageNet, description="Tiny ImageNet 200 (train / val folders)")
