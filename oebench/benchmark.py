@@ -96,13 +96,22 @@ class Benchmark:
     description: str = ""
     source: str = ""
     text: str = ""
+    defaults: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRAINING))
+
+    def oe_from_scratch(self) -> Benchmark:
+        """The same benchmark with every fine-tuned training started from scratch instead,
+        with the ``[training]`` epochs and learning rate."""
+        trainings = []
+        for t in self.trainings:
+            if t.init is not None:
+                params = {**t.params, "epochs": self.defaults["epochs"], "lr": self.defaults["lr"]}
+                t = replace(t, init=None, settings=tuple(sorted(params.items())))
+            trainings.append(t)
+        return replace(self, trainings=trainings)
 
     @property
     def digest(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()[:16]
-
-    def with_overrides(self, **changes: Any) -> Benchmark:
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 def parse_ref(value: Any, where: str) -> Ref:
@@ -210,6 +219,7 @@ def parse_benchmark(text: str, source: str = "<string>") -> Benchmark:
         description=str(data.get("description", "")),
         source=source,
         text=text,
+        defaults=defaults,
     )
 
 
