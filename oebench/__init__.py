@@ -31,6 +31,10 @@ _LAZY = {
     "Objective": "oebench.objectives",
     "Classifier": "oebench.models",
     "ood_metrics": "oebench.metrics",
+    "load_results": "oebench.results",
+    "load_scores": "oebench.results",
+    "leaderboard": "oebench.results",
+    "ResultStore": "oebench.store",
 }
 
 __all__ = [

@@ -6,11 +6,31 @@ import fnmatch
 import json
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from oebench.errors import UnknownNameError, UserError
+from oebench.metrics import LOWER_IS_BETTER, METRICS
+
+STORE_OPTION = click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False),
+    help="Results store file (default: $OEBENCH_STORE, else "
+    "$XDG_DATA_HOME/oebench/results.sqlite, else ~/.local/share/oebench/results.sqlite).",
+)
+FORMATS = ("table", "csv", "markdown", "latex", "json")
+#: --option, keyword of oebench.results filters, what it selects
+FILTER_OPTIONS = (
+    ("--benchmark", "benchmark", "benchmark name"),
+    ("--id-dataset", "id_dataset", "ID dataset"),
+    ("--model", "model", "model"),
+    ("--training", "training", "training (e.g. baseline, oe)"),
+    ("--detector", "detector", "detector"),
+    ("--seed", "seed", "seed"),
+)
 
 LIST_KINDS = {
     "datasets": "dataset",
@@ -168,6 +188,19 @@ def select_detectors(patterns: str) -> list[str]:
 )
 @click.option("--download", is_flag=True, help="Allow downloading missing dataset files.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write cached models/outputs.")
+@STORE_OPTION
+@click.option(
+    "--rerun",
+    is_flag=True,
+    help="Recompute cells already in the store and replace their results "
+    "(cached models are reused unless --no-cache).",
+)
+@click.option(
+    "--save-scores",
+    "scores_dir",
+    type=click.Path(file_okay=False),
+    help="Write per-sample scores to DIR: one Parquet file per cell.",
+)
 def run(
     benchmark: str,
     csv_path: str | None,
@@ -179,8 +212,15 @@ def run(
     data_root: str | None,
     download: bool,
     no_cache: bool,
+    store_path: str | None,
+    rerun: bool,
+    scores_dir: str | None,
 ) -> None:
-    """Run BENCHMARK (a registered name or a .toml path; default: quickstart)."""
+    """Run BENCHMARK (a registered name or a .toml path; default: quickstart).
+
+    Finished cells (seed x ID dataset x model x training) go to the results store at once;
+    cells already there are not run again, and their stored results join the table.
+    """
     from oebench.benchmark import Ref, load_benchmark
 
     if data_root:
@@ -196,7 +236,14 @@ def run(
         bench.trainings = [_scratch(t, bench) for t in bench.trainings]
     if detail and detail not in [d.key for d in bench.detectors]:
         raise UnknownNameError("detector", detail, [d.key for d in bench.detectors])
-    _run(bench, device, csv_path, detail, not no_cache)
+    _run(
+        bench,
+        device,
+        csv_path,
+        detail,
+        not no_cache,
+        RunStorage(store_path, rerun, scores_dir),
+    )
 
 
 def _scratch(training: Any, bench: Any) -> Any:
@@ -224,34 +271,251 @@ def output_console() -> Any:
     return Console(width=160 if piped else None)
 
 
-def _run(
-    bench: Any, device: str, csv_path: str | None, detail: str | None, use_cache: bool
-) -> None:
-    from rich.console import Console
+@dataclass(frozen=True)
+class RunStorage:
+    """Where a run keeps its results: the store, whether to recompute, a scores folder."""
 
-    from oebench.progress import RichProgress
+    store: str | None = None
+    rerun: bool = False
+    scores_dir: str | None = None
+
+
+def _run(
+    bench: Any,
+    device: str,
+    csv_path: str | None,
+    detail: str | None,
+    use_cache: bool,
+    storage: RunStorage = RunStorage(),
+) -> None:
     from oebench.report import render, results_frame, write_table
     from oebench.runner import Runner
 
-    console = output_console()
     runner = Runner(bench, device=device, use_cache=use_cache)
-    rows: list[dict] = []
-    try:
-        with RichProgress(Console(stderr=True)) as progress:
-            runner.progress = progress
-            runner.run(on_cell=lambda cell, cell_rows: rows.extend(cell_rows))
-    except KeyboardInterrupt:
-        click.secho(
-            f"Interrupted: keeping {len(rows)} result rows computed so far.", fg="yellow", err=True
-        )
-        if not rows:
-            sys.exit(130)
+    rows, interrupted = _run_with_store(runner, storage)
+    if interrupted and not rows:
+        sys.exit(130)
     df = results_frame(rows)
     if csv_path:
         write_table(df, csv_path, "csv")
+    console = output_console()
     render(console, df, detail)
     if csv_path:
         console.print(f"Wrote {len(df)} rows to {csv_path}")
+    if interrupted:
+        sys.exit(130)
+
+
+def _run_with_store(runner: Any, storage: RunStorage) -> tuple[list[dict], bool]:
+    """Run the matrix, skipping cells in the store and storing new ones; Ctrl-C stops cleanly.
+
+    Returns the rows of every cell done (stored or new) and whether the run was interrupted.
+    """
+    from rich.console import Console
+
+    from oebench.progress import RichProgress
+    from oebench.recorder import Recorder
+    from oebench.store import ResultStore
+
+    with ResultStore(storage.store) as store:
+        recorder = Recorder(store, storage.rerun, storage.scores_dir)
+        recorder.attach(runner)
+        try:
+            with RichProgress(Console(stderr=True)) as progress:
+                runner.progress = progress
+                runner.run(skip=recorder.skip, on_cell=recorder.record)
+        except KeyboardInterrupt:
+            keys = [cell.key for cell in runner.cells()]
+            click.secho(
+                f"Interrupted: {store.count(keys)} of {len(keys)} cells are kept in the results "
+                f"store {store.path}; run the same command again to resume.",
+                fg="yellow",
+                err=True,
+            )
+            return recorder.rows(), True
+        if recorder.reused:
+            click.echo(
+                f"{recorder.reused} of {recorder.reused + recorder.new} cells came from the "
+                f"results store {store.path} (--rerun recomputes them).",
+                err=True,
+            )
+        return recorder.rows(), False
+
+
+def filter_options(command: Any) -> Any:
+    """Add the results-store filters: repeatable, comma-separated, wildcards allowed."""
+    for flag, name, what in reversed(FILTER_OPTIONS):
+        command = click.option(
+            flag,
+            name,
+            multiple=True,
+            metavar="PATTERN",
+            help=f"Only this {what} (repeatable; wildcards and commas allowed).",
+        )(command)
+    return command
+
+
+def _filters(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: values[name] for _, name, _ in FILTER_OPTIONS if values.get(name)}
+
+
+def _note_versions(df: Any) -> None:
+    """Say when one benchmark name has results from several versions of its file."""
+    versions = df.groupby("benchmark").benchmark_digest.nunique()
+    for name, count in versions[versions > 1].items():
+        click.echo(
+            f"Note: benchmark {name!r} has results from {count} versions of its file; "
+            "the newest result per cell and detector is shown.",
+            err=True,
+        )
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        with open(output, "w", newline="") as fh:
+            fh.write(text)
+        click.echo(f"Wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command()
+@STORE_OPTION
+@filter_options
+@click.option(
+    "--sort",
+    type=click.Choice(METRICS),
+    help="Order detectors by this metric, best first (default: auroc); shown first.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="table, markdown, latex: the with/without-OE leaderboard; csv, json: the long "
+    "result rows, exactly as `oebench run --csv` writes them.",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file.")
+@click.option(
+    "--ci", is_flag=True, help="Add 95% bootstrap intervals over test samples (AUROC, FPR95)."
+)
+@click.option(
+    "--resamples",
+    type=click.IntRange(min=10),
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples for --ci.",
+)
+@click.option("--detail", help="Detector for the per-OOD-set table (table format).")
+def leaderboard(
+    store_path: str | None,
+    sort: str | None,
+    fmt: str,
+    output: str | None,
+    ci: bool,
+    resamples: int,
+    detail: str | None,
+    **filters: Any,
+) -> None:
+    """Leaderboards from the results store: without OE | with OE | delta per detector.
+
+    Values are means over OOD sets, then mean ± std over seeds.
+    """
+    from oebench.report import SHOWN, format_table, results_frame
+    from oebench.results import stored_results
+    from oebench.store import ResultStore
+
+    if ci and fmt in ("csv", "json"):
+        raise UserError(f"--ci needs a leaderboard format (table, markdown, latex), not {fmt}")
+    metrics = (sort, *[m for m in SHOWN if m != sort]) if sort else SHOWN
+    with ResultStore(store_path, create=False) as store:
+        df = stored_results(store, **_filters(filters))
+        _note_versions(df)
+        if detail and detail not in set(df.detector):
+            raise UnknownNameError("detector", detail, set(df.detector))
+        bands = _intervals(store, df, resamples) if ci else None
+    if fmt in ("csv", "json"):
+        long = results_frame(df)
+        if sort:
+            long = long.sort_values(sort, ascending=sort in LOWER_IS_BETTER, kind="mergesort")
+        _emit(format_table(long, fmt), output)
+    elif fmt == "table":
+        _print_leaderboard(df, detail, metrics, bands, output)
+    else:
+        from oebench.report import comparison, leaderboard_table
+
+        table = comparison(df, metrics, intervals=bands, sort=metrics[0])
+        _emit(format_table(leaderboard_table(table, metrics), fmt, numbers=False), output)
+
+
+def _intervals(store: Any, df: Any, resamples: int) -> Any:
+    """Bootstrap intervals for the leaderboard, with a progress bar."""
+    from rich.console import Console
+
+    from oebench.progress import RichProgress
+    from oebench.results import intervals
+
+    with RichProgress(Console(stderr=True)) as progress:
+        advance = progress.start("bootstrap intervals", int((df.ood_dataset == "mean").sum()))
+        return intervals(store, df, resamples, progress=advance)
+
+
+def _print_leaderboard(
+    df: Any, detail: str | None, metrics: tuple[str, ...], bands: Any, output: str | None
+) -> None:
+    """The rich leaderboard on stdout, or as plain text in ``output``."""
+    from rich.console import Console
+
+    from oebench.report import render
+
+    if output is None:
+        render(output_console(), df, detail, metrics, metrics[0], bands)
+        return
+    with open(output, "w") as fh:
+        console = Console(file=fh, width=160, color_system=None)
+        render(console, df, detail, metrics, metrics[0], bands)
+    click.echo(f"Wrote {output}", err=True)
+
+
+@cli.command()
+@STORE_OPTION
+@filter_options
+@click.option(
+    "-o",
+    "--out-dir",
+    type=click.Path(file_okay=False),
+    default="oebench-plots",
+    show_default=True,
+    help="Folder for the PNG files.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["roc", "hist", "all"]),
+    default="all",
+    show_default=True,
+    help="ROC curves, score histograms, or both.",
+)
+def plot(store_path: str | None, out_dir: str, kind: str, **filters: Any) -> None:
+    """PNG figures from stored per-sample scores, per detector and seed: ROC curves with and
+    without OE overlaid per OOD set, and ID-vs-OOD score histograms."""
+    from rich.console import Console
+
+    from oebench.plots import KINDS, figure_count, plot_results
+    from oebench.progress import RichProgress
+    from oebench.results import stored_results
+    from oebench.store import ResultStore
+
+    kinds = KINDS if kind == "all" else (kind,)
+    with ResultStore(store_path, create=False) as store:
+        df = stored_results(store, **_filters(filters))
+        _note_versions(df)
+        with RichProgress(Console(stderr=True)) as progress:
+            advance = progress.start("figures", figure_count(df, kinds))
+            written = plot_results(store, df, out_dir, kinds, advance)
+    for path in written:
+        click.echo(str(path))
+    click.echo(f"Wrote {len(written)} figures to {out_dir}", err=True)
 
 
 @cli.group(cls=Group)

@@ -37,13 +37,30 @@ LABELS = {
 SHOWN = ("auroc", "aupr_out", "fpr95")
 
 
-def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows from the runner as a DataFrame in CSV column order (std columns kept when present)."""
+#: the order of result rows: matrix order within a benchmark, the same for a run and the store
+ORDER_COLUMNS = ("benchmark", "seed", "cell_index", "cell", "row_index")
+#: the columns that name a comparison row
+GROUP_COLUMNS = ("benchmark", "id_dataset", "model", "detector")
+
+
+def sort_results(df: pd.DataFrame) -> pd.DataFrame:
+    """Result rows in their canonical order (benchmark, seed, matrix position, row position)."""
+    by = [c for c in ORDER_COLUMNS if c in df.columns]
+    if not by:
+        return df.reset_index(drop=True)
+    return df.sort_values(by, kind="mergesort").reset_index(drop=True)
+
+
+def results_frame(rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    """The long results table (CSV columns, std columns when any row has them), sorted.
+
+    ``oebench run --csv`` and ``oebench leaderboard --format csv`` both write this frame.
+    """
     import pandas as pd
 
-    df = pd.DataFrame(rows)
-    extra = [c for c in df.columns if c.endswith("_std")]
-    return df[[c for c in CSV_COLUMNS + extra if c in df.columns]]
+    df = sort_results(pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows)
+    std = [f"{m}_std" for m in METRICS if f"{m}_std" in df and df[f"{m}_std"].notna().any()]
+    return df[[c for c in CSV_COLUMNS + std if c in df.columns]]
 
 
 def write_table(df: pd.DataFrame, path: str, fmt: str = "csv") -> None:
@@ -58,20 +75,25 @@ def write_table(df: pd.DataFrame, path: str, fmt: str = "csv") -> None:
             fh.write(text)
 
 
-def format_table(df: pd.DataFrame, fmt: str) -> str:
+def format_table(df: pd.DataFrame, fmt: str, numbers: bool = True) -> str:
+    """``df`` as csv, json, markdown or latex text; ``numbers=False`` keeps cells as given."""
     if fmt == "csv":
         return df.to_csv(index=False, lineterminator="\n")
     if fmt == "json":
-        return df.to_json(orient="records", indent=2) + "\n"
-    if fmt == "markdown":
-        return df.to_markdown(index=False, floatfmt=".2f") + "\n"
-    if fmt == "latex":
+        return df.to_json(orient="records", indent=2, double_precision=15) + "\n"
+    if fmt in ("markdown", "latex"):
         from tabulate import tabulate
 
-        return (
-            tabulate(df, headers="keys", tablefmt="latex_booktabs", floatfmt=".2f", showindex=False)
-            + "\n"
+        style = "pipe" if fmt == "markdown" else "latex_booktabs"
+        text = tabulate(
+            df,
+            headers="keys",
+            tablefmt=style,
+            floatfmt=".2f",
+            showindex=False,
+            disable_numparse=not numbers,
         )
+        return text + "\n"
     raise ValueError(f"unknown format {fmt!r}")
 
 
@@ -83,20 +105,29 @@ def split_trainings(df: pd.DataFrame) -> tuple[str | None, list[str]]:
     return baseline, oe + [t for t in plain if t != baseline]
 
 
-def comparison(
-    df: pd.DataFrame, metrics: tuple[str, ...] = SHOWN, ood: str = "mean"
-) -> pd.DataFrame:
-    """Without-OE | with-OE | delta per (id_dataset, model, OE training, detector), over seeds.
+def _group_keys(df: pd.DataFrame) -> list[str]:
+    return [c for c in GROUP_COLUMNS if c in df.columns]
 
-    ``ood='mean'`` uses the per-seed mean over OOD sets; another value picks one OOD set.
-    Rows for each detector; ``*_std`` columns hold the spread over seeds (0 for one seed).
+
+def comparison(
+    df: pd.DataFrame,
+    metrics: tuple[str, ...] = SHOWN,
+    ood: str = "mean",
+    intervals: pd.DataFrame | None = None,
+    sort: str | None = None,
+) -> pd.DataFrame:
+    """Without-OE | with-OE | delta per (benchmark, id_dataset, model, OE training, detector).
+
+    ``ood='mean'`` uses the per-seed mean over OOD sets; another value picks one OOD set and
+    ``'*'`` keeps every set. Values are means over seeds; ``*_std`` columns hold the spread
+    over seeds (0 for one seed). ``intervals`` (keyed by the group columns and ``training``)
+    adds columns such as ``auroc_ci_low``; ``sort`` orders detectors by a metric, best first.
     """
     import pandas as pd
 
     base, others = split_trainings(df)
-    keys = ["id_dataset", "model", "detector"]
+    group = _group_keys(df) + (["ood_dataset"] if ood == "*" else [])
     sel = df[df.ood_dataset == ood] if ood != "*" else df
-    group = keys + (["ood_dataset"] if ood == "*" else [])
     stats = (
         sel.groupby(group + ["training"], sort=False)
         .agg(
@@ -106,6 +137,8 @@ def comparison(
         )
         .reset_index()
     )
+    if intervals is not None:
+        stats = stats.merge(intervals, on=group + ["training"], how="left")
     frames = []
     for oe in others or [base]:
         left = stats[stats.training == base].drop(columns="training")
@@ -121,25 +154,75 @@ def comparison(
                 merged[f"{m}_delta"] = merged[f"{m}_oe"] - merged[f"{m}_baseline"]
             merged["oe_training"] = oe
         frames.append(merged)
-    return pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames, ignore_index=True)
+    return order_by(table, sort) if sort else table
 
 
-def _fmt(value: float, std: float | None = None) -> str:
+def order_by(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Comparison rows best first by ``metric`` (with OE where present) within each table."""
+    value = table[f"{metric}_baseline"]
+    if f"{metric}_oe" in table:
+        value = table[f"{metric}_oe"].fillna(value)
+    keys = [c for c in ("benchmark", "id_dataset", "model", "oe_training") if c in table]
+    ranked = table.assign(
+        _table=table.groupby(keys, sort=False).ngroup(),
+        _value=value if metric in LOWER_IS_BETTER else -value,
+    )
+    ranked = ranked.sort_values(["_table", "_value"], kind="mergesort", na_position="last")
+    return ranked.drop(columns=["_table", "_value"]).reset_index(drop=True)
+
+
+def _fmt(value: float, std: float | None = None, ci: tuple[float, float] | None = None) -> str:
     if value != value:  # NaN
         return "-"
-    return f"{value:.2f}" + (f"±{std:.2f}" if std else "")
+    text = f"{value:.2f}" + (f"±{std:.2f}" if std else "")
+    if ci is not None and ci[0] == ci[0]:
+        text += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+    return text
 
 
-def _delta(metric: str, value: float) -> str:
+def _delta(metric: str, value: float, markup: bool = True) -> str:
     if value != value:
         return "-"
+    if not markup:
+        return f"{value:+.2f}"
     better = value < 0 if metric in LOWER_IS_BETTER else value > 0
     colour = "green" if better else "red" if value else "white"
     return f"[{colour}]{value:+.2f}[/]"
 
 
+def _value(r: Any, metric: str, side: str) -> str:
+    """A metric of one comparison row: mean, ± std over seeds, and its bootstrap CI if any."""
+    low = r.get(f"{metric}_ci_low_{side}")
+    ci = (low, r.get(f"{metric}_ci_high_{side}")) if low is not None else None
+    return _fmt(r.get(f"{metric}_{side}", float("nan")), r.get(f"{metric}_std_{side}"), ci)
+
+
+def leaderboard_table(table: pd.DataFrame, metrics: tuple[str, ...] = SHOWN) -> pd.DataFrame:
+    """A comparison as text cells (mean±std [CI]) for markdown and LaTeX documents."""
+    import pandas as pd
+
+    has_oe = bool(table.oe_training.astype(bool).any())
+    records = []
+    for _, r in table.iterrows():
+        rec = {k: r[k] for k in (*GROUP_COLUMNS, "oe_training") if k in r}
+        for m in metrics:
+            rec[f"{LABELS[m]} no OE"] = _value(r, m, "baseline")
+            if has_oe:
+                rec[f"{LABELS[m]} OE"] = _value(r, m, "oe")
+                rec[f"Δ {LABELS[m]}"] = _delta(m, r.get(f"{m}_delta", float("nan")), False)
+        records.append(rec)
+    out = pd.DataFrame(records)
+    return out.rename(columns={"id_dataset": "ID dataset", "oe_training": "OE training"})
+
+
 def render(
-    console: Console, df: pd.DataFrame, detail: str | None = None, metrics: tuple[str, ...] = SHOWN
+    console: Console,
+    df: pd.DataFrame,
+    detail: str | None = None,
+    metrics: tuple[str, ...] = SHOWN,
+    sort: str | None = None,
+    intervals: pd.DataFrame | None = None,
 ) -> None:
     """Print the with/without-OE leaderboard and a per-OOD-set table for one detector."""
     from rich.table import Table
@@ -147,17 +230,13 @@ def render(
     if df.empty:
         console.print("No results.")
         return
-    base, others = split_trainings(df)
-    table = comparison(df, metrics)
-    seeds = int(df.seed.nunique())
-    protocol = df.protocol.iloc[0] if "protocol" in df else "full"
-    for (id_ds, model, oe), part in table.groupby(
-        ["id_dataset", "model", "oe_training"], sort=False
-    ):
+    base, _ = split_trainings(df)
+    table = comparison(df, metrics, intervals=intervals, sort=sort or metrics[0])
+    keys = ["benchmark", "id_dataset", "model", "oe_training"]
+    for (bench, id_ds, model, oe), part in table.groupby(keys, sort=False):
+        sub = df[(df.benchmark == bench) & (df.id_dataset == id_ds) & (df.model == model)]
         has_oe = bool(oe)
-        title = f"{id_ds} · {model} · {base} vs {oe}" if has_oe else f"{id_ds} · {model} · {base}"
-        sort_col = f"{metrics[0]}_oe" if has_oe else f"{metrics[0]}_baseline"
-        part = part.sort_values(sort_col, ascending=metrics[0] in LOWER_IS_BETTER)
+        title = f"{bench} · {id_ds} · {model} · " + (f"{base} vs {oe}" if has_oe else f"{base}")
         t = Table(title=title, title_style="bold", caption_justify="left")
         t.add_column("detector")
         for m in metrics:
@@ -169,25 +248,40 @@ def render(
         for _, r in part.iterrows():
             cells = [r.detector]
             for m in metrics:
-                cells.append(_fmt(r[f"{m}_baseline"], r.get(f"{m}_std_baseline")))
+                cells.append(_value(r, m, "baseline"))
                 if has_oe:
-                    cells += [_fmt(r[f"{m}_oe"], r.get(f"{m}_std_oe")), _delta(m, r[f"{m}_delta"])]
+                    cells += [_value(r, m, "oe"), _delta(m, r[f"{m}_delta"])]
             t.add_row(*cells)
-        acc = f"ID accuracy: {base} {part['id_accuracy_baseline'].iloc[0]:.2f}%"
-        if has_oe:
-            acc += f" → {oe} {part['id_accuracy_oe'].iloc[0]:.2f}%"
-        t.caption = (
-            f"Mean over {df.ood_dataset[df.ood_dataset != 'mean'].nunique()} OOD sets; "
-            f"{seeds} seed(s) (± = std over seeds); protocol {protocol}. {acc}.\n"
-            f"{CONVENTION}."
-        )
+        t.caption = _caption(sub, part, base, oe, intervals is not None)
         console.print(t)
         console.print()
-        _render_per_set(console, df, id_ds, model, base, oe, detail or part.detector.iloc[0])
+        _render_per_set(console, sub, id_ds, model, base, oe, detail or part.detector.iloc[0])
+
+
+def _caption(sub: pd.DataFrame, part: pd.DataFrame, base: str | None, oe: str, has_ci: bool) -> str:
+    """What a leaderboard shows: OOD sets, seeds, protocol, ID accuracy, metric conventions."""
+    seeds = int(sub.seed.nunique())
+    protocol = sub.protocol.iloc[0] if "protocol" in sub else "full"
+    accuracy = part["id_accuracy_baseline"].iloc[0]
+    acc = f"ID accuracy: {base} {accuracy:.2f}%" if accuracy == accuracy else "ID accuracy:"
+    if oe:
+        acc += f" → {oe} {part['id_accuracy_oe'].iloc[0]:.2f}%"
+    ci = " [..] = 95% bootstrap interval over test samples." if has_ci else ""
+    return (
+        f"Mean over {sub.ood_dataset[sub.ood_dataset != 'mean'].nunique()} OOD sets; "
+        f"{seeds} seed(s) (± = std over seeds); protocol {protocol}. {acc}.{ci}\n"
+        f"{CONVENTION}."
+    )
 
 
 def _render_per_set(
-    console: Console, df: pd.DataFrame, id_ds: str, model: str, base: str, oe: str, detector: str
+    console: Console,
+    df: pd.DataFrame,
+    id_ds: str,
+    model: str,
+    base: str | None,
+    oe: str,
+    detector: str,
 ) -> None:
     from rich.table import Table
 

@@ -125,13 +125,16 @@ class Runner:
 
     # -- the matrix ----------------------------------------------------------------------------
     def cells(self) -> Iterator[Cell]:
+        """The matrix in run order, each cell with its configuration and key filled in."""
         b = self.bench
         for seed in b.seeds:
             index = 0
             for id_ref in b.id_datasets:
                 for model_ref in b.models:
                     for training in b.trainings:
-                        yield Cell(seed, id_ref, model_ref, training, index=index)
+                        cell = Cell(seed, id_ref, model_ref, training, index=index)
+                        self._configure(cell)
+                        yield cell
                         index += 1
 
     def run(
@@ -146,7 +149,6 @@ class Runner:
         advance = self.progress.start(f"benchmark {self.bench.name}", len(cells))
         rows: list[dict] = []
         for cell in cells:
-            self._configure(cell)
             if skip is not None and skip(cell):
                 advance(1)
                 continue
@@ -200,7 +202,7 @@ class Runner:
     # -- data ------------------------------------------------------------------------------
     def _source(self, kind: str, ref: Ref) -> Any:
         """The ImageSource for a dataset or outlier-source reference (memoised)."""
-        key = (kind, ref)
+        key = (kind, canonical_hash(ref.config()))
         if key not in self._data:
             make = create_dataset if kind == "dataset" else create_outlier_source
             self._data[key] = make(ref.name, **ref.kwargs)
@@ -226,7 +228,7 @@ class Runner:
 
     def _load(self, kind: str, ref: Ref, split: str, shape: Any, seed: int) -> Any:
         """A dataset split, loaded on first use and kept for the run."""
-        key = (kind, ref, split, shape, seed)
+        key = (kind, canonical_hash(ref.config()), split, shape, seed)
         if key not in self._data:
             self._data[key] = self._source(kind, ref).load(split, shape=shape, seed=seed)
         return self._data[key]

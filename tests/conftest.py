@@ -20,6 +20,14 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     return cache
 
 
+@pytest.fixture(autouse=True)
+def _isolated_store(tmp_path, monkeypatch):
+    """Every test gets its own results store, never the user's."""
+    store = tmp_path / "results.sqlite"
+    monkeypatch.setenv("OEBENCH_STORE", str(store))
+    return store
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run the ``oebench`` CLI in a subprocess, as a user would."""
     full_env = {**os.environ, **(env or {})}

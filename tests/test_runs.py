@@ -30,7 +30,7 @@ def test_quickstart_end_to_end(tmp_path):
     assert list(rows[0])[: len(CSV_COLUMNS)] == CSV_COLUMNS
     assert {r["training"] for r in rows} == {"baseline", "oe"}
     assert {r["outlier_source"] for r in rows if r["training"] == "oe"} == {"photo-crops"}
-    n_detectors, n_sets = 5, 6
+    n_detectors, n_sets = len(load_benchmark("quickstart").detectors), 6
     assert len(rows) == 2 * n_detectors * (n_sets + 1)
     for training in ("baseline", "oe"):
         msp = [r for r in rows if r["detector"] == "msp" and r["training"] == training]
@@ -80,9 +80,10 @@ def test_warm_cache_trains_nothing_and_runs_no_forward_pass(monkeypatch):
     assert warm.equals(cold)
 
 
-def test_corrupt_output_cache_is_recomputed(_isolated_cache, capsys):
+def test_corrupt_output_cache_is_recomputed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OEBENCH_CACHE_DIR", str(tmp_path / "cache"))
     cold = _run()
-    files = sorted((_isolated_cache / "outputs").glob("*.npz"))
+    files = sorted((tmp_path / "cache" / "outputs").glob("*.npz"))
     assert files
     files[0].write_bytes(files[0].read_bytes()[:100])  # truncated
     files[1].write_bytes(b"not a numpy file at all")

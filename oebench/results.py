@@ -1,0 +1,193 @@
+"""Stored results as DataFrames: ``load_results``, ``leaderboard`` and ``load_scores``.
+
+>>> from oebench.results import leaderboard, load_results
+>>> df = load_results(benchmark="quickstart", detector="*energy*")   # one row per result
+>>> lb = leaderboard(benchmark="quickstart", sort="fpr95", ci=True)  # with / without OE
+
+Filters take a value, a shell wildcard, or a list of them; a filter that matches nothing in
+the store raises a ``UserError`` that names the close matches.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from oebench.errors import UserError
+from oebench.report import SHOWN, comparison, results_frame, sort_results
+from oebench.store import ResultStore
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Filter = str | int | Iterable[str | int] | None
+#: filter name -> what it is called in messages
+FILTERS = {
+    "benchmark": "benchmark",
+    "id_dataset": "ID dataset",
+    "model": "model",
+    "training": "training",
+    "detector": "detector",
+    "seed": "seed",
+}
+#: what identifies one result; when cells overlap, the newest stored row wins
+COORDINATES = ["benchmark", "id_dataset", "model", "training", "detector", "ood_dataset", "seed"]
+
+
+def patterns(value: Filter) -> list[str]:
+    """A filter as a list of wildcard patterns (comma-separated strings are split)."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, (str, int)) else list(value)
+    return [p.strip() for item in items for p in str(item).split(",") if p.strip()]
+
+
+def _no_match(kind: str, pattern: str, available: list[str], where: Path) -> UserError:
+    close = difflib.get_close_matches(pattern.strip("*?[]"), available, n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    shown = ", ".join(available[:20]) + (", ..." if len(available) > 20 else "")
+    return UserError(f"No {kind} {pattern!r} in the results store {where}.{hint} Stored: {shown}")
+
+
+def select(df: pd.DataFrame, filters: dict[str, Filter], where: Path) -> pd.DataFrame:
+    """Rows matching every filter; a pattern matching nothing stored is a ``UserError``."""
+    unknown = set(filters) - set(FILTERS)
+    if unknown:
+        raise TypeError(
+            f"unknown filter(s) {', '.join(sorted(unknown))}; known: {', '.join(FILTERS)}"
+        )
+    keep = None
+    for name, value in filters.items():
+        wanted = patterns(value)
+        if not wanted:
+            continue
+        column = df[name].astype(str)
+        available = sorted(set(column), key=lambda v: (len(v), v) if name == "seed" else (0, v))
+        hits = column.map(lambda v, w=wanted: any(fnmatch.fnmatchcase(v, p) for p in w))
+        for p in wanted:
+            if not any(fnmatch.fnmatchcase(v, p) for v in available):
+                raise _no_match(FILTERS[name], p, available, where)
+        keep = hits if keep is None else keep & hits
+    if keep is None:
+        return df
+    chosen = df[keep]
+    if chosen.empty:
+        given = "; ".join(f"{k}={','.join(patterns(v))}" for k, v in filters.items() if v)
+        raise UserError(f"No stored results match all of: {given} (each matches on its own)")
+    return chosen
+
+
+def newest(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per result coordinate: the most recently stored when cells overlap."""
+    return df.sort_values("stored_order", kind="mergesort").drop_duplicates(
+        COORDINATES, keep="last"
+    )
+
+
+def stored_results(store: ResultStore, **filters: Filter) -> pd.DataFrame:
+    """``load_results`` on an open store."""
+    import pandas as pd
+
+    rows = store.rows()
+    if not rows:
+        raise UserError(f"results store {store.path} holds no results yet: run `oebench run`")
+    df = sort_results(newest(select(pd.DataFrame(rows), filters, store.path)))
+    first = list(results_frame(df).columns)
+    return df[first + [c for c in df.columns if c not in first]]
+
+
+def load_results(store: str | Path | None = None, **filters: Filter) -> pd.DataFrame:
+    """Stored result rows (one per cell x detector x OOD set, plus ``mean`` rows) as a frame.
+
+    ``store`` defaults to ``$OEBENCH_STORE`` or the user's data directory. Filters:
+    ``benchmark``, ``id_dataset``, ``model``, ``training``, ``detector``, ``seed``. Columns:
+    those of ``oebench run --csv`` plus ``cell``, timings, ``device``, versions and provenance.
+    """
+    with ResultStore(store, create=False) as s:
+        return stored_results(s, **filters)
+
+
+def load_scores(store: str | Path | None = None, **filters: Filter) -> pd.DataFrame:
+    """Per-sample scores of the selected cells: one row per cell x detector x sample.
+
+    Columns as in ``oebench run --save-scores`` files: cell labels, ``detector``, ``dataset``,
+    ``is_ood``, ``label`` (OOD = 1), ``sample`` and ``score``.
+    """
+    import pandas as pd
+
+    from oebench.scores import scores_frame
+
+    with ResultStore(store, create=False) as s:
+        df = stored_results(s, **filters)
+        cells = df.drop_duplicates("cell")
+        arrays = s.scores(cells.cell)
+    detectors = set(df.detector)
+    frames = [
+        scores_frame(row, [a for a in arrays[row["cell"]] if a.detector in detectors])
+        for row in cells.to_dict("records")
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def intervals(
+    store: ResultStore,
+    df: pd.DataFrame,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    progress: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """Bootstrap intervals of AUROC and FPR95 (mean over OOD sets and seeds) per training.
+
+    Keyed by benchmark, id_dataset, model, detector and training, like ``comparison``'s
+    groups. Seeds share replicate indices: replicate b of the aggregate is the mean over seeds
+    of replicate b of each seed's cell.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from oebench.bootstrap import CI_METRICS, interval, replicates, rng_for
+
+    means = df[df.ood_dataset == "mean"]
+    arrays = store.scores(means.cell.unique())
+    keys = ["benchmark", "id_dataset", "model", "detector", "training"]
+    records = []
+    for values, part in means.groupby(keys, sort=False):
+        per_seed = []
+        for cell, detector in zip(part.cell, part.detector, strict=True):
+            found = [a for a in arrays[cell] if a.detector == detector]
+            ids = [a.scores for a in found if not a.is_ood]
+            if not ids:
+                raise UserError(f"cell {cell} has no stored per-sample scores for {detector!r}")
+            oods = [a.scores for a in found if a.is_ood]
+            per_seed.append(replicates(ids[0], oods, resamples, rng_for(seed, cell, detector)))
+            if progress is not None:
+                progress(1)
+        reps = np.mean(per_seed, axis=0)
+        record = dict(zip(keys, values, strict=True))
+        for i, m in enumerate(CI_METRICS):
+            record[f"{m}_ci_low"], record[f"{m}_ci_high"] = interval(reps[:, i], level)
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+def leaderboard(
+    store: str | Path | None = None,
+    metrics: tuple[str, ...] = SHOWN,
+    sort: str | None = None,
+    ci: bool = False,
+    resamples: int = 1000,
+    **filters: Filter,
+) -> pd.DataFrame:
+    """Without-OE | with-OE | delta per benchmark, ID dataset, model, OE training, detector.
+
+    Means over OOD sets and seeds (``*_std``: std over seeds); ``sort`` orders detectors by a
+    metric, best first; ``ci`` adds 95% bootstrap intervals for AUROC and FPR95.
+    """
+    with ResultStore(store, create=False) as s:
+        df = stored_results(s, **filters)
+        bands = intervals(s, df, resamples) if ci else None
+    return comparison(df, metrics, intervals=bands, sort=sort or metrics[0])

@@ -1,0 +1,447 @@
+"""The results store: finished cells, their result rows and per-sample scores, in SQLite.
+
+One file (``$OEBENCH_STORE``, else ``$XDG_DATA_HOME/oebench/results.sqlite``, else
+``~/.local/share/oebench/results.sqlite``) in WAL mode, so concurrent runs can share it. Each
+finished cell is written in one transaction with its rows and scores: a run killed at any
+moment leaves every cell either complete or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import quote
+
+import numpy as np
+
+from oebench.errors import UserError
+
+if TYPE_CHECKING:
+    from oebench.runner import Cell, Runner
+
+STORE_ENV = "OEBENCH_STORE"
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x6F656221  # "oe" + "b!": marks a file as an oebench results store
+BUSY_SECONDS = 60.0
+METRIC_COLUMNS = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_id", "detection_error")
+ROW_COLUMNS = (
+    "detector",
+    "ood_dataset",
+    "row_index",
+    *METRIC_COLUMNS,
+    *(f"{m}_std" for m in METRIC_COLUMNS),
+    "id_accuracy",
+    "n_id",
+    "n_ood",
+)
+CELL_COLUMNS = (
+    "key",
+    "benchmark",
+    "benchmark_path",
+    "benchmark_digest",
+    "seed",
+    "id_dataset",
+    "model",
+    "training",
+    "objective",
+    "outlier_source",
+    "protocol",
+    "cell_index",
+    "config",
+    "oebench_version",
+    "plugins",
+    "torch_version",
+    "device",
+    "train_seconds",
+    "score_seconds",
+    "trained",
+    "created_at",
+)
+SCHEMA = f"""
+CREATE TABLE benchmarks (
+    digest TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE TABLE cells (
+    key TEXT PRIMARY KEY,
+    benchmark TEXT NOT NULL,
+    benchmark_path TEXT NOT NULL,
+    benchmark_digest TEXT NOT NULL REFERENCES benchmarks(digest),
+    seed INTEGER NOT NULL,
+    id_dataset TEXT NOT NULL,
+    model TEXT NOT NULL,
+    training TEXT NOT NULL,
+    objective TEXT NOT NULL,
+    outlier_source TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    cell_index INTEGER NOT NULL,
+    config TEXT NOT NULL,
+    oebench_version TEXT NOT NULL,
+    plugins TEXT NOT NULL,
+    torch_version TEXT NOT NULL,
+    device TEXT NOT NULL,
+    train_seconds REAL NOT NULL,
+    score_seconds REAL NOT NULL,
+    trained INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX cells_by_benchmark ON cells (benchmark, seed);
+CREATE TABLE results (
+    cell TEXT NOT NULL REFERENCES cells(key) ON DELETE CASCADE,
+    detector TEXT NOT NULL,
+    ood_dataset TEXT NOT NULL,
+    row_index INTEGER NOT NULL,
+    {", ".join(f"{m} REAL" for m in METRIC_COLUMNS)},
+    {", ".join(f"{m}_std REAL" for m in METRIC_COLUMNS)},
+    id_accuracy REAL,
+    n_id INTEGER NOT NULL,
+    n_ood INTEGER NOT NULL,
+    PRIMARY KEY (cell, detector, ood_dataset)
+);
+CREATE TABLE scores (
+    cell TEXT NOT NULL REFERENCES cells(key) ON DELETE CASCADE,
+    detector TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    is_ood INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (cell, detector, is_ood, dataset)
+);
+"""
+
+
+class StoreError(UserError):
+    """The results store is missing, corrupt, locked or from another schema version."""
+
+
+class ScoreArray(NamedTuple):
+    """Per-sample scores of one detector on one test set of a cell."""
+
+    detector: str
+    dataset: str
+    is_ood: bool
+    scores: np.ndarray
+
+
+def default_store_path() -> Path:
+    """``$OEBENCH_STORE``, else ``$XDG_DATA_HOME/oebench/results.sqlite``, else ~/.local/share."""
+    if os.environ.get(STORE_ENV):
+        return Path(os.environ[STORE_ENV]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "oebench" / "results.sqlite"
+
+
+def encode_scores(scores: np.ndarray) -> bytes:
+    """Little-endian float64, zlib-compressed."""
+    return zlib.compress(np.ascontiguousarray(scores, dtype="<f8").tobytes(), 6)
+
+
+def decode_scores(blob: bytes, n: int) -> np.ndarray:
+    arr = np.frombuffer(zlib.decompress(blob), dtype="<f8")
+    if arr.size != n:
+        raise sqlite3.DatabaseError(f"a score array holds {arr.size} values, expected {n}")
+    return arr.astype(np.float64)
+
+
+def _explain(path: Path, exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return (
+            f"results store {path} is corrupt or not an SQLite file ({text}); "
+            "move it away (or pass another --store) and run again"
+        )
+    if "locked" in text or "busy" in text:
+        return f"results store {path} stayed locked by another process for {BUSY_SECONDS:.0f} s"
+    return f"results store {path}: {text}"
+
+
+class ResultStore:
+    """A results store file; ``create=False`` opens an existing store only (for reading)."""
+
+    def __init__(self, path: str | Path | None = None, create: bool = True):
+        self.path = Path(path).expanduser() if path else default_store_path()
+        self._conn: sqlite3.Connection | None = None
+        with self._guard():
+            self._conn = self._connect(create)
+
+    # -- opening -----------------------------------------------------------------------------
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        if not create and not self.path.is_file():
+            raise StoreError(
+                f"no results store at {self.path}: `oebench run` creates it "
+                f"(choose another with --store or ${STORE_ENV})"
+            )
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        uri = f"file:{quote(str(self.path.absolute()))}?mode={'rwc' if create else 'rw'}"
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_SECONDS, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_SECONDS * 1000)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._check_schema(conn, create)
+            conn.execute("PRAGMA journal_mode = WAL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _check_schema(self, conn: sqlite3.Connection, create: bool) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if version == 0 and app == 0 and tables == 0:
+            if not create:
+                raise StoreError(f"results store {self.path} is empty: it holds no results yet")
+            self._create_schema(conn)
+        elif app != APPLICATION_ID:
+            raise StoreError(f"{self.path} is an SQLite file but not an oebench results store")
+        elif version > SCHEMA_VERSION:
+            raise StoreError(
+                f"results store {self.path} has schema version {version}, newer than this "
+                f"oebench reads ({SCHEMA_VERSION}): upgrade oebench or use another --store"
+            )
+        elif version < SCHEMA_VERSION:
+            raise StoreError(
+                f"results store {self.path} has the old schema version {version} (this oebench "
+                f"reads {SCHEMA_VERSION}): move it away or use another --store"
+            )
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:  # nobody beat us to it
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn SQLite errors into one-line user errors."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(_explain(self.path, exc)) from None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connection
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @property
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"results store {self.path} is closed")
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------------------
+    def save_cell(
+        self,
+        record: dict[str, Any],
+        rows: list[dict[str, Any]],
+        scores: Iterable[ScoreArray] = (),
+        replace: bool = False,
+    ) -> bool:
+        """Store a finished cell with its rows and scores in one transaction.
+
+        A cell already stored is left alone (returns False) unless ``replace``.
+        """
+        key = record["key"]
+        with self._guard(), self._transaction() as conn:
+            if conn.execute("SELECT 1 FROM cells WHERE key = ?", (key,)).fetchone():
+                if not replace:
+                    return False
+                for table, column in (("scores", "cell"), ("results", "cell"), ("cells", "key")):
+                    conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (key,))
+            conn.execute(
+                "INSERT OR IGNORE INTO benchmarks (digest, name, text) VALUES (?, ?, ?)",
+                (record["benchmark_digest"], record["benchmark"], record["benchmark_text"]),
+            )
+            conn.execute(
+                f"INSERT INTO cells ({', '.join(CELL_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(CELL_COLUMNS))})",
+                [record[c] for c in CELL_COLUMNS],
+            )
+            conn.executemany(
+                f"INSERT INTO results (cell, {', '.join(ROW_COLUMNS)}) "
+                f"VALUES (?, {', '.join('?' * len(ROW_COLUMNS))})",
+                [(key, *(row.get(c) for c in ROW_COLUMNS)) for row in rows],
+            )
+            conn.executemany(
+                "INSERT INTO scores (cell, detector, dataset, is_ood, n, data) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        key,
+                        s.detector,
+                        s.dataset,
+                        int(s.is_ood),
+                        len(s.scores),
+                        encode_scores(s.scores),
+                    )
+                    for s in scores
+                ],
+            )
+        return True
+
+    # -- reading -----------------------------------------------------------------------------
+    def has(self, key: str) -> bool:
+        with self._guard():
+            query = "SELECT 1 FROM cells WHERE key = ?"
+            return self._connection.execute(query, (key,)).fetchone() is not None
+
+    def count(self, keys: Iterable[str] | None = None) -> int:
+        """How many cells are stored (of ``keys``, when given)."""
+        if keys is not None:
+            return sum(self.has(k) for k in keys)
+        with self._guard():
+            return self._connection.execute("SELECT count(*) FROM cells").fetchone()[0]
+
+    def rows(self, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Result rows joined with their cell's labels, in storage order.
+
+        Each row has the runner's keys (``*_std`` only when stored) plus ``stored_order``,
+        ``benchmark_digest``, ``benchmark_path``, ``device``, versions and ``created_at``.
+        """
+        cell_cols = [c for c in CELL_COLUMNS if c not in ("key", "config", "plugins")]
+        query = (
+            f"SELECT c.rowid AS stored_order, c.key AS cell, "
+            f"{', '.join('c.' + c for c in cell_cols)}, {', '.join('r.' + c for c in ROW_COLUMNS)} "
+            "FROM results r JOIN cells c ON r.cell = c.key"
+        )
+        params: list[str] = []
+        if keys is not None:
+            params = list(keys)
+            if not params:
+                return []
+            query += f" WHERE c.key IN ({', '.join('?' * len(params))})"
+        query += " ORDER BY c.rowid, r.row_index"
+        with self._guard():
+            cursor = self._connection.execute(query, params)
+            names = [d[0] for d in cursor.description]
+            found = [dict(zip(names, values, strict=True)) for values in cursor]
+        for row in found:
+            row["trained"] = bool(row["trained"])
+            for m in METRIC_COLUMNS:
+                if row[f"{m}_std"] is None:
+                    del row[f"{m}_std"]
+        return found
+
+    def cell(self, key: str) -> dict[str, Any] | None:
+        """A stored cell's record (``config`` and ``plugins`` decoded), or None."""
+        with self._guard():
+            cursor = self._connection.execute(
+                "SELECT c.*, b.text AS benchmark_text FROM cells c "
+                "JOIN benchmarks b ON b.digest = c.benchmark_digest WHERE c.key = ?",
+                (key,),
+            )
+            values = cursor.fetchone()
+            if values is None:
+                return None
+            record = dict(zip([d[0] for d in cursor.description], values, strict=True))
+        record["config"] = json.loads(record["config"])
+        record["plugins"] = json.loads(record["plugins"])
+        record["trained"] = bool(record["trained"])
+        return record
+
+    def scores(self, keys: Iterable[str]) -> dict[str, list[ScoreArray]]:
+        """Per-sample scores of the given cells, by cell key (ID set first, then OOD sets)."""
+        found: dict[str, list[ScoreArray]] = {}
+        with self._guard():
+            for key in dict.fromkeys(keys):
+                cursor = self._connection.execute(
+                    "SELECT detector, dataset, is_ood, n, data FROM scores WHERE cell = ? "
+                    "ORDER BY rowid",
+                    (key,),
+                )
+                found[key] = [
+                    ScoreArray(det, ds, bool(is_ood), decode_scores(data, n))
+                    for det, ds, is_ood, n, data in cursor
+                ]
+        return found
+
+
+def _versions(runner: Runner, cell: Cell) -> dict[str, str | None]:
+    """Name -> version of every plugin that registered a component this cell uses."""
+    from oebench.plugins import get_plugin_manager
+    from oebench.registry import get_component
+
+    bench = runner.bench
+    used = [("dataset", cell.id_ref.name), ("model", cell.model_ref.name)]
+    used += [("detector", d.name) for d in bench.detectors]
+    used += [("dataset", o.name) for o in bench.ood_datasets]
+    training: Any = cell.training
+    while training is not None:
+        used.append(("objective", training.objective.name))
+        if training.outliers is not None:
+            used.append(("outlier source", training.outliers.name))
+        training = next((t for t in bench.trainings if t.name == training.init), None)
+    infos = get_plugin_manager().infos
+    plugins = sorted({get_component(kind, name).plugin for kind, name in used})
+    return {p: (infos[p].version if p in infos else None) for p in plugins}
+
+
+def cell_record(runner: Runner, cell: Cell, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the store keeps about a finished cell: configuration, provenance and timings."""
+    import torch
+
+    import oebench
+
+    bench = runner.bench
+    first = rows[0]
+    source = Path(bench.source) if bench.source else None
+    path = str(source.resolve()) if source is not None and source.exists() else bench.source
+    return {
+        "key": cell.key,
+        "benchmark": bench.name,
+        "benchmark_path": path,
+        "benchmark_digest": bench.digest,
+        "benchmark_text": bench.text,
+        "seed": cell.seed,
+        "id_dataset": first["id_dataset"],
+        "model": first["model"],
+        "training": first["training"],
+        "objective": first["objective"],
+        "outlier_source": first["outlier_source"],
+        "protocol": first["protocol"],
+        "cell_index": cell.index,
+        "config": json.dumps(cell.config, sort_keys=True, default=str),
+        "oebench_version": oebench.__version__,
+        "plugins": json.dumps(_versions(runner, cell), sort_keys=True),
+        "torch_version": str(torch.__version__),
+        "device": str(getattr(runner, "device", runner.device_name)),
+        "train_seconds": first["train_seconds"],
+        "score_seconds": first["score_seconds"],
+        "trained": int(bool(first["trained"])),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+    }
