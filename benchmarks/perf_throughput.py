@@ -51,14 +51,25 @@ def main() -> None:
     model = Classifier(net, (0.5,) * 3, (0.5,) * 3)
     flops = flops_per_image(model, shape)
     n_in = args.batch * args.steps
-    ids = TensorImages(torch.randint(0, 256, (n_in, *shape), dtype=torch.uint8),
-                       torch.randint(0, 10, (n_in,)))
-    outs = TensorImages(torch.randint(0, 256, (args.outliers * args.steps, *shape),
-                                      dtype=torch.uint8))
+    ids = TensorImages(
+        torch.randint(0, 256, (n_in, *shape), dtype=torch.uint8), torch.randint(0, 10, (n_in,))
+    )
+    outs = TensorImages(
+        torch.randint(0, 256, (args.outliers * args.steps, *shape), dtype=torch.uint8)
+    )
     objective = oebench.create_objective("oe")
-    params = {"epochs": 1, "batch_size": args.batch, "outlier_batch_size": args.outliers,
-              "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
-              "augment": True, "amp": args.amp, "compile": args.compile}
+    params = {
+        "epochs": 1,
+        "batch_size": args.batch,
+        "outlier_batch_size": args.outliers,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "nesterov": True,
+        "weight_decay": 5e-4,
+        "augment": True,
+        "amp": args.amp,
+        "compile": args.compile,
+    }
     warm_ids = TensorImages(ids.images[: args.batch * 3], ids.labels[: args.batch * 3])
     train(model, warm_ids, objective, params, 0, shape, device, outs)  # warm-up / compile
     seconds = train(model, ids, objective, params, 0, shape, device, outs)
@@ -73,9 +84,11 @@ def main() -> None:
     train_ips = train_images / seconds
     score_ips = args.score_images / score_seconds
     result = {
-        "model": args.model, "device": str(device),
+        "model": args.model,
+        "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "amp": args.amp, "compile": args.compile,
+        "amp": args.amp,
+        "compile": args.compile,
         "params_millions": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
         "gflops_per_image_forward": round(flops / 1e9, 4),
         "train_images_per_s": round(train_ips, 1),

@@ -113,8 +113,9 @@ def train(
                 x = augment(x, gen)
             if fmt is not None:
                 x = x.contiguous(memory_format=fmt)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                                enabled=amp_dtype is not None):
+            with torch.autocast(
+                device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+            ):
                 logits = step_model(x).float()
             loss = objective(logits[:n_in], y, logits[n_in:] if out_iter is not None else None)
             opt.zero_grad(set_to_none=True)

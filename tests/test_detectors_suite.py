@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import oebench
-from oebench.errors import UserError
 from oebench.detectors import Head, Outputs, log_softmax64
+from oebench.errors import UserError
 from oebench.models import Classifier
 
 LN3 = math.log(3.0)
