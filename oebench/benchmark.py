@@ -42,7 +42,7 @@ DEFAULT_TRAINING: dict[str, Any] = {
     "weight_decay": 5e-4,
     "augment": False,
     "max_train": None,
-    "eval_batch_size": 500,
+    "eval_batch_size": None,
 }
 
 

@@ -233,7 +233,7 @@ def run(
     if detector_patterns:
         bench.detectors = [Ref(n) for n in select_detectors(detector_patterns)]
     if oe_scratch:
-        bench.trainings = [_scratch(t, bench) for t in bench.trainings]
+        bench = bench.oe_from_scratch()
     if detail and detail not in [d.key for d in bench.detectors]:
         raise UnknownNameError("detector", detail, [d.key for d in bench.detectors])
     _run(
@@ -244,23 +244,6 @@ def run(
         not no_cache,
         RunStorage(store_path, rerun, scores_dir),
     )
-
-
-def _scratch(training: Any, bench: Any) -> Any:
-    """An OE training that starts from scratch with the benchmark's default settings."""
-    from dataclasses import replace
-
-    from oebench.benchmark import DEFAULT_TRAINING, parse_benchmark
-
-    if training.init is None:
-        return training
-    defaults = dict(DEFAULT_TRAINING)
-    defaults.update(
-        parse_benchmark(bench.text, bench.source).trainings[0].params
-    ) if bench.text else None
-    params = dict(training.params)
-    params.update(epochs=defaults["epochs"], lr=defaults["lr"])
-    return replace(training, init=None, settings=tuple(sorted(params.items())))
 
 
 def output_console() -> Any:

@@ -195,7 +195,10 @@ class Runner:
         return {
             "objective": t.objective.config(),
             "outliers": t.outliers.config() if t.outliers else None,
-            "params": t.params,
+            # settings that cannot change the weights stay out of the checkpoint key
+            "params": {
+                k: v for k, v in t.params.items() if k not in ("eval_batch_size", "compile")
+            },
             "init": self._training_config(init) if init else None,
         }
 
@@ -248,6 +251,8 @@ class Runner:
         model = Classifier(net, source.mean, source.std)
         train_seconds, cached = self._train(cell, model, shape)
         model.to(self.device).eval()
+        if self.device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
         digest = model_digest(model)
 
         start = time.perf_counter()
@@ -271,12 +276,12 @@ class Runner:
                     train_out if "fit" in det.needs else None,
                     self._head(model, ref) if "head" in det.needs else None,
                 )
-            id_scores = self._score(det, model, id_out, id_test, shape)
+            id_scores = self._score(det, model, digest, id_out, id_test, shape)
             if self.score_sink is not None:
                 self.score_sink(cell, ref.key, "id", id_scores)
             per_set = []
             for ood_key, (where, out) in oods.items():
-                ood_scores = self._score(det, model, out, where, shape)
+                ood_scores = self._score(det, model, digest, out, where, shape)
                 if self.score_sink is not None:
                     self.score_sink(cell, ref.key, ood_key, ood_scores)
                 metrics = self._evaluate(id_scores, ood_scores, cell.seed, ood_key)
@@ -365,23 +370,39 @@ class Runner:
         from oebench.outputs import forward
 
         key = canonical_hash({"model": digest, "data": self._fingerprint(*where), "shape": shape})
-        batch = self.bench.trainings[0].params.get("eval_batch_size", 500)
+        batch = self._eval_batch()
         return self.outputs.get_or_compute(
             key, lambda: forward(model, self._load(*where), shape, self.device, batch)
         )
 
+    def _eval_batch(self) -> int:
+        """``eval_batch_size`` of the benchmark, else 500 on CPU and 2048 on a GPU."""
+        size = self.bench.defaults.get("eval_batch_size")
+        return int(size) if size else (2048 if self.device.type == "cuda" else 500)
+
     def _score(
-        self, det: Detector, model: Any, out: Outputs, where: tuple, shape: tuple
+        self, det: Detector, model: Any, digest: str, out: Outputs, where: tuple, shape: tuple
     ) -> np.ndarray:
+        """A detector's scores; those that need the model are cached like outputs."""
         from oebench.outputs import iterate_batches
 
-        if "model" in det.needs:
+        if "model" not in det.needs:
+            return np.asarray(det.score(out), dtype=np.float64)
+
+        def compute() -> Outputs:
             data = self._load(*where)
-            batches = (x for x, _ in iterate_batches(data, 250, shape, self.device))
-            scores = det.score_inputs(model, batches)
-        else:
-            scores = det.score(out)
-        return np.asarray(scores, dtype=np.float64)
+            batches = (x for x, _ in iterate_batches(data, self._eval_batch(), shape, self.device))
+            return Outputs(np.asarray(det.score_inputs(model, batches), dtype=np.float64)[:, None])
+
+        key = canonical_hash(
+            {
+                "model": digest,
+                "data": self._fingerprint(*where),
+                "shape": shape,
+                "detector": det.config(),
+            }
+        )
+        return self.outputs.get_or_compute(key, compute).logits[:, 0]
 
     @staticmethod
     def _head(model: Any, ref: Ref) -> Head:

@@ -13,11 +13,11 @@ from oebench.runner import Runner
 REAL_SETS = ("letters", "textures", "faces")
 
 
-def _run(path=TINY, **kw):
+def _run(path=TINY, cache=True, **kw):
     bench = load_benchmark(str(path))
     for key, value in kw.items():
         setattr(bench, key, value)
-    return results_frame(Runner(bench, device="cpu", use_cache=kw.pop("cache", True)).run())
+    return results_frame(Runner(bench, device="cpu", use_cache=cache).run())
 
 
 @pytest.mark.slow
@@ -69,14 +69,18 @@ def test_same_seed_same_numbers_and_another_seed_differs():
 
 
 def test_warm_cache_trains_nothing_and_runs_no_forward_pass(monkeypatch):
-    cold = _run()
+    from oebench.benchmark import Ref
+
+    every_kind = [Ref(n) for n in ("msp", "knn", "vim", "ash", "odin")]  # logits .. model
+    cold = _run(detectors=every_kind)
 
     def forbidden(*args, **kwargs):
         raise AssertionError("should have come from the cache")
 
-    monkeypatch.setattr("oebench.outputs.forward", forbidden)
+    monkeypatch.setattr("oebench.models.Classifier.forward", forbidden)
+    monkeypatch.setattr("oebench.models.Classifier.forward_features", forbidden)
     monkeypatch.setattr("oebench.training.train", forbidden)
-    warm = _run()
+    warm = _run(detectors=every_kind)
     assert warm.equals(cold)
 
 
