@@ -72,3 +72,14 @@ def logsumexp64(logits: np.ndarray, axis: int = 1) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     m = z.max(axis=axis, keepdims=True)
     return (m + np.log(np.exp(z - m).sum(axis=axis, keepdims=True))).squeeze(axis)
+
+
+def msp_log_odds(logits: np.ndarray) -> np.ndarray:
+    """``log((1 - MSP) / MSP)`` per row in float64: monotone in ``-MSP`` and exact where a
+    float32 softmax would round to 1.0 (``logsumexp`` of the other logits minus the top one)."""
+    z = np.asarray(logits, dtype=np.float64)
+    rows = np.arange(len(z))
+    top = z.argmax(axis=1)
+    rest = z.copy()
+    rest[rows, top] = -np.inf
+    return logsumexp64(rest) - z[rows, top]

@@ -239,12 +239,7 @@ def render(
         title = f"{bench} · {id_ds} · {model} · " + (f"{base} vs {oe}" if has_oe else f"{base}")
         t = Table(title=title, title_style="bold", caption_justify="left")
         t.add_column("detector")
-        for m in metrics:
-            arrow = "↓" if m in LOWER_IS_BETTER else "↑"
-            t.add_column(f"{LABELS[m]}{arrow}\nno OE", justify="right")
-            if has_oe:
-                t.add_column(f"{LABELS[m]}{arrow}\nOE", justify="right")
-                t.add_column("Δ", justify="right")
+        _metric_columns(t, metrics, has_oe)
         for _, r in part.iterrows():
             cells = [r.detector]
             for m in metrics:
@@ -274,6 +269,16 @@ def _caption(sub: pd.DataFrame, part: pd.DataFrame, base: str | None, oe: str, h
     )
 
 
+def _metric_columns(table: Any, metrics: tuple[str, ...], has_oe: bool) -> None:
+    """For each metric a "no OE" column, and with OE an "OE" and a "Δ" column."""
+    for m in metrics:
+        arrow = "↓" if m in LOWER_IS_BETTER else "↑"
+        table.add_column(f"{LABELS[m]}{arrow}\nno OE", justify="right")
+        if has_oe:
+            table.add_column(f"{LABELS[m]}{arrow}\nOE", justify="right")
+            table.add_column("Δ", justify="right")
+
+
 def _render_per_set(
     console: Console,
     df: pd.DataFrame,
@@ -293,11 +298,7 @@ def _render_per_set(
     per = per.sort_values("ood_dataset", key=lambda col: col.map(order))
     t = Table(title=f"{id_ds} · {model} · {detector}: per OOD set", title_style="bold")
     t.add_column("OOD set")
-    for m in ("auroc", "fpr95"):
-        t.add_column(f"{LABELS[m]}\nno OE", justify="right")
-        if oe:
-            t.add_column(f"{LABELS[m]}\nOE", justify="right")
-            t.add_column("Δ", justify="right")
+    _metric_columns(t, ("auroc", "fpr95"), bool(oe))
     for _, r in per.iterrows():
         cells = [r.ood_dataset]
         for m in ("auroc", "fpr95"):

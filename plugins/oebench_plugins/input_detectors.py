@@ -8,22 +8,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import oebench
-from oebench.detectors import Detector, logsumexp64
+from oebench.detectors import Detector, msp_log_odds
 
 if TYPE_CHECKING:
     import torch
 
     from oebench.models import Classifier
-
-
-def msp_log_odds(logits: np.ndarray) -> np.ndarray:
-    """``log((1 - MSP) / MSP)`` in float64, monotone in ``-MSP`` (as the msp detector)."""
-    z = np.asarray(logits, dtype=np.float64)
-    r = np.arange(len(z))
-    top = z.argmax(axis=1)
-    rest = z.copy()
-    rest[r, top] = -np.inf
-    return logsumexp64(rest) - z[r, top]
 
 
 class ODIN(Detector):

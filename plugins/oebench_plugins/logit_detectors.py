@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import oebench
-from oebench.detectors import Detector, log_softmax64, logsumexp64
+from oebench.detectors import Detector, log_softmax64, logsumexp64, msp_log_odds
 
 
 class MSP(Detector):
@@ -16,11 +16,7 @@ class MSP(Detector):
     """
 
     def score(self, outputs):
-        z = np.asarray(outputs.logits, dtype=np.float64)
-        top = z.argmax(axis=1)
-        rest = z.copy()
-        rest[np.arange(len(z)), top] = -np.inf
-        return logsumexp64(rest) - z[np.arange(len(z)), top]
+        return msp_log_odds(outputs.logits)
 
 
 class MaxLogit(Detector):
