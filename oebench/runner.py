@@ -3,10 +3,14 @@ every detector on the cached outputs, metrics per OOD set."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -212,7 +216,8 @@ class Runner:
         return self._data[key]
 
     def _fingerprint(self, kind: str, ref: Ref, split: str, shape: Any, seed: int) -> str:
-        """What determines a split's images: source configuration, plugin version, split, seed."""
+        """What determines a split's images: source configuration, plugin version and code,
+        split, seed."""
         from oebench.plugins import get_plugin_manager
 
         comp = get_component(kind, ref.name)
@@ -223,6 +228,7 @@ class Runner:
                 "ref": ref.config(),
                 "source": self._source(kind, ref).config(),
                 "plugin": [comp.plugin, info.version if info else None],
+                "code": code_digest(comp.factory),
                 "split": split,
                 "shape": shape,
                 "seed": seed,
@@ -304,6 +310,16 @@ class Runner:
             )
         return rows
 
+    def _training_data_fingerprints(self, t: Training, cell: Cell, shape: tuple) -> list[str]:
+        """Fingerprints of the ID training split and outliers behind a training and its init."""
+        prints = [self._fingerprint("dataset", cell.id_ref, "train", None, cell.seed)]
+        if t.outliers is not None:
+            prints.append(
+                self._fingerprint("outlier source", t.outliers, "train", shape, cell.seed)
+            )
+        init = next((x for x in self.bench.trainings if x.name == t.init), None)
+        return prints + (self._training_data_fingerprints(init, cell, shape) if init else [])
+
     def _train(self, cell: Cell, model: Any, shape: tuple) -> tuple[float, bool]:
         """Load the cell's weights from the checkpoint cache, or train them; returns (s, cached)."""
         from oebench.training import train
@@ -316,6 +332,11 @@ class Runner:
                 "id": cell.config["id_dataset"],
                 "model": cell.config["model"],
                 "training": cell.config["training"],
+                "data": self._training_data_fingerprints(cell.training, cell, shape),
+                "code": [
+                    code_digest(get_component("model", cell.model_ref.name).factory),
+                    code_digest(get_component("objective", t.objective.name).factory),
+                ],
             }
         )
         if key in self._states:
@@ -453,6 +474,20 @@ class Runner:
             "n_ood": n_ood,
             "cell": cell.key,
         }
+
+
+@functools.cache
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def code_digest(factory: Any) -> str | None:
+    """A hash of the source file that defines a component, so edited code is never served
+    from a stale cache (``None`` where the source file cannot be found)."""
+    try:
+        return _file_digest(inspect.getfile(factory))
+    except (TypeError, OSError):
+        return None
 
 
 def _training_version() -> int:

@@ -220,3 +220,35 @@ def test_oe_paper_protocol_resamples_ood_sets():
     merged = full.merge(paper, on=["training", "detector", "ood_dataset"], suffixes=("", "_p"))
     assert not np.allclose(merged.auroc, merged.auroc_p)
     assert np.allclose(merged.auroc, merged.auroc_p, atol=10)  # same model, a subsample
+
+
+def test_cache_keys_follow_the_code_that_makes_the_data(tmp_path, monkeypatch):
+    import oebench
+    from oebench.benchmark import Ref
+    from oebench.plugins import get_plugin_manager
+    from oebench.runner import _file_digest
+
+    module = tmp_path / "oebench_test_source.py"
+    module.write_text(
+        "import oebench\n\nclass Source(oebench.ImageSource):\n"
+        "    def load(self, split, *, shape=None, seed=0):\n        raise NotImplementedError\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import oebench_test_source
+
+    class Plugin:
+        @oebench.hookimpl
+        def register_datasets(self, register):
+            register("code-test", oebench_test_source.Source)
+
+    get_plugin_manager().register(Plugin(), name="code-test-plugin")
+    try:
+        runner = Runner(load_benchmark(str(TINY)), device="cpu")
+        where = ("dataset", Ref("code-test"), "test", (1, 28, 28), 0)
+        before = runner._fingerprint(*where)
+        assert runner._fingerprint(*where) == before
+        module.write_text(module.read_text() + "# a change to how the images are made\n")
+        _file_digest.cache_clear()
+        assert runner._fingerprint(*where) != before
+    finally:
+        get_plugin_manager().unregister(name="code-test-plugin")

@@ -148,6 +148,7 @@ class Letters(ImageSource):
             p
             for p in fonts_dir.glob("*.ttf")
             if p.name.startswith(("DejaVu", "STIXGeneral", "cmr", "cmss", "cmtt"))
+            and "Display" not in p.name  # the Display faces have no Latin letters
         )
         rng = np.random.default_rng(seed + (0 if split == "test" else 7919))
         size = 64
