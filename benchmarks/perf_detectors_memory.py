@@ -77,8 +77,8 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     start_rss = _status_mib("VmRSS")
     start_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
-    if "fit" in det.needs:
-        det.fit(train, head if "head" in det.needs else None)
+    if det.needs & {"fit", "head"}:  # as the engine does
+        det.fit(train if "fit" in det.needs else None, head if "head" in det.needs else None)
     t1 = time.perf_counter()
     scores = det.score(test)
     t2 = time.perf_counter()

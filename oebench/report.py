@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from oebench.metrics import CONVENTION, LOWER_IS_BETTER, METRICS
+from oebench.metrics import CONVENTION, CONVENTION_ID, LOWER_IS_BETTER, METRICS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,7 +93,8 @@ def format_table(df: pd.DataFrame, fmt: str, numbers: bool = True) -> str:
             showindex=False,
             disable_numparse=not numbers,
         )
-        return text + "\n"
+        note = f"{CONVENTION}. {CONVENTION_ID}. All values in %."
+        return text + ("\n\n" + note if fmt == "markdown" else "\n% " + note) + "\n"
     raise ValueError(f"unknown format {fmt!r}")
 
 
@@ -262,10 +263,11 @@ def _caption(sub: pd.DataFrame, part: pd.DataFrame, base: str | None, oe: str, h
     if oe:
         acc += f" → {oe} {part['id_accuracy_oe'].iloc[0]:.2f}%"
     ci = " [..] = 95% bootstrap interval over test samples." if has_ci else ""
+    shows_id = any(c.startswith("fpr95_id") for c in part.columns)
     return (
         f"Mean over {sub.ood_dataset[sub.ood_dataset != 'mean'].nunique()} OOD sets; "
         f"{seeds} seed(s) (± = std over seeds); protocol {protocol}. {acc}.{ci}\n"
-        f"{CONVENTION}."
+        f"{CONVENTION}." + (f" {CONVENTION_ID}." if shows_id else "")
     )
 
 
