@@ -40,11 +40,19 @@ class ImageSource(ABC):
     ) -> Dataset:
         """Return the split as a ``Dataset``; ``shape`` is the ID shape an OOD set is used at."""
 
+    def files(self) -> list[Path]:
+        """The files this source reads, resolved now; raise ``DataNotFoundError`` if missing.
+
+        oebench calls it for every source before any work starts (so a missing OOD set fails
+        before hours of training), and hashes each file's path, size and modification time
+        into the cache keys. Sources that read no files return ``[]``.
+        """
+        return []
+
     def config(self) -> dict[str, Any]:
         """Everything that determines the images, for cache keys.
 
-        The default is the instance's attributes; a file-based source should add what identifies
-        its files (e.g. sizes and modification times) so edited files are never served stale.
+        The default is the instance's attributes (``files()`` are stamped separately).
         """
         return {"class": type(self).__qualname__, **{k: _plain(v) for k, v in vars(self).items()}}
 

@@ -120,6 +120,8 @@ class Runner:
                 )
             if t.outliers is not None:
                 check_options(get_component("outlier source", t.outliers.name), t.outliers.kwargs)
+        for kind, ref in self._all_sources():
+            self._files(kind, ref)  # missing files fail here, before any training
         for ref in b.id_datasets:
             source = create_dataset(ref.name, **ref.kwargs)
             if not source.num_classes or "train" not in source.splits:
@@ -215,6 +217,22 @@ class Runner:
             self._data[key] = make(ref.name, **ref.kwargs)
         return self._data[key]
 
+    def _all_sources(self) -> list[tuple[str, Ref]]:
+        b = self.bench
+        sources = [("dataset", r) for r in b.id_datasets + b.ood_datasets]
+        return sources + [("outlier source", t.outliers) for t in b.trainings if t.outliers]
+
+    def _files(self, kind: str, ref: Ref) -> list[tuple[str, int, int]]:
+        """(path, size, mtime) of every file a source reads; resolved once per run."""
+        key = ("files", kind, canonical_hash(ref.config()))
+        if key not in self._data:
+            stamps = []
+            for path in self._source(kind, ref).files():
+                stat = Path(path).stat()
+                stamps.append((str(path), stat.st_size, stat.st_mtime_ns))
+            self._data[key] = stamps
+        return self._data[key]
+
     def _fingerprint(self, kind: str, ref: Ref, split: str, shape: Any, seed: int) -> str:
         """What determines a split's images: source configuration, plugin version and code,
         split, seed."""
@@ -229,6 +247,7 @@ class Runner:
                 "source": self._source(kind, ref).config(),
                 "plugin": [comp.plugin, info.version if info else None],
                 "code": code_digest(comp.factory),
+                "files": self._files(kind, ref),
                 "split": split,
                 "shape": shape,
                 "seed": seed,

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 from importlib import resources
 
 import oebench
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
 
 @oebench.hookimpl
 def register_benchmarks(register):
-    folder = resources.files("oebench_benchmarks")
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+    for entry in sorted(resources.files("oebench_benchmarks").iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".toml"):
-            first = entry.read_text().splitlines()[0] if entry.read_text() else ""
-            register(
-                entry.name[: -len(".toml")], str(entry), description=first.lstrip("# ").strip()
-            )
+            try:
+                description = str(tomllib.loads(entry.read_text()).get("description", ""))
+            except tomllib.TOMLDecodeError:
+                description = "(invalid TOML: `oebench run` reports where)"
+            register(entry.name[: -len(".toml")], str(entry), description=description)
