@@ -287,6 +287,14 @@ def _run(
         console.print(f"Wrote {len(df)} rows to {csv_path}")
     if interrupted:
         sys.exit(130)
+    for message in runner.failures:
+        click.secho(f"Error: {message}", fg="red", err=True)
+    if runner.failures:
+        click.secho(
+            "Results of the other detectors are kept; fix the detector and rerun with --rerun.",
+            err=True,
+        )
+        sys.exit(1)
 
 
 def _run_with_store(runner: Any, storage: RunStorage) -> tuple[list[dict], bool]:

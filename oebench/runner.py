@@ -99,6 +99,8 @@ class Runner:
         #: called as ``score_sink(cell, detector_key, dataset_key, scores)`` for every score
         #: array; ``dataset_key`` is ``"id"`` for the ID test set
         self.score_sink: Callable[[Cell, str, str, np.ndarray], None] | None = None
+        #: one message per detector that raised; its rows are missing from the results
+        self.failures: list[str] = []
 
     # -- validation --------------------------------------------------------------------------
     def validate(self) -> None:
@@ -296,28 +298,19 @@ class Runner:
 
         rows = []
         for ref, det in detectors:
-            if det.needs & {"fit", "head"}:
-                det.fit(
-                    train_out if "fit" in det.needs else None,
-                    self._head(model, ref) if "head" in det.needs else None,
+            try:
+                det_rows, scores = self._detector_rows(
+                    cell, ref, det, model, digest, (id_test, id_out), oods, train_out, accuracy
                 )
-            id_scores = self._score(det, model, digest, id_out, id_test, shape)
+            except UserError:
+                raise
+            except Exception as exc:  # a broken detector must not take the others down
+                self._detector_failed(cell, ref, exc)
+                continue
+            rows += det_rows
             if self.score_sink is not None:
-                self.score_sink(cell, ref.key, "id", id_scores)
-            per_set = []
-            for ood_key, (where, out) in oods.items():
-                ood_scores = self._score(det, model, digest, out, where, shape)
-                if self.score_sink is not None:
-                    self.score_sink(cell, ref.key, ood_key, ood_scores)
-                metrics = self._evaluate(id_scores, ood_scores, cell.seed, ood_key)
-                per_set.append(metrics)
-                rows.append(
-                    self._row(
-                        cell, ref, ood_key, metrics, accuracy, len(id_scores), len(ood_scores)
-                    )
-                )
-            mean = {m: float(np.mean([p[m] for p in per_set])) for m in per_set[0]}
-            rows.append(self._row(cell, ref, "mean", mean, accuracy, len(id_scores), 0))
+                for dataset_key, values in scores:
+                    self.score_sink(cell, ref.key, dataset_key, values)
         score_seconds = time.perf_counter() - start
         for position, row in enumerate(rows):
             row.update(
@@ -328,6 +321,50 @@ class Runner:
                 row_index=position,
             )
         return rows
+
+    def _detector_rows(
+        self,
+        cell: Cell,
+        ref: Ref,
+        det: Detector,
+        model: Any,
+        digest: str,
+        id_data: tuple,
+        oods: dict,
+        train_out: Outputs | None,
+        accuracy: float,
+    ) -> tuple[list[dict], list[tuple[str, np.ndarray]]]:
+        """Fit one detector, score ID and every OOD set: its rows and its score arrays."""
+        if det.needs & {"fit", "head"}:
+            det.fit(
+                train_out if "fit" in det.needs else None,
+                self._head(model, ref) if "head" in det.needs else None,
+            )
+        shape = tuple(self._source("dataset", cell.id_ref).shape)
+        id_scores = self._score(det, model, digest, id_data[1], id_data[0], shape)
+        scores, rows, per_set = [("id", id_scores)], [], []
+        for ood_key, (where, out) in oods.items():
+            ood_scores = self._score(det, model, digest, out, where, shape)
+            scores.append((ood_key, ood_scores))
+            metrics = self._evaluate(id_scores, ood_scores, cell.seed, ood_key)
+            per_set.append(metrics)
+            rows.append(
+                self._row(cell, ref, ood_key, metrics, accuracy, len(id_scores), len(ood_scores))
+            )
+        mean = {m: float(np.mean([p[m] for p in per_set])) for m in per_set[0]}
+        rows.append(self._row(cell, ref, "mean", mean, accuracy, len(id_scores), 0))
+        return rows, scores
+
+    def _detector_failed(self, cell: Cell, ref: Ref, exc: Exception) -> None:
+        """Record a detector that raised, naming it and the plugin that registered it."""
+        plugin = get_component("detector", ref.name).plugin
+        message = (
+            f"detector {ref.key!r} (plugin {plugin!r}) failed on {cell.id_ref.key} / "
+            f"{cell.model_ref.key} / {cell.training.name} / seed {cell.seed}: "
+            f"{type(exc).__name__}: {exc}"
+        )
+        self.failures.append(message)
+        self.progress.log(message)
 
     def _training_data_fingerprints(self, t: Training, cell: Cell, shape: tuple) -> list[str]:
         """Fingerprints of the ID training split and outliers behind a training and its init."""

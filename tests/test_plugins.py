@@ -155,3 +155,32 @@ def test_plugin_can_add_a_command(fake_dist):
     root = fake_dist("oebench-cmd", {"cmd_mod": source}, {"cmd": "cmd_mod"})
     result = run_cli("hello", env={"PYTHONPATH": str(root)})
     assert result.stdout.strip() == "hello from a plugin"
+
+
+def test_a_detector_that_raises_is_reported_and_the_others_still_run(fake_dist, tmp_path):
+    from conftest import TINY
+
+    source = (
+        "import oebench\n\nclass Boom(oebench.Detector):\n"
+        "    def score(self, outputs):\n        raise RuntimeError('kaboom')\n\n"
+        "@oebench.hookimpl\ndef register_detectors(register):\n    register('boom', Boom)\n"
+    )
+    root = fake_dist("oebench-boom", {"boom_mod": source}, {"boomer": "boom_mod"})
+    out = tmp_path / "r.csv"
+    result = run_cli(
+        "run",
+        str(TINY),
+        "--detectors",
+        "msp,boom",
+        "--csv",
+        str(out),
+        env={"PYTHONPATH": str(root)},
+    )
+    assert result.returncode == 1
+    assert "detector 'boom' (plugin 'boomer') failed" in result.stderr
+    assert "RuntimeError: kaboom" in result.stderr and "Traceback" not in result.stderr
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    assert {r["detector"] for r in rows} == {"msp"}
+    assert {r["training"] for r in rows} == {"baseline", "oe"}
