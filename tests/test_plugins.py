@@ -184,3 +184,14 @@ def test_a_detector_that_raises_is_reported_and_the_others_still_run(fake_dist, 
     rows = list(csv.DictReader(out.open()))
     assert {r["detector"] for r in rows} == {"msp"}
     assert {r["training"] for r in rows} == {"baseline", "oe"}
+
+
+def test_every_hook_is_documented_for_plugin_authors():
+    from conftest import REPO
+
+    from oebench.plugins import HOOK_NAMES
+
+    guide = (REPO / "CONTRIBUTING.md").read_text()
+    assert HOOK_NAMES, "no hooks found"
+    for hook in HOOK_NAMES:
+        assert f"`{hook}(" in guide, f"{hook} is not documented in CONTRIBUTING.md"
