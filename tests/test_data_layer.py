@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, run_cli
 
 import oebench
 from oebench.data import TensorImages
@@ -337,13 +338,18 @@ def test_dtd_all_images_resized_to_shape(isolated):
 
 
 # -- Places365 -------------------------------------------------------------------------------------
-def test_places365_val_small_and_subset(isolated, no_md5):
-    top = isolated / "places365"
-    top.mkdir()
+def write_places_val(top: Path) -> list[Path]:
+    """Places365's category list, val file list and 5 small val images; all paths written."""
+    top.mkdir(parents=True)
     (top / "categories_places365.txt").write_text("/a/abbey 0\n/b/beach 1\n")
     names = [f"Places365_val_{k:08d}.jpg" for k in range(1, 6)]
     (top / "places365_val.txt").write_text("".join(f"{n} {k % 2}\n" for k, n in enumerate(names)))
-    save_images(top / "val_256", rng_images(5, 256, 256), names)
+    images = save_images(top / "val_256", rng_images(5, 256, 256), names)
+    return [top / "categories_places365.txt", top / "places365_val.txt", *images]
+
+
+def test_places365_val_small_and_subset(isolated, no_md5):
+    write_places_val(isolated / "places365")
     full = oebench.create_dataset("places365", n=None).load("test", shape=(3, 32, 32))
     assert len(full) == 5 and [full[k][1] for k in range(5)] == [0, 1, 0, 1, 0]
     assert full[0][0].shape == (3, 32, 32)
@@ -379,21 +385,29 @@ def test_empty_folder_is_reported(tmp_path):
 
 
 # -- Tiny ImageNet ---------------------------------------------------------------------------------
-def test_tiny_imagenet_layout(isolated):
-    top = isolated / "tiny-imagenet-200"
+def write_tiny_imagenet(top: Path) -> list[Path]:
+    """Two classes, 2 train images each, 3 val images; the files that loading reads."""
     wnids = ["n09999999", "n01443537"]  # not sorted on purpose
-    top.mkdir()
+    top.mkdir(parents=True)
     (top / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    read = [top / "wnids.txt", top / "val" / "val_annotations.txt"]
     for w in wnids:
-        save_images(
+        read += save_images(
             top / "train" / w / "images", rng_images(2, 64, 64), [f"{w}_{k}.JPEG" for k in range(2)]
         )
         (top / "train" / w / f"{w}_boxes.txt").write_text("")
-    save_images(top / "val" / "images", rng_images(3, 64, 64), [f"val_{k}.JPEG" for k in range(3)])
+    read += save_images(
+        top / "val" / "images", rng_images(3, 64, 64), [f"val_{k}.JPEG" for k in range(3)]
+    )
     (top / "val" / "val_annotations.txt").write_text(
         "val_0.JPEG\tn09999999\t0\t0\t10\t10\nval_1.JPEG\tn01443537\t1\t1\t9\t9\n"
         "val_2.JPEG\tn09999999\t2\t2\t8\t8\n"
     )
+    return read
+
+
+def test_tiny_imagenet_layout(isolated):
+    write_tiny_imagenet(isolated / "tiny-imagenet-200")
     source = oebench.create_dataset("tiny-imagenet")
     assert source.num_classes == 200 and source.shape == (3, 64, 64)
     train = source.load("train")
@@ -557,6 +571,261 @@ def test_hf_offline_hub_name_and_bad_options(tmp_path):
         oebench.create_dataset("hf", data_files=str(tmp_path / "nope.parquet")).load("train")
     with pytest.raises(UserError, match="exactly one"):
         oebench.create_dataset("hf", path="a/b", data_dir=str(tmp_path))
+
+
+# -- files(): resolved before any work, stamped into cache keys ------------------------------------
+CIFAR10_BATCHES = {f"data_batch_{i}": 2 for i in range(1, 6)} | {"test_batch": 2}
+
+
+def write_cifar10(base: Path) -> list[Path]:
+    folder = base / "cifar-10-batches-py"
+    write_cifar(folder, CIFAR10_BATCHES, "labels", ("batches.meta", "label_names"), 10)
+    return [folder / name for name in [*CIFAR10_BATCHES, "batches.meta"]]
+
+
+def assert_lists(files: list[Path], expected: list[Path]) -> None:
+    """``files()`` gives exactly ``expected``: non-empty, sorted, every file existing."""
+    assert files and files == sorted(files)
+    assert all(isinstance(f, Path) and f.is_file() for f in files)
+    assert files == sorted(expected)
+
+
+def same_missing_message(source, split: str = "test") -> str:
+    """``files()`` and ``load(split)`` raise the same one-line DataNotFoundError."""
+    with pytest.raises(DataNotFoundError) as from_files:
+        source.files()
+    with pytest.raises(DataNotFoundError) as from_load:
+        source.load(split)
+    assert one_line(from_files) == str(from_load.value)
+    return str(from_files.value)
+
+
+def test_cifar_files(isolated, tmp_path):
+    assert "CIFAR-10 not found" in same_missing_message(oebench.create_dataset("cifar10"))
+    written = write_cifar10(isolated)
+    assert_lists(oebench.create_dataset("cifar10").files(), written)
+    root = tmp_path / "elsewhere"
+    assert "CIFAR-100 not found" in same_missing_message(
+        oebench.create_dataset("cifar100", root=str(root))
+    )
+    write_cifar(
+        root / "cifar-100-python", {"train": 2, "test": 2}, "fine_labels", ("meta", "x"), 100
+    )
+    folder = root / "cifar-100-python"
+    assert_lists(
+        oebench.create_dataset("cifar100", root=str(root)).files(),
+        [folder / "train", folder / "test", folder / "meta"],
+    )
+
+
+def test_svhn_files_test_required_others_listed_when_found(isolated):
+    assert "SVHN not found" in same_missing_message(oebench.create_dataset("svhn"))
+    folder = isolated / "svhn"
+    write_svhn(folder, "train", [1, 2])
+    with pytest.raises(DataNotFoundError, match="test_32x32.mat"):  # an OOD set reads test
+        oebench.create_dataset("svhn").files()
+    write_svhn(folder, "test", [3])
+    expected = [folder / "train_32x32.mat", folder / "test_32x32.mat"]
+    assert_lists(oebench.create_dataset("svhn").files(), expected)
+    assert_lists(  # use_extra: train needs extra too, which is missing
+        oebench.create_dataset("svhn", use_extra=True).files(), [folder / "test_32x32.mat"]
+    )
+    write_svhn(folder, "extra", [4, 5, 6])
+    expected.append(folder / "extra_32x32.mat")
+    assert_lists(oebench.create_dataset("svhn", use_extra=True).files(), expected)
+    assert_lists(oebench.create_dataset("svhn").files(), expected)  # the extra split is served
+
+
+def test_svhn_files_downloads_only_test_and_only_when_allowed(isolated, monkeypatch):
+    import torchvision.datasets
+
+    fetched = []
+
+    class FakeSvhn:
+        split_list = torchvision.datasets.SVHN.split_list
+
+        def __init__(self, root, split, download=False):
+            assert download
+            fetched.append(split)
+            write_svhn(Path(root), split, [1])
+
+    monkeypatch.setattr(torchvision.datasets, "SVHN", FakeSvhn)
+    with pytest.raises(DataNotFoundError, match="--download"):
+        oebench.create_dataset("svhn", use_extra=True).files()
+    assert fetched == []
+    monkeypatch.setenv("OEBENCH_DOWNLOAD", "1")
+    files = oebench.create_dataset("svhn", use_extra=True).files()
+    assert fetched == ["test"] and files == [isolated / "svhn" / "test_32x32.mat"]
+
+
+def test_idx_files_plain_gz_and_system(isolated, tmp_path):
+    assert "MNIST not found" in same_missing_message(oebench.create_dataset("mnist"))
+    raw = isolated / "MNIST" / "raw"
+    arrays = write_idx_set(raw, gz=False)
+    assert_lists(oebench.create_dataset("mnist").files(), [raw / n for n in arrays])
+    flat = tmp_path / "debian-like"
+    write_idx_set(flat, gz=True)
+    (flat / "t10k-labels-idx1-ubyte").write_bytes((flat / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    expected = [flat / f"{n}.gz" for n in arrays if n != "t10k-labels-idx1-ubyte"]
+    expected.append(flat / "t10k-labels-idx1-ubyte")  # the plain file is the one read
+    assert_lists(oebench.create_dataset("fashion-mnist", root=str(flat)).files(), expected)
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason="apt package dataset-fashion-mnist absent")
+def test_fashion_mnist_files_from_debian_package(isolated):
+    files = oebench.create_dataset("fashion-mnist").files()
+    assert len(files) == 4 and all(f.parent == DEBIAN_FASHION for f in files)
+    assert_lists(files, sorted(DEBIAN_FASHION.glob("*-ubyte*")))
+
+
+def test_dtd_files(isolated):
+    assert "DTD not found" in same_missing_message(oebench.create_dataset("dtd"))
+    write_dtd(isolated)
+    data = isolated / "dtd" / "dtd"
+    labels = [data / "labels" / f"{s}1.txt" for s in ("train", "val", "test")]
+    assert_lists(oebench.create_dataset("dtd").files(), labels + list(data.rglob("*.jpg")))
+    assert len(oebench.create_dataset("dtd").files()) == 9
+    with pytest.raises(DataNotFoundError, match="test2.txt"):
+        oebench.create_dataset("dtd", partition=2).files()
+
+
+def test_places365_files(isolated, tmp_path):
+    assert "Places365 not found" in same_missing_message(oebench.create_dataset("places365"))
+    top = isolated / "places365"
+    expected = write_places_val(top)
+    assert_lists(oebench.create_dataset("places365").files(), expected)
+    (top / "places365_train_standard.txt").write_text("/a/abbey/00000001.jpg 0\n")
+    expected.append(top / "places365_train_standard.txt")
+    expected += save_images(
+        top / "data_256_standard" / "a" / "abbey", rng_images(1, 256, 256), ["00000001.jpg"]
+    )
+    assert_lists(oebench.create_dataset("places365").files(), expected)
+    pics = save_images(tmp_path / "pics" / "sub", rng_images(2, 9, 9), ["b.png", "a.png"])
+    assert_lists(oebench.create_dataset("places365", folder=str(tmp_path / "pics")).files(), pics)
+    (tmp_path / "empty").mkdir()
+    empty = oebench.create_dataset("places365", folder=str(tmp_path / "empty"))
+    assert "no image files" in same_missing_message(empty)
+
+
+def test_lsun_isun_files(isolated, tmp_path):
+    assert "LSUN not found" in same_missing_message(oebench.create_dataset("lsun"))
+    assert "iSUN not found" in same_missing_message(oebench.create_dataset("isun"))
+    lsun = save_images(isolated / "lsun" / "test", rng_images(3, 8, 8), ["2.png", "0.png", "1.png"])
+    (isolated / "lsun" / "notes.txt").write_text("not an image")
+    isun = save_images(isolated / "isun", rng_images(2, 8, 8), ["b.jpeg", "a.jpeg"])
+    assert_lists(oebench.create_dataset("lsun").files(), lsun)
+    assert_lists(oebench.create_dataset("isun", n=1).files(), isun)  # n subsets all of them
+    assert_lists(oebench.create_dataset("lsun", folder=str(isolated / "isun")).files(), isun)
+    (tmp_path / "empty").mkdir()
+    empty = oebench.create_dataset("isun", folder=str(tmp_path / "empty"))
+    assert "no image files" in same_missing_message(empty)
+
+
+def test_tiny_imagenet_files(isolated):
+    assert "Tiny ImageNet not found" in same_missing_message(
+        oebench.create_dataset("tiny-imagenet")
+    )
+    read = write_tiny_imagenet(isolated / "tiny-imagenet-200")
+    assert_lists(oebench.create_dataset("tiny-imagenet").files(), read)
+
+
+def test_outlier_file_sources_files(isolated, monkeypatch):
+    random = oebench.create_outlier_source("300k-random-images")
+    assert "300K Random Images not found" in same_missing_message(random, "train")
+    np.save(isolated / "300K_random_images.npy", rng_images(2, 32, 32))
+    assert_lists(random.files(), [isolated / "300K_random_images.npy"])
+
+    tiny = oebench.create_outlier_source("tiny-images-80m")
+    assert "withdrawn" in same_missing_message(tiny, "train")
+    (isolated / "tiny_images.bin").write_bytes(bytes(2 * 3072))
+    assert "80mn_cifar_idxs.txt" in same_missing_message(tiny, "train")
+    everything = oebench.create_outlier_source("tiny-images-80m", exclude_cifar=False)
+    assert_lists(everything.files(), [isolated / "tiny_images.bin"])
+    (isolated / "80mn_cifar_idxs.txt").write_text("1\n")
+    assert_lists(tiny.files(), [isolated / "tiny_images.bin", isolated / "80mn_cifar_idxs.txt"])
+
+
+def test_dataset_outliers_files_are_the_datasets(isolated):
+    assert oebench.create_outlier_source("dataset", dataset="gaussian", n=4).files() == []
+    lsun = save_images(isolated / "lsun", rng_images(2, 8, 8), ["0.png", "1.png"])
+    source = oebench.create_outlier_source("dataset", dataset="lsun", dataset_split="test")
+    assert_lists(source.files(), lsun)
+    svhn = oebench.create_outlier_source("dataset", dataset="svhn", use_extra=True)
+    assert "SVHN not found" in same_missing_message(svhn, "test")
+
+
+def test_hf_files(isolated, tmp_path, monkeypatch):
+    parquet = [tmp_path / "train.parquet", tmp_path / "test.parquet"]
+    for path in parquet:
+        write_parquet(path, [0, 1], class_label=True)
+    files = {"train": str(parquet[0]), "test": str(parquet[1])}
+    assert_lists(oebench.create_dataset("hf", data_files=files).files(), parquet)
+    glob_source = oebench.create_outlier_source("hf", data_files=str(tmp_path / "*.parquet"))
+    assert_lists(glob_source.files(), parquet)
+    missing = oebench.create_dataset("hf", data_files=[str(parquet[0]), str(tmp_path / "x.pq")])
+    assert "x.pq" in same_missing_message(missing)
+
+    images = save_images(
+        tmp_path / "folder" / "train" / "cat", rng_images(2, 8, 8), ["a.png", "b.png"]
+    )
+    (tmp_path / "folder" / "metadata.csv").write_text("file_name,label\n")
+    folder = oebench.create_dataset("hf", data_dir=str(tmp_path / "folder"))
+    assert_lists(folder.files(), [*images, tmp_path / "folder" / "metadata.csv"])
+    gone = oebench.create_dataset("hf", data_dir=str(tmp_path / "nope"))
+    assert "image folder" in same_missing_message(gone)
+
+    hub = oebench.create_dataset("hf", path="someone/some-dataset")
+    assert "someone/some-dataset" in same_missing_message(hub, "train")
+    monkeypatch.setenv("OEBENCH_DOWNLOAD", "1")  # fetched by load(); files() contacts nothing
+    assert oebench.create_dataset("hf", path="someone/some-dataset").files() == []
+
+
+def cifar_fingerprint(root: Path) -> str:
+    """The fingerprint of CIFAR-10's test split read from ``root``, by a fresh Runner."""
+    from oebench.benchmark import Ref, load_benchmark
+    from oebench.runner import Runner
+
+    runner = Runner(load_benchmark(str(TINY)))
+    return runner._fingerprint(
+        "dataset", Ref("cifar10", (("root", str(root)),)), "test", (3, 32, 32), 0
+    )
+
+
+def test_fingerprint_follows_file_size_and_mtime(tmp_path):
+    import os
+
+    root = tmp_path / "cifar"
+    batch = write_cifar10(root)[-2]
+    assert batch.name == "test_batch"
+    first = cifar_fingerprint(root)
+    assert cifar_fingerprint(root) == first  # nothing changed: same key
+    stat = batch.stat()
+    os.utime(batch, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    touched = cifar_fingerprint(root)
+    assert touched != first
+    data = pickle.loads(batch.read_bytes())
+    data["data"] = data["data"][:1]
+    batch.write_bytes(pickle.dumps(data))
+    os.utime(batch, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # size alone
+    assert cifar_fingerprint(root) not in (first, touched)
+
+
+def test_missing_ood_set_fails_before_training(tmp_path):
+    empty, cache = tmp_path / "no-cifar", tmp_path / "fresh-cache"
+    empty.mkdir()
+    text = TINY.read_text()
+    old = '    "faces",\n]'
+    assert old in text
+    toml = tmp_path / "tiny-cifar.toml"
+    toml.write_text(
+        text.replace(old, f'    "faces",\n    {{ name = "cifar10", root = "{empty}" }},\n]')
+    )
+    result = run_cli("run", str(toml), env={"OEBENCH_CACHE_DIR": str(cache)})
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CIFAR-10 not found" in lines[0] and str(empty) in lines[0]
+    models = cache / "models"
+    assert not models.exists() or not any(models.iterdir())
 
 
 # -- registration ----------------------------------------------------------------------------------

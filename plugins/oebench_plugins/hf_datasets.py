@@ -155,16 +155,35 @@ class HfImages(ImageSource):
                     ) from None
             local = str(cache_dir() / "hf")
             if self.data_files:
-                check_local_files(self.data_files)
+                local_files(self.data_files)
                 return datasets.load_dataset("parquet", data_files=self.data_files, cache_dir=local)
-            if not Path(self.data_dir).expanduser().is_dir():
-                raise DataNotFoundError(
-                    f"hf: image folder {self.data_dir} not found: expected "
-                    "<split>/<class>/<image> or <class>/<image> files there"
-                )
             return datasets.load_dataset(
-                "imagefolder", data_dir=str(Path(self.data_dir).expanduser()), cache_dir=local
+                "imagefolder", data_dir=str(self._image_folder()), cache_dir=local
             )
+
+    def _image_folder(self) -> Path:
+        """The ``data_dir`` folder, or a one-line DataNotFoundError."""
+        folder = Path(self.data_dir).expanduser()
+        if not folder.is_dir():
+            raise DataNotFoundError(
+                f"hf: image folder {self.data_dir} not found: expected "
+                "<split>/<class>/<image> or <class>/<image> files there"
+            )
+        return folder
+
+    def files(self) -> list[Path]:
+        """Local Parquet files matched by ``data_files``, or every file under ``data_dir``.
+
+        A hub name reads no local files: with ``--download`` it is fetched by ``load``; without,
+        it must already be in the Hugging Face cache, which this checks now (loading it there).
+        """
+        if self.path:
+            if not download_allowed():
+                self.hf_dict()  # raises the one-line DataNotFoundError when not cached
+            return []
+        if self.data_files:
+            return local_files(self.data_files)
+        return sorted(p for p in self._image_folder().rglob("*") if p.is_file())
 
     def hf_split(self, split: str | None) -> Any:
         """The HF split that oebench's ``split`` reads (``None``: the first one / pinned one)."""
@@ -233,15 +252,18 @@ class HfOutliers(HfImages):
     unlabelled = True
 
 
-def check_local_files(data_files: Any) -> None:
-    """Raise a one-line DataNotFoundError when a Parquet path or glob matches nothing."""
+def local_files(data_files: Any) -> list[Path]:
+    """The files the Parquet paths and globs match, sorted; a one-line DataNotFoundError when
+    one of them matches nothing."""
     if isinstance(data_files, dict):
         patterns = [p for v in data_files.values() for p in ([v] if isinstance(v, str) else v)]
     else:
         patterns = [data_files] if isinstance(data_files, str) else list(data_files)
-    missing = [p for p in patterns if not glob.glob(str(Path(p).expanduser()))]
+    matches = {p: glob.glob(str(Path(p).expanduser())) for p in patterns}
+    missing = [p for p, found in matches.items() if not found]
     if missing:
         raise DataNotFoundError(f"hf: Parquet file(s) not found: {', '.join(map(str, missing))}")
+    return sorted({Path(f) for found in matches.values() for f in found})
 
 
 def to_pil(value: Any) -> Any:

@@ -36,10 +36,8 @@ class RandomImages300K(ImageSource):
     def __init__(self, root: str | None = None, n: int | None = None, sha256: str | None = None):
         self.root, self.n, self.sha256 = root, n, sha256
 
-    def load(self, split, *, shape=None, seed=0):
-        import numpy as np
-        import torch
-
+    def _locate(self) -> Path:
+        """The ``.npy`` file (downloaded only when allowed)."""
         base = find_dir(
             "300K Random Images",
             [RANDOM_300K_FILE],
@@ -47,7 +45,16 @@ class RandomImages300K(ImageSource):
             download=lambda d: fetch(RANDOM_300K_URL, d / RANDOM_300K_FILE, sha256=self.sha256),
             how=f"Download {RANDOM_300K_URL} into {{target}}",
         )
-        path = base / RANDOM_300K_FILE
+        return base / RANDOM_300K_FILE
+
+    def files(self) -> list[Path]:
+        return [self._locate()]
+
+    def load(self, split, *, shape=None, seed=0):
+        import numpy as np
+        import torch
+
+        path = self._locate()
         array = np.load(path, mmap_mode="r")
         if array.ndim != 4 or array.shape[3] != 3 or array.dtype != np.uint8:
             raise DataNotFoundError(
@@ -78,19 +85,29 @@ class TinyImages80M(ImageSource):
     def __init__(self, root: str | None = None, n: int = 300_000, exclude_cifar: bool = True):
         self.root, self.n, self.exclude_cifar = root, n, exclude_cifar
 
-    def load(self, split, *, shape=None, seed=0):
-        import numpy as np
-        import torch
+    def _required(self) -> list[str]:
+        return [TINY_FILE] + ([TINY_CIFAR_INDEX] if self.exclude_cifar else [])
 
-        required = [TINY_FILE] + ([TINY_CIFAR_INDEX] if self.exclude_cifar else [])
-        base = find_dir(
+    def _locate(self) -> Path:
+        """The directory holding the binary (and the CIFAR index list with exclude_cifar)."""
+        return find_dir(
             "80 Million Tiny Images",
-            required,
+            self._required(),
             root=self.root,
             how="The dataset was withdrawn by its authors in 2020 and has no download; use "
             "'300k-random-images' instead, or put your copy into {target} (the CIFAR index "
             "list comes with the OE authors' code)",
         )
+
+    def files(self) -> list[Path]:
+        base = self._locate()
+        return sorted(base / name for name in self._required())
+
+    def load(self, split, *, shape=None, seed=0):
+        import numpy as np
+        import torch
+
+        base = self._locate()
         size = (base / TINY_FILE).stat().st_size
         if size % TINY_BYTES or size == 0:
             raise DataNotFoundError(f"{base / TINY_FILE}: size {size} is not a multiple of 3072")
@@ -155,12 +172,19 @@ class DatasetOutliers(ImageSource):
         self.options = options
         self.shape = tuple(oebench.create_dataset(dataset, **options).shape)
 
+    def _source(self) -> ImageSource:
+        return oebench.create_dataset(self.dataset, **self.options)
+
+    def files(self) -> list[Path]:
+        """The wrapped dataset's files."""
+        return self._source().files()
+
     def load(self, split, *, shape=None, seed=0):
         import numpy as np
         import torch
         from torch.utils.data import Subset
 
-        source = oebench.create_dataset(self.dataset, **self.options)
+        source = self._source()
         data = source.load(self.dataset_split or split, shape=shape, seed=seed)
         index = np.arange(len(data))
         if self.max_images is not None and self.max_images < len(data):

@@ -28,6 +28,7 @@ the ID shape when one is given (the OE paper's "resize + centre crop"), else to 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
@@ -81,20 +82,38 @@ class Cifar(ImageSource):
     def __init__(self, root: str | None = None):
         self.root = root
 
+    def _required(self) -> list[str]:
+        """Every batch and the meta file, relative to the directory ``_locate`` finds."""
+        from torchvision import datasets
+
+        cls = getattr(datasets, self.tv_name)
+        names = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+        return [f"{cls.base_folder}/{n}" for n in names]
+
+    def _locate(self) -> Path:
+        """The directory holding ``<base_folder>/`` (downloaded there only when allowed)."""
+        from torchvision import datasets
+
+        cls = getattr(datasets, self.tv_name)
+        return find_dir(
+            self.title,
+            self._required(),
+            root=self.root,
+            download=lambda d: cls(str(d), train=True, download=True),
+            how=f"Download {cls.url} and extract it into {{target}}",
+        )
+
+    def files(self) -> list[Path]:
+        base = self._locate()
+        return sorted(base / name for name in self._required())
+
     def load(self, split, *, shape=None, seed=0):
         import torch
         from torchvision import datasets
 
         check_split(self, self.title, split)
         cls = getattr(datasets, self.tv_name)
-        names = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-        base = find_dir(
-            self.title,
-            [f"{cls.base_folder}/{n}" for n in names],
-            root=self.root,
-            download=lambda d: cls(str(d), train=True, download=True),
-            how=f"Download {cls.url} and extract it into {{target}}",
-        )
+        base = self._locate()
         ds = checked(self.title, base, lambda: cls(str(base), train=split == "train"))
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         return TensorImages(images, torch.as_tensor(ds.targets, dtype=torch.long))
@@ -122,20 +141,49 @@ class Svhn(ImageSource):
     def __init__(self, root: str | None = None, use_extra: bool = False):
         self.root, self.use_extra = root, use_extra
 
+    def _parts(self, split: str) -> list[str]:
+        """The .mat files' splits that ``split`` reads: ``train`` adds ``extra`` with use_extra."""
+        return ["train", "extra"] if split == "train" and self.use_extra else [split]
+
+    def _locate(self, split: str, *, download: bool = True) -> Path:
+        """The directory holding ``split``'s .mat files (downloaded there only when allowed)."""
+        from torchvision.datasets import SVHN
+
+        parts = self._parts(split)
+        return find_dir(
+            "SVHN",
+            [SVHN.split_list[p][1] for p in parts],
+            subdir="svhn",
+            root=self.root,
+            download=(lambda d: [SVHN(str(d), split=p, download=True) for p in parts])
+            if download
+            else None,
+            how="Download " + " and ".join(SVHN.split_list[p][0] for p in parts) + " into {target}",
+        )
+
+    def _split_files(self, split: str, *, download: bool = True) -> list[Path]:
+        from torchvision.datasets import SVHN
+
+        base = self._locate(split, download=download)
+        return [base / SVHN.split_list[p][1] for p in self._parts(split)]
+
+    def files(self) -> list[Path]:
+        """``test``'s .mat file, required (every ID or OOD use reads it); also, where found,
+        those of ``train`` (train + extra with ``use_extra``) and ``extra``, which are never
+        required or downloaded here, so an OOD set needs no training files."""
+        paths = set(self._split_files("test"))
+        for split in ("train", "extra"):
+            with contextlib.suppress(DataNotFoundError):
+                paths.update(self._split_files(split, download=False))
+        return sorted(paths)
+
     def load(self, split, *, shape=None, seed=0):
         import torch
         from torchvision.datasets import SVHN
 
         check_split(self, "svhn", split)
-        parts = ["train", "extra"] if split == "train" and self.use_extra else [split]
-        base = find_dir(
-            "SVHN",
-            [SVHN.split_list[p][1] for p in parts],
-            subdir="svhn",
-            root=self.root,
-            download=lambda d: [SVHN(str(d), split=p, download=True) for p in parts],
-            how="Download " + " and ".join(SVHN.split_list[p][0] for p in parts) + " into {target}",
-        )
+        parts = self._parts(split)
+        base = self._locate(split)
         sets = [checked("SVHN", base, lambda p=p: SVHN(str(base), split=p)) for p in parts]
         images = torch.cat([torch.from_numpy(s.data) for s in sets]).contiguous()
         labels = torch.cat([torch.from_numpy(s.labels) for s in sets])
@@ -157,10 +205,10 @@ class IdxDigits(ImageSource):
     def __init__(self, root: str | None = None):
         self.root = root
 
-    def load(self, split, *, shape=None, seed=0):
+    def _locate(self) -> tuple[Path, list[str]]:
+        """The directory holding the four IDX files (plain or .gz), and their plain names."""
         from torchvision import datasets
 
-        check_split(self, self.title, split)
         cls = getattr(datasets, self.tv_name)
         names = [gz[: -len(".gz")] for gz, _ in cls.resources]
         found = find_dir(
@@ -173,6 +221,19 @@ class IdxDigits(ImageSource):
             how=f"{self.how}{'d' if self.how else 'D'}ownload the .gz files from "
             f"{cls.mirrors[0]} into {{target}}",
         )
+        return found, names
+
+    def files(self) -> list[Path]:
+        """The IDX files read: each plain file where present, else its ``.gz``."""
+        found, names = self._locate()
+        return sorted(present(found, (n, n + ".gz")) for n in names)
+
+    def load(self, split, *, shape=None, seed=0):
+        from torchvision import datasets
+
+        check_split(self, self.title, split)
+        cls = getattr(datasets, self.tv_name)
+        found, names = self._locate()
         root = self.torchvision_root(found, names)
         ds = checked(self.title, found, lambda: cls(str(root), train=split == "train"))
         return TensorImages(ds.data[:, None].contiguous(), ds.targets.long())
@@ -289,19 +350,34 @@ class Dtd(ImageSource):
         self.root, self.size, self.partition, self.all_images = root, size, partition, all_images
         self.shape = (3, size, size)
 
+    def _label_files(self) -> list[str]:
+        return [f"dtd/dtd/labels/{s}{self.partition}.txt" for s in self.splits]
+
+    def _locate(self) -> Path:
+        """The directory holding ``dtd/dtd/`` (downloaded there only when allowed)."""
+        from torchvision.datasets import DTD
+
+        return find_dir(
+            "DTD",
+            ["dtd/dtd/images", *self._label_files()],
+            root=self.root,
+            download=lambda d: DTD(str(d), download=True),
+            how=f"Download {DTD._URL} and extract it into {{target}}/dtd",
+        )
+
+    def files(self) -> list[Path]:
+        """The partition's three label lists and every image file under ``dtd/dtd/images``."""
+        base = self._locate()
+        labels = [base / name for name in self._label_files()]
+        return sorted(labels + image_files(base / "dtd" / "dtd" / "images"))
+
     def load(self, split, *, shape=None, seed=0):
         from torch.utils.data import ConcatDataset
         from torchvision.datasets import DTD
 
         check_split(self, "dtd", split)
         p = self.partition
-        base = find_dir(
-            "DTD",
-            ["dtd/dtd/images"] + [f"dtd/dtd/labels/{s}{p}.txt" for s in self.splits],
-            root=self.root,
-            download=lambda d: DTD(str(d), download=True),
-            how=f"Download {DTD._URL} and extract it into {{target}}/dtd",
-        )
+        base = self._locate()
         fit = Fit(*_size(self, shape))
         parts = self.splits if split == "test" and self.all_images else (split,)
         sets = [
@@ -333,29 +409,61 @@ class Places365(ImageSource):
         self.root, self.n, self.size, self.folder = root, n, size, folder
         self.shape = (3, size, size)
 
+    def _required(self, split: str) -> list[str]:
+        """The category list, ``split``'s file list and its images folder."""
+        from torchvision.datasets import Places365 as TvPlaces
+
+        tv_split = self.tv_splits[split]
+        images_dir = "val_256" if split == "test" else "data_256_standard"
+        return [TvPlaces._CATEGORIES_META[0], TvPlaces._FILE_LIST_META[tv_split][0], images_dir]
+
+    def _locate(self, split: str, *, download: bool = True) -> Path:
+        """The directory holding ``split``'s files (downloaded there only when allowed)."""
+        from torchvision.datasets import Places365 as TvPlaces
+
+        tv_split = self.tv_splits[split]
+        return find_dir(
+            "Places365",
+            self._required(split),
+            subdir="places365",
+            root=self.root,
+            download=(lambda d: TvPlaces(str(d), split=tv_split, small=True, download=True))
+            if download
+            else None,
+            how=f"Download {TvPlaces._BASE_URL}{TvPlaces._IMAGES_META[(tv_split, True)][0]} and "
+            f"{TvPlaces._BASE_URL}{TvPlaces._DEVKIT_META['standard'][0]} and extract both "
+            "into {target}",
+        )
+
+    def _split_files(self, split: str, *, download: bool = True) -> list[Path]:
+        base = self._locate(split, download=download)
+        categories, file_list, images_dir = self._required(split)
+        return [base / categories, base / file_list, *image_files(base / images_dir)]
+
+    def _folder_images(self) -> list[Path]:
+        return folder_images("Places365", Path(self.folder))
+
+    def files(self) -> list[Path]:
+        """The ``folder``'s images; else ``test``'s lists and images, required (every ID or OOD
+        use reads them), and ``train``'s where found (never required or downloaded here)."""
+        if self.folder:
+            return self._folder_images()
+        paths = set(self._split_files("test"))
+        with contextlib.suppress(DataNotFoundError):
+            paths.update(self._split_files("train", download=False))
+        return sorted(paths)
+
     def load(self, split, *, shape=None, seed=0):
         check_split(self, "places365", split)
         height, width = _size(self, shape)
         if self.folder:
             if split != "test":
                 raise UserError("places365 with 'folder' has only the split 'test'")
-            return ImageFiles(
-                subset(folder_images("Places365", Path(self.folder)), self.n), None, height, width
-            )
+            return ImageFiles(subset(self._folder_images(), self.n), None, height, width)
         from torchvision.datasets import Places365 as TvPlaces
 
         tv_split = self.tv_splits[split]
-        images_dir = "val_256" if split == "test" else "data_256_standard"
-        base = find_dir(
-            "Places365",
-            [TvPlaces._CATEGORIES_META[0], TvPlaces._FILE_LIST_META[tv_split][0], images_dir],
-            subdir="places365",
-            root=self.root,
-            download=lambda d: TvPlaces(str(d), split=tv_split, small=True, download=True),
-            how=f"Download {TvPlaces._BASE_URL}{TvPlaces._IMAGES_META[(tv_split, True)][0]} and "
-            f"{TvPlaces._BASE_URL}{TvPlaces._DEVKIT_META['standard'][0]} and extract both "
-            "into {target}",
-        )
+        base = self._locate(split)
         ds = checked("Places365", base, lambda: TvPlaces(str(base), split=tv_split, small=True))
         items = subset(list(ds.imgs), self.n)
         return ImageFiles([Path(f) for f, _ in items], [t for _, t in items], height, width)
@@ -389,16 +497,21 @@ class ImageFolderSet(ImageSource):
         self.root, self.folder, self.size, self.n = root, folder, size, n
         self.shape = (3, size, size)
 
+    def _locate(self) -> Path:
+        """The ``folder`` option, else the first of ``folders`` found in the search directories."""
+        if self.folder:
+            return Path(self.folder).expanduser()
+        base = find_dir(self.title, [self.folders], root=self.root, how=self.how)
+        return present(base, self.folders)
+
+    def files(self) -> list[Path]:
+        """Every image file under the folder (any depth), sorted."""
+        return folder_images(self.title, self._locate())
+
     def load(self, split, *, shape=None, seed=0):
         check_split(self, self.title, split)
-        if self.folder:
-            folder = Path(self.folder).expanduser()
-        else:
-            base = find_dir(self.title, [self.folders], root=self.root, how=self.how)
-            folder = present(base, self.folders)
-        return ImageFiles(
-            subset(folder_images(self.title, folder), self.n), None, *_size(self, shape)
-        )
+        images = folder_images(self.title, self._locate())
+        return ImageFiles(subset(images, self.n), None, *_size(self, shape))
 
 
 class Lsun(ImageFolderSet):
@@ -438,8 +551,8 @@ class TinyImageNet(ImageSource):
     def __init__(self, root: str | None = None):
         self.root = root
 
-    def load(self, split, *, shape=None, seed=0):
-        check_split(self, "tiny-imagenet", split)
+    def _locate(self) -> Path:
+        """The ``tiny-imagenet-200/`` folder."""
         base = find_dir(
             "Tiny ImageNet",
             [
@@ -451,7 +564,18 @@ class TinyImageNet(ImageSource):
             how="Download http://cs231n.stanford.edu/tiny-imagenet-200.zip "
             "and unzip it into {target}",
         )
-        top = base / "tiny-imagenet-200"
+        return base / "tiny-imagenet-200"
+
+    def files(self) -> list[Path]:
+        """``wnids.txt``, ``val/val_annotations.txt`` and the image files under ``train/`` and
+        ``val/images/`` (the unlabelled ``test/`` folder is never read)."""
+        top = self._locate()
+        lists = [top / "wnids.txt", top / "val" / "val_annotations.txt"]
+        return sorted(lists + image_files(top / "train") + image_files(top / "val" / "images"))
+
+    def load(self, split, *, shape=None, seed=0):
+        check_split(self, "tiny-imagenet", split)
+        top = self._locate()
         wnids = sorted(line.strip() for line in (top / "wnids.txt").read_text().split() if line)
         ids = {w: i for i, w in enumerate(wnids)}
         paths, labels = [], []
