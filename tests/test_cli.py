@@ -84,3 +84,17 @@ def test_help_does_not_import_torch():
 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_cache_info_and_clear(tmp_path):
+    cache = tmp_path / "cache"
+    for sub in ("models", "outputs"):
+        (cache / sub).mkdir(parents=True)
+        (cache / sub / "x.bin").write_bytes(b"0" * 2048)
+    env = {"OEBENCH_CACHE_DIR": str(cache)}
+    info = run_cli("cache", "info", env=env)
+    assert "models: 1 files" in info.stdout and "outputs: 1 files" in info.stdout
+    assert run_cli("cache", "clear", "--outputs-only", env=env).returncode == 0
+    assert not (cache / "outputs").exists() and (cache / "models" / "x.bin").exists()
+    assert run_cli("cache", "clear", env=env).returncode == 0
+    assert not (cache / "models").exists()
