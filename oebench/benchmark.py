@@ -31,6 +31,9 @@ TRAINING_KEYS = {
     "amp",
     "channels_last",
     "compile",
+    "outlier_sampling",
+    "evaluate_only",
+    "outlier_flip",
 }
 DEFAULT_TRAINING: dict[str, Any] = {
     "epochs": 6,
@@ -66,6 +69,10 @@ class Ref:
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "options": self.kwargs}
 
+    def __hash__(self) -> int:
+        # options may hold lists or tables (``data_files = [...]``): hash their canonical text
+        return hash((self.name, canonical_hash(self.kwargs), self.label))
+
 
 @dataclass(frozen=True)
 class Training:
@@ -93,10 +100,15 @@ class Benchmark:
     seeds: list[int] = field(default_factory=lambda: [0])
     protocol: str = "full"
     resamples: int = 10
+    #: OOD recall level of the ``fpr95`` column and its threshold rule (see oebench.metrics)
+    recall: float = 0.95
+    fpr_rule: str = "nearest"
     description: str = ""
     source: str = ""
     text: str = ""
     defaults: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRAINING))
+    #: near-/far-OOD groups: group name -> OOD set keys (see oebench.groups)
+    ood_groups: dict[str, list[str]] = field(default_factory=dict)
 
     def oe_from_scratch(self) -> Benchmark:
         """The same benchmark with every fine-tuned training started from scratch instead,
@@ -114,11 +126,14 @@ class Benchmark:
         return hashlib.sha256(self.text.encode()).hexdigest()[:16]
 
 
-def parse_ref(value: Any, where: str) -> Ref:
+def parse_ref(value: Any, where: str, base: Path | None = None) -> Ref:
+    """A component reference from a name or a table; relative paths resolve against ``base``."""
     if isinstance(value, str):
         return Ref(value)
     if isinstance(value, dict) and isinstance(value.get("name"), str):
         opts = {k: v for k, v in value.items() if k not in ("name", "label")}
+        if base is not None:
+            opts = resolve_paths(opts, base)
         return Ref(
             value["name"],
             tuple(sorted(opts.items(), key=lambda kv: kv[0])),
@@ -127,100 +142,226 @@ def parse_ref(value: Any, where: str) -> Ref:
     raise UserError(f"{where}: expected a name or a table with 'name', got {value!r}")
 
 
-def _refs(data: dict, key: str, source: str) -> list[Ref]:
+#: options that name files or folders: relative values resolve against the benchmark's folder
+PATH_OPTIONS = ("root", "data_dir", "data_files")
+
+
+def resolve_paths(options: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``options`` with relative paths made absolute against ``base``; ``path`` only where it
+    names something that exists there (it may be a Hugging Face hub name)."""
+    out = dict(options)
+    for key in PATH_OPTIONS:
+        if key in out:
+            out[key] = _absolute(out[key], base)
+    path = out.get("path")
+    if isinstance(path, str) and not Path(path).is_absolute() and (base / path).exists():
+        out["path"] = str((base / path).resolve())
+    return out
+
+
+def _absolute(value: Any, base: Path) -> Any:
+    """Strings become absolute paths; lists and tables are resolved item by item."""
+    if isinstance(value, str):
+        return value if Path(value).expanduser().is_absolute() else str((base / value).resolve())
+    if isinstance(value, list):
+        return [_absolute(v, base) for v in value]
+    if isinstance(value, dict):
+        return {k: _absolute(v, base) for k, v in value.items()}
+    return value
+
+
+class _Problems(list):
+    """Problems found in a benchmark file, collected so that all are reported at once."""
+
+    def attempt(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args)``, or None with its UserError recorded."""
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            self.append(str(exc))
+            return None
+
+
+def _refs(data: dict, key: str, base: Path | None, problems: _Problems) -> list[Ref]:
     values = data.get(key)
     if not isinstance(values, list) or not values:
-        raise UserError(f"{source}: '{key}' must be a non-empty list")
-    refs = [parse_ref(v, f"{source}: {key}") for v in values]
+        problems.append(f"'{key}' must be a non-empty list")
+        return []
+    refs = [problems.attempt(parse_ref, v, key, base) for v in values]
+    refs = [r for r in refs if r is not None]
     keys = [r.key for r in refs]
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:
-        raise UserError(f"{source}: '{key}' lists {', '.join(dupes)} twice; give one a 'label'")
+        problems.append(f"'{key}' lists {', '.join(dupes)} twice; give one a 'label'")
     return refs
 
 
-def _training(data: dict, defaults: dict, source: str) -> Training:
-    where = f"{source}: trainings"
-    if "name" not in data or "objective" not in data:
-        raise UserError(f"{where}: every training needs 'name' and 'objective'")
+def _training(data: Any, defaults: dict, base: Path | None, problems: _Problems) -> Training | None:
+    from oebench.validation import TrainingSettings
+    from oebench.validation import problems as schema_problems
+
+    where = "training"
+    if not isinstance(data, dict) or "name" not in data or "objective" not in data:
+        problems.append("[[trainings]]: every training needs 'name' and 'objective'")
+        return None
+    if not isinstance(data["name"], str) or not data["name"]:
+        problems.append(f"[[trainings]]: name = {data['name']!r}: must be a non-empty string")
+        return None
+    where = f"{where} {data['name']!r}"
     unknown = set(data) - TRAINING_KEYS - {"name", "objective", "outliers", "from"}
     if unknown:
-        raise UserError(
-            f"{where} {data['name']!r}: unknown key(s) {', '.join(sorted(unknown))}; "
+        problems.append(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
             f"settings: {', '.join(sorted(TRAINING_KEYS))}"
         )
-    settings = {**defaults, **{k: v for k, v in data.items() if k in TRAINING_KEYS}}
-    outliers = parse_ref(data["outliers"], where) if "outliers" in data else None
+    own = {k: v for k, v in data.items() if k in TRAINING_KEYS}
+    settings = {**defaults, **own}
+    # a bad [training] default is reported once, for [training], not for every training
+    inherited = {line.split(": ", 1)[1] for line in _default_lines(defaults)}
+    for line in schema_problems(TrainingSettings, settings, where):
+        message = line.split(": ", 1)[1]
+        if message not in inherited or message.split(" =")[0] in own:
+            problems.append(line)
+    if "outlier_sampling" in own:  # outlier mining (oebench.sampling)
+        from oebench.sampling import check_sampling
+
+        problems.attempt(check_sampling, own["outlier_sampling"], where)
+        if "outliers" not in data:
+            problems.append(f"{where}: outlier_sampling needs 'outliers' (an outlier source)")
+    objective = problems.attempt(parse_ref, data["objective"], where, base)
+    outliers = (
+        problems.attempt(parse_ref, data["outliers"], where, base) if "outliers" in data else None
+    )
+    if objective is None:
+        return None
     return Training(
-        str(data["name"]),
-        parse_ref(data["objective"], where),
-        outliers,
-        data.get("from"),
-        tuple(sorted(settings.items())),
+        data["name"], objective, outliers, data.get("from"), tuple(sorted(settings.items()))
     )
 
 
-def parse_benchmark(text: str, source: str = "<string>") -> Benchmark:
-    """Parse and validate a benchmark TOML document (component names are checked later)."""
+def _default_lines(defaults: dict) -> list[str]:
+    from oebench.validation import TrainingSettings, problems
+
+    return problems(TrainingSettings, defaults, "[training]")
+
+
+KNOWN_KEYS = {
+    "name",
+    "description",
+    "id_datasets",
+    "models",
+    "trainings",
+    "detectors",
+    "ood_datasets",
+    "seeds",
+    "protocol",
+    "resamples",
+    "training",
+    "ood_groups",
+    "recall",
+    "fpr_rule",
+}
+
+
+def parse_benchmark(text: str, source: str = "<string>", base: Path | None = None) -> Benchmark:
+    """Parse and validate a benchmark TOML document (component names are checked later).
+
+    Every problem found is reported in one UserError, one line each; relative paths in
+    component options resolve against ``base`` (the file's folder).
+    """
+    from oebench.groups import group_problems, groups_in_text
+    from oebench.validation import BenchmarkSettings, problems, raise_problems, seed_problems
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{source}: invalid TOML: {exc}") from None
-    known = {
-        "name",
-        "description",
-        "id_datasets",
-        "models",
-        "trainings",
-        "detectors",
-        "ood_datasets",
-        "seeds",
-        "protocol",
-        "resamples",
-        "training",
-    }
-    unknown = set(data) - known
+    found = _Problems()
+    unknown = set(data) - KNOWN_KEYS
     if unknown:
-        raise UserError(
-            f"{source}: unknown key(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(sorted(known))}"
+        found.append(
+            f"unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(KNOWN_KEYS))}"
         )
     defaults = dict(DEFAULT_TRAINING)
-    extra = set(data.get("training", {})) - TRAINING_KEYS
+    section = data.get("training", {})
+    if not isinstance(section, dict):
+        found.append("[training] must be a table of settings")
+        section = {}
+    extra = set(section) - TRAINING_KEYS
     if extra:
-        raise UserError(f"{source}: [training] has unknown key(s) {', '.join(sorted(extra))}")
-    defaults.update(data.get("training", {}))
-    trainings = [_training(t, defaults, source) for t in data.get("trainings", [])]
-    if not trainings:
-        raise UserError(f"{source}: needs at least one [[trainings]] entry")
-    names = [t.name for t in trainings]
-    for t in trainings:
-        if t.init is not None and t.init not in names[: names.index(t.name)]:
-            raise UserError(
-                f"{source}: training {t.name!r} starts from {t.init!r}, "
-                "which must be an earlier training"
-            )
-    protocol = data.get("protocol", "full")
-    if protocol not in PROTOCOLS:
-        raise UserError(f"{source}: protocol must be one of {', '.join(PROTOCOLS)}")
+        found.append(f"[training] has unknown key(s) {', '.join(sorted(extra))}")
+    defaults.update({k: v for k, v in section.items() if k in TRAINING_KEYS})
+    found += _default_lines(defaults)
+    trainings = _trainings(data, defaults, base, found)
+    settings = {
+        k: data[k]
+        for k in ("name", "description", "protocol", "resamples", "recall", "fpr_rule")
+        if k in data
+    }
+    found += problems(BenchmarkSettings, settings, "")
     seeds = data.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds) or not seeds:
-        raise UserError(f"{source}: 'seeds' must be a non-empty list of integers")
+    if isinstance(seeds, list):
+        found += seed_problems(seeds, "")
+    else:
+        found.append(f"seeds = {seeds!r}: must be a non-empty list of integers")
+    refs = {key: _refs(data, key, base, found) for key in REF_LISTS}
+    found += group_problems(data.get("ood_groups"), [r.key for r in refs["ood_datasets"]])
+    raise_problems(found + _component_problems(found, trainings, refs), source)
     return Benchmark(
         name=str(data.get("name", Path(source).stem)),
-        id_datasets=_refs(data, "id_datasets", source),
-        models=_refs(data, "models", source),
         trainings=trainings,
-        detectors=_refs(data, "detectors", source),
-        ood_datasets=_refs(data, "ood_datasets", source),
         seeds=seeds,
-        protocol=protocol,
-        resamples=int(data.get("resamples", 10)),
+        protocol=data.get("protocol", "full"),
+        resamples=data.get("resamples", 10),
+        recall=data.get("recall", 0.95),
+        fpr_rule=data.get("fpr_rule", "nearest"),
         description=str(data.get("description", "")),
         source=source,
         text=text,
         defaults=defaults,
+        ood_groups=groups_in_text(text),
+        **refs,
     )
+
+
+REF_LISTS = ("id_datasets", "models", "detectors", "ood_datasets")
+
+
+def _component_problems(found: list[str], trainings: list[Training], refs: dict) -> list[str]:
+    """When the file has problems already, those of its components and data too, so that
+    one message lists them all (a file without problems gets these checks at run time)."""
+    if not found or not trainings or not all(refs.values()):
+        return []
+    from oebench.validation import component_problems, data_problems
+
+    partial = Benchmark(name="", trainings=trainings, **refs)
+    try:
+        return component_problems(partial) + data_problems(partial)
+    except Exception:  # best effort: the run-time check reports anything missed here
+        return []
+
+
+def _trainings(data: dict, defaults: dict, base: Path | None, found: _Problems) -> list[Training]:
+    """The ``[[trainings]]``: each checked, names unique, ``from`` naming an earlier one."""
+    entries = data.get("trainings", [])
+    if not isinstance(entries, list) or not entries:
+        found.append("needs at least one [[trainings]] entry")
+        return []
+    trainings = [_training(t, defaults, base, found) for t in entries]
+    trainings = [t for t in trainings if t is not None]
+    names = [t.name for t in trainings]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        found.append(
+            f"training name(s) {', '.join(map(repr, dupes))} used twice; "
+            "every training needs its own name"
+        )
+    for i, t in enumerate(trainings):
+        if t.init is not None and t.init not in names[:i]:
+            found.append(
+                f"training {t.name!r} starts from {t.init!r}, which must be an earlier training"
+            )
+    return trainings
 
 
 def load_benchmark(name_or_path: str) -> Benchmark:
@@ -228,16 +369,16 @@ def load_benchmark(name_or_path: str) -> Benchmark:
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
-            raise UserError(f"benchmark file not found: {path}")
-        return parse_benchmark(path.read_text(), str(path))
+            raise UserError(f"benchmark file not found: {path.resolve()}")
+        return parse_benchmark(path.read_text(), str(path), path.resolve().parent)
     from oebench.registry import get_component
 
     comp = get_component("benchmark", name_or_path)
     target = comp.factory() if callable(comp.factory) else comp.factory
     if isinstance(target, Benchmark):
         return target
-    text = Path(target).read_text()
-    return parse_benchmark(text, str(target))
+    target = Path(target)
+    return parse_benchmark(target.read_text(), str(target), target.resolve().parent)
 
 
 def canonical_hash(obj: Any) -> str:

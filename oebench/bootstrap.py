@@ -88,6 +88,66 @@ def replicates(
     return out
 
 
+def paired_delta_replicates(
+    base: tuple[np.ndarray, list[np.ndarray]],
+    other: tuple[np.ndarray, list[np.ndarray]],
+    resamples: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """(resamples, 2) of ``other`` − ``base`` (AUROC, FPR95 of the mean over OOD sets), both
+    models scored on the SAME resampled test samples: a paired bootstrap of the difference.
+
+    Each is ``(id_scores, [ood_scores, ...])`` over the same samples in the same order.
+    """
+    models = [_Paired.prepare(*scores) for scores in (base, other)]
+    n, sizes = models[0].n_id, models[0].sizes
+    if (models[1].n_id, models[1].sizes) != (n, sizes):
+        raise ValueError("paired bootstrap: the two models were scored on different samples")
+    out = np.empty((resamples, len(CI_METRICS)))
+    for b in range(resamples):
+        id_counts = np.bincount(rng.integers(0, n, n), minlength=n)
+        ood_counts = [np.bincount(rng.integers(0, m, m), minlength=m) for m in sizes]
+        a, c = (model.point(id_counts, ood_counts) for model in models)
+        out[b] = c - a
+    return out
+
+
+@dataclass(frozen=True)
+class _Paired:
+    """One model's scores, sorted, with the permutations that map sample counts onto them."""
+
+    id_order: np.ndarray
+    oods: list[tuple[np.ndarray, OodSet]]
+
+    @classmethod
+    def prepare(cls, id_scores: np.ndarray, ood_sets: list[np.ndarray]) -> _Paired:
+        ids = np.asarray(id_scores, dtype=np.float64)
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        oods = []
+        for o in ood_sets:
+            o = np.asarray(o, dtype=np.float64)
+            oods.append((np.argsort(o, kind="stable"), OodSet.prepare(sorted_ids, o)))
+        return cls(order, oods)
+
+    @property
+    def n_id(self) -> int:
+        return self.id_order.size
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(order.size for order, _ in self.oods)
+
+    def point(self, id_counts: np.ndarray, ood_counts: list[np.ndarray]) -> np.ndarray:
+        """Mean over OOD sets of (AUROC, FPR95) for per-sample counts in original order."""
+        ids = id_counts[self.id_order]
+        values = [
+            weighted_point(ids, ood, counts[order])
+            for (order, ood), counts in zip(self.oods, ood_counts, strict=True)
+        ]
+        return np.mean(values, axis=0)
+
+
 def interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     """The percentile interval holding ``level`` of the replicate values."""
     tail = 100 * (1 - level) / 2

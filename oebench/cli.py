@@ -19,7 +19,7 @@ STORE_OPTION = click.option(
     "store_path",
     type=click.Path(dir_okay=False),
     help="Results store file (default: $OEBENCH_STORE, else "
-    "$XDG_DATA_HOME/oebench/results.sqlite, else ~/.local/share/oebench/results.sqlite).",
+    "the platform user data folder: ~/.local/share/oebench/results.sqlite on Linux).",
 )
 FORMATS = ("table", "csv", "markdown", "latex", "json")
 #: --option, keyword of oebench.results filters, what it selects
@@ -51,6 +51,9 @@ class Group(click.Group):
         except UserError as exc:
             click.secho(f"Error: {exc}", fg="red", err=True)
             ctx.exit(2)
+        except KeyboardInterrupt:  # not click's "Aborted!" and exit 1
+            click.secho("Interrupted.", fg="yellow", err=True)
+            ctx.exit(130)
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
         try:
@@ -65,8 +68,19 @@ class Group(click.Group):
 
 @click.group(cls=Group)
 @click.version_option(package_name="oebench")
-def cli() -> None:
+@click.option(
+    "--debug",
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Print the full traceback of a failing plugin component (sets $OEBENCH_DEBUG=1).",
+)
+def cli(debug: bool) -> None:
     """Benchmark OOD detectors with and without Outlier Exposure."""
+    if debug:
+        from oebench.errors import DEBUG_ENV
+
+        os.environ[DEBUG_ENV] = "1"
 
 
 @cli.group(name="list", cls=Group)
@@ -95,6 +109,8 @@ def list_plugins(as_json: bool) -> None:
         table.add_column(col)
     for info in infos:
         what = "; ".join(f"{k}: {', '.join(v)}" for k, v in info["components"].items())
+        if info.get("commands"):
+            what += f"{'; ' if what else ''}commands: {', '.join(info['commands'])}"
         status = f"[red]BROKEN: {info['error']}[/]" if info["error"] else what
         table.add_row(
             info["name"],
@@ -113,6 +129,8 @@ def _list_command(plural: str, kind: str) -> click.Command:
         from oebench.plugins import get_plugin_manager
 
         comps = get_plugin_manager().components(kind)
+        if not any(ch in pattern for ch in "*?["):  # a plain word matches as a substring
+            pattern = f"*{pattern}*"
         rows = [
             {"name": c.name, "plugin": c.plugin, "description": c.description}
             for name, c in sorted(comps.items())
@@ -131,12 +149,32 @@ def _list_command(plural: str, kind: str) -> click.Command:
             table.add_row(r["name"], r["plugin"], r["description"])
         Console().print(table)
 
-    command.__doc__ = f"Registered {kind}s (optionally matching a wildcard PATTERN)."
+    command.__doc__ = (
+        f"Registered {kind}s (optionally matching PATTERN: a wildcard, or a substring)."
+    )
     return click.command(name=plural)(command)
 
 
 for _plural, _kind in LIST_KINDS.items():
     list_.add_command(_list_command(_plural, _kind))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show(name: str, as_json: bool) -> None:
+    """A component's plugin, description, citation, options (types, defaults) and an example
+    line for a benchmark file. NAME: any dataset, model, detector, outlier source, objective
+    or benchmark."""
+    from oebench.describe import describe_all, render
+
+    found = describe_all(name)
+    if as_json:
+        click.echo(json.dumps([d.as_dict() for d in found], indent=2, default=repr))
+        return
+    console = output_console()
+    for desc in found:
+        render(console, desc)
 
 
 def select_detectors(patterns: str) -> list[str]:
@@ -166,9 +204,9 @@ def select_detectors(patterns: str) -> list[str]:
 @click.option(
     "--seed",
     "seeds",
-    type=int,
+    type=click.IntRange(0, 2**63 - 1),
     multiple=True,
-    help="Seed(s) to run instead of the benchmark's (repeatable).",
+    help="Seed(s) to run instead of the benchmark's (repeatable; 0 to 2**63-1).",
 )
 @click.option(
     "--detectors",
@@ -179,6 +217,17 @@ def select_detectors(patterns: str) -> list[str]:
     "--oe-scratch",
     is_flag=True,
     help="Train OE models from scratch instead of fine-tuning the baseline.",
+)
+@click.option(
+    "--fpr-rule",
+    type=click.Choice(["nearest", "first"]),
+    help="FPR threshold: ROC point nearest the recall level (OE paper) or the first reaching "
+    "it (OpenOOD, pytorch-ood); default: the benchmark's fpr_rule, else nearest.",
+)
+@click.option(
+    "--recall",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="OOD recall level of the FPR column (default: the benchmark's recall, else 0.95).",
 )
 @click.option("--detail", help="Detector for the per-OOD-set table (default: the best).")
 @click.option(
@@ -201,6 +250,9 @@ def select_detectors(patterns: str) -> list[str]:
     type=click.Path(file_okay=False),
     help="Write per-sample scores to DIR: one Parquet file per cell.",
 )
+@click.option(
+    "--force", is_flag=True, help="Replace symbolic links where output files go (never followed)."
+)
 def run(
     benchmark: str,
     csv_path: str | None,
@@ -208,6 +260,8 @@ def run(
     seeds: tuple[int, ...],
     detector_patterns: str | None,
     oe_scratch: bool,
+    fpr_rule: str | None,
+    recall: float | None,
     detail: str | None,
     data_root: str | None,
     download: bool,
@@ -215,6 +269,7 @@ def run(
     store_path: str | None,
     rerun: bool,
     scores_dir: str | None,
+    force: bool,
 ) -> None:
     """Run BENCHMARK (a registered name or a .toml path; default: quickstart).
 
@@ -222,28 +277,115 @@ def run(
     cells already there are not run again, and their stored results join the table.
     """
     from oebench.benchmark import Ref, load_benchmark
+    from oebench.output_files import check_output_file, check_output_folder
 
+    check_output_file(csv_path, force)  # before the run, not after hours of it
+    check_output_folder(scores_dir, "*.parquet", force)
     if data_root:
         os.environ["OEBENCH_DATA_ROOT"] = data_root
     if download:
         os.environ["OEBENCH_DOWNLOAD"] = "1"
-    bench = load_benchmark(benchmark)
-    if seeds:
-        bench.seeds = list(seeds)
-    if detector_patterns:
-        bench.detectors = [Ref(n) for n in select_detectors(detector_patterns)]
-    if oe_scratch:
-        bench = bench.oe_from_scratch()
-    if detail and detail not in [d.key for d in bench.detectors]:
-        raise UnknownNameError("detector", detail, [d.key for d in bench.detectors])
-    _run(
-        bench,
-        device,
-        csv_path,
-        detail,
-        not no_cache,
-        RunStorage(store_path, rerun, scores_dir),
+    bench = None
+    try:
+        bench = load_benchmark(benchmark)
+        if seeds:
+            bench.seeds = list(dict.fromkeys(seeds))
+        if detector_patterns:
+            bench.detectors = [Ref(n) for n in select_detectors(detector_patterns)]
+        if oe_scratch:
+            bench = bench.oe_from_scratch()
+        bench.fpr_rule = fpr_rule or bench.fpr_rule
+        bench.recall = recall or bench.recall
+        if detail and detail not in [d.key for d in bench.detectors]:
+            raise UnknownNameError("detector", detail, [d.key for d in bench.detectors])
+        _run(
+            bench,
+            device,
+            csv_path,
+            detail,
+            not no_cache,
+            RunStorage(store_path, rerun, scores_dir),
+        )
+    except KeyboardInterrupt:  # outside the matrix (e.g. in the first second): same report
+        _report_interrupt(store_path, bench)
+        sys.exit(130)
+
+
+def _report_interrupt(store_path: str | None, bench: Any) -> None:
+    """The Ctrl-C message: how many of the benchmark's cells the store holds, committed."""
+    from oebench.store import ResultStore, default_store_path
+
+    path = store_path or default_store_path()
+    keys: list[str] | None = None
+    kept = 0
+    try:
+        if bench is not None:
+            from oebench.runner import Runner
+
+            keys = [cell.key for cell in Runner(bench).cells()]
+        with ResultStore(path, create=False) as store:
+            kept = store.count(keys) if keys is not None else 0
+    except Exception:  # no store yet, a benchmark that cannot be planned, or an import (of
+        pass  # torch, say) that Ctrl-C cut short: the message below still goes out
+    total = len(keys) if keys is not None else "?"
+    click.secho(
+        f"Interrupted: {kept} of {total} cells are kept in the results store {path}; "
+        "run the same command again to resume.",
+        fg="yellow",
+        err=True,
     )
+
+
+@cli.command("sweep")
+@click.argument("benchmark")
+@click.option(
+    "--set",
+    "setting",
+    required=True,
+    help="PATH=V1,V2,...: the setting to sweep, e.g. trainings.oe.objective.lam=0,0.5,1 "
+    "or detectors.energy.temperature=1,10 (see oebench.sweep).",
+)
+@click.option("--metric", default="auroc", show_default=True, help="Validation metric to optimise.")
+@click.option("--detector", help="Detector whose score decides (default: swept one, else first).")
+@click.option(
+    "--holdout",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Fraction of the ID training split held out for validation.",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the test results.")
+@STORE_OPTION
+def sweep_command(
+    benchmark: str,
+    setting: str,
+    metric: str,
+    detector: str | None,
+    holdout: float,
+    device: str,
+    csv_path: str | None,
+    store_path: str | None,
+) -> None:
+    """Choose a setting on validation sets only (held-out ID images and OOD sets made from
+    them), then run BENCHMARK's test matrix with the chosen value (recorded in the store)."""
+    from oebench.benchmark import load_benchmark
+    from oebench.sweep import parse_values, sweep
+
+    path, sep, values = setting.partition("=")
+    if not sep:
+        raise UserError(f"--set {setting!r}: expected PATH=V1,V2,...")
+    result = sweep(
+        load_benchmark(benchmark), path.strip(), parse_values(values), metric, detector, holdout,
+        device=device,
+    )  # fmt: skip
+    console = output_console()
+    for value, score in result.scores.items():
+        console.print(f"validation {metric} ({result.detector}) with {path} = {value}: {score:.2f}")
+    console.print(f"chosen: {path} = {result.best}; running the test matrix with it")
+    _run(result.chosen, device, csv_path, None, True, RunStorage(store_path))
 
 
 def output_console() -> Any:
@@ -271,6 +413,9 @@ def _run(
     use_cache: bool,
     storage: RunStorage = RunStorage(),
 ) -> None:
+    import pandas as pd
+
+    from oebench.groups import with_group_means
     from oebench.report import render, results_frame, write_table
     from oebench.runner import Runner
 
@@ -278,22 +423,36 @@ def _run(
     rows, interrupted = _run_with_store(runner, storage)
     if interrupted and not rows:
         sys.exit(130)
-    df = results_frame(rows)
-    if csv_path:
-        write_table(df, csv_path, "csv")
-    console = output_console()
-    render(console, df, detail)
-    if csv_path:
-        console.print(f"Wrote {len(df)} rows to {csv_path}")
+    if rows:
+        df = results_frame(with_group_means(pd.DataFrame(rows), {bench.name: bench.ood_groups}))
+        overwrote = bool(csv_path) and os.path.exists(csv_path)
+        if csv_path:
+            write_table(df, csv_path, "csv")
+        console = output_console()
+        render(console, df, detail)
+        if csv_path:
+            again = " (overwrote the previous file)" if overwrote else ""
+            console.print(f"Wrote {len(df)} rows to {csv_path}{again}")
     if interrupted:
         sys.exit(130)
-    for message in runner.failures:
+    _report_failures(runner)
+
+
+def _report_failures(runner: Any) -> None:
+    """Failed detectors and cells, one line each on stderr, then exit 1; nothing if none."""
+    for message in runner.failures + runner.failed_cells:
         click.secho(f"Error: {message}", fg="red", err=True)
     if runner.failures:
         click.secho(
             "Results of the other detectors are kept; fix the detector and rerun with --rerun.",
             err=True,
         )
+    if runner.failed_cells:
+        click.secho(
+            "The other cells are stored; fix the plugin and run the same command again.",
+            err=True,
+        )
+    if runner.failures or runner.failed_cells:
         sys.exit(1)
 
 
@@ -389,7 +548,9 @@ def _emit(text: str, output: str | None) -> None:
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file.")
 @click.option(
-    "--ci", is_flag=True, help="Add 95% bootstrap intervals over test samples (AUROC, FPR95)."
+    "--ci",
+    is_flag=True,
+    help="Add 95% bootstrap intervals over test samples (AUROC, FPR95), and paired ones for Δ.",
 )
 @click.option(
     "--resamples",
@@ -399,6 +560,8 @@ def _emit(text: str, output: str | None) -> None:
     help="Bootstrap resamples for --ci.",
 )
 @click.option("--detail", help="Detector for the per-OOD-set table (table format).")
+@click.option("--force", is_flag=True, help="Replace a symbolic link at --output (never followed).")
+@click.option("--aupr-in", is_flag=True, help="Also show AUPR-In (ID as the positive class).")
 def leaderboard(
     store_path: str | None,
     sort: str | None,
@@ -407,19 +570,26 @@ def leaderboard(
     ci: bool,
     resamples: int,
     detail: str | None,
+    force: bool,
+    aupr_in: bool,
     **filters: Any,
 ) -> None:
     """Leaderboards from the results store: without OE | with OE | delta per detector.
 
     Values are means over OOD sets, then mean ± std over seeds.
     """
+    from oebench.output_files import check_output_file
     from oebench.report import SHOWN, format_table, results_frame
     from oebench.results import stored_results
     from oebench.store import ResultStore
 
     if ci and fmt in ("csv", "json"):
         raise UserError(f"--ci needs a leaderboard format (table, markdown, latex), not {fmt}")
+    if check_output_file(output, force):
+        click.echo(f"Note: {output} exists and will be overwritten", err=True)
     metrics = (sort, *[m for m in SHOWN if m != sort]) if sort else SHOWN
+    if aupr_in and "aupr_in" not in metrics:
+        metrics = (*metrics, "aupr_in")
     with ResultStore(store_path, create=False) as store:
         df = stored_results(store, **_filters(filters))
         _note_versions(df)
@@ -435,9 +605,14 @@ def leaderboard(
         _print_leaderboard(df, detail, metrics, bands, output)
     else:
         from oebench.report import comparison, leaderboard_table
+        from oebench.wide import is_wide, wide_comparison, wide_text_table
 
-        table = comparison(df, metrics, intervals=bands, sort=metrics[0])
-        _emit(format_table(leaderboard_table(table, metrics), fmt, numbers=False), output)
+        if is_wide(df) and bands is None:  # 2+ variants against one baseline: one table
+            text = wide_text_table(wide_comparison(df, metrics, sort=metrics[0]), metrics)
+        else:
+            table = comparison(df, metrics, intervals=bands, sort=metrics[0])
+            text = leaderboard_table(table, metrics)
+        _emit(format_table(text, fmt, numbers=False), output)
 
 
 def _intervals(store: Any, df: Any, resamples: int) -> Any:
@@ -482,31 +657,63 @@ def _print_leaderboard(
 )
 @click.option(
     "--kind",
-    type=click.Choice(["roc", "hist", "all"]),
+    type=click.Choice(["roc", "hist", "detectors", "all"]),
     default="all",
     show_default=True,
-    help="ROC curves, score histograms, or both.",
+    help="ROC curves with and without OE, score histograms, detectors compared per OOD set, "
+    "or all three.",
 )
-def plot(store_path: str | None, out_dir: str, kind: str, **filters: Any) -> None:
+@click.option(
+    "--force", is_flag=True, help="Replace symbolic links where figures go (never followed)."
+)
+def plot(store_path: str | None, out_dir: str, kind: str, force: bool, **filters: Any) -> None:
     """PNG figures from stored per-sample scores, per detector and seed: ROC curves with and
     without OE overlaid per OOD set, and ID-vs-OOD score histograms."""
     from rich.console import Console
 
+    from oebench.output_files import check_output_folder, overwritten_note
     from oebench.plots import KINDS, figure_count, plot_results
     from oebench.progress import RichProgress
     from oebench.results import stored_results
     from oebench.store import ResultStore
 
     kinds = KINDS if kind == "all" else (kind,)
+    existed = check_output_folder(out_dir, "*.png", force)
     with ResultStore(store_path, create=False) as store:
         df = stored_results(store, **_filters(filters))
         _note_versions(df)
+        damaged = store.damaged(df.cell.unique())  # reported by name; the rest is plotted
+        df = df[[(c, d) not in damaged for c, d in zip(df.cell, df.detector, strict=True)]]
         with RichProgress(Console(stderr=True)) as progress:
             advance = progress.start("figures", figure_count(df, kinds))
             written = plot_results(store, df, out_dir, kinds, advance)
     for path in written:
         click.echo(str(path))
     click.echo(f"Wrote {len(written)} figures to {out_dir}", err=True)
+    note = overwritten_note(written, existed)
+    if note:
+        click.echo(note, err=True)
+
+
+@cli.command(name="new-plugin")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "parent",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Where to create the package folder.",
+)
+def new_plugin(name: str, parent: str) -> None:
+    """Write a plugin package NAME (e.g. oebench-my-detector): pyproject.toml, one detector,
+    dataset, model, outlier source, objective and command, and contract tests that pass."""
+    from pathlib import Path
+
+    from oebench.scaffold import new_plugin as write
+
+    folder = write(name, Path(parent))
+    click.echo(f"Wrote {folder}. Next: pip install -e '{folder}[test]' && pytest {folder}")
 
 
 @cli.group(cls=Group)
@@ -545,7 +752,16 @@ def main() -> None:
     """Entry point: add plugin commands, then run the CLI."""
     from oebench.plugins import get_plugin_manager
 
-    get_plugin_manager().add_commands(cli)
+    try:
+        get_plugin_manager().add_commands(cli)
+    except KeyboardInterrupt:  # Ctrl-C while plugins load: as if it came a moment later
+        args = sys.argv[1:]
+        if args[:1] == ["run"]:
+            store = args[args.index("--store") + 1] if "--store" in args[:-1] else None
+            _report_interrupt(store, None)
+        else:
+            click.secho("Interrupted.", fg="yellow", err=True)
+        sys.exit(130)
     cli.main(prog_name="oebench")
 
 

@@ -33,6 +33,13 @@ class ImageSource(ABC):
     std: tuple[float, ...] = (0.5,)
     #: splits this source provides
     splits: tuple[str, ...] = ("test",)
+    #: ``True`` for sets defined in the network's input space (after normalisation), such as
+    #: the OE paper's synthetic sets: the runner then calls ``load(..., norm=(mean, std))``
+    #: with the ID dataset's normalisation, and the source returns [0, 1] images that the
+    #: Classifier's ``(x - mean) / std`` maps back to the recipe's values (see
+    #: ``oebench_plugins.synthetic``). Such a source may define ``check_norm(mean, std, c)``,
+    #: called before any work, to refuse a normalisation it cannot be expressed under.
+    network_space: bool = False
 
     @abstractmethod
     def load(
@@ -44,8 +51,9 @@ class ImageSource(ABC):
         """The files this source reads, resolved now; raise ``DataNotFoundError`` if missing.
 
         oebench calls it for every source before any work starts (so a missing OOD set fails
-        before hours of training), and hashes each file's path, size and modification time
-        into the cache keys. Sources that read no files return ``[]``.
+        before hours of training), and keys caches by each file's content (its sha256,
+        recomputed whenever size, mtime or ctime change). Sources that read no files
+        return ``[]``.
         """
         return []
 
@@ -147,52 +155,14 @@ def data_root(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def cache_dir() -> Path:
-    """``$OEBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/oebench``, else ``~/.cache/oebench``."""
+    """``$OEBENCH_CACHE_DIR``, else the platform's user cache folder (platformdirs): on Linux
+    ``$XDG_CACHE_HOME/oebench`` or ``~/.cache/oebench``, on macOS ``~/Library/Caches/oebench``,
+    on Windows ``%LOCALAPPDATA%\\oebench\\Cache``."""
     if os.environ.get("OEBENCH_CACHE_DIR"):
         return Path(os.environ["OEBENCH_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "oebench"
+    from platformdirs import user_cache_dir
 
-
-def random_crops(
-    pictures: list[torch.Tensor],
-    n: int,
-    shape: tuple[int, int, int],
-    seed: int,
-    min_frac: float = 0.1,
-    max_frac: float = 0.6,
-    flip: bool = True,
-) -> torch.Tensor:
-    """``n`` random square crops of float CHW pictures, resized to ``shape`` (uint8 output).
-
-    Crop sides are a uniform fraction ``[min_frac, max_frac]`` of each picture's shorter side;
-    pictures are drawn uniformly; resizing averages (anti-aliased ``roi_align``).
-    """
-    import torch
-    from torchvision.ops import roi_align
-
-    gen = torch.Generator().manual_seed(seed)
-    c, h, w = shape
-    which = torch.randint(len(pictures), (n,), generator=gen)
-    out = torch.empty((n, c, h, w), dtype=torch.uint8)
-    for i, pic in enumerate(pictures):
-        idx = torch.nonzero(which == i).flatten()
-        if idx.numel() == 0:
-            continue
-        ph, pw = pic.shape[-2:]
-        side = min(ph, pw) * (
-            min_frac + (max_frac - min_frac) * torch.rand(idx.numel(), generator=gen)
-        )
-        x0 = torch.rand(idx.numel(), generator=gen) * (pw - side)
-        y0 = torch.rand(idx.numel(), generator=gen) * (ph - side)
-        boxes = torch.stack([torch.zeros_like(x0), x0, y0, x0 + side, y0 + side], dim=1)
-        crops = roi_align(pic[None].float(), boxes, output_size=(h, w), aligned=True)
-        crops = adapt_images(crops.clamp(0, 1), shape)
-        if flip:
-            flips = torch.rand(idx.numel(), generator=gen) < 0.5
-            crops[flips] = crops[flips].flip(-1)
-        out[idx] = (crops * 255).round().to(torch.uint8)
-    return out
+    return Path(user_cache_dir("oebench", appauthor=False))
 
 
 DOWNLOAD_ENV = "OEBENCH_DOWNLOAD"

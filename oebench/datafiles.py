@@ -11,11 +11,15 @@ which files go where and how to get them.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from oebench.data import DATA_ROOT_ENV, data_root, download_allowed
+from oebench.data import DATA_ROOT_ENV, cache_dir, data_root, download_allowed
 from oebench.errors import DataNotFoundError
 
 #: a required file, or a tuple of acceptable alternatives (e.g. a file or its ``.gz``)
@@ -135,14 +139,33 @@ def describe_files(required: Sequence[Required]) -> str:
 
 
 def fetch(url: str, dest: Path, *, md5: str | None = None, sha256: str | None = None) -> Path:
-    """Download ``url`` to the file ``dest`` (torchvision's downloader), then verify checksums."""
+    """Download ``url`` to a temporary name next to ``dest``, verify it, then rename it.
+
+    A killed or failed download never leaves a partial ``dest`` behind; with neither checksum
+    the file is kept and its sha256 printed so that it can be pinned.
+    """
     from torchvision.datasets.utils import download_url
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    download_url(url, str(dest.parent), filename=dest.name, md5=md5)
-    if sha256 is not None and file_sha256(dest) != sha256.lower():
-        dest.unlink()
-        raise DataNotFoundError(f"{dest}: sha256 does not match {sha256}; the file was removed")
+    for stale in dest.parent.glob(f".{dest.stem}.*.part{dest.suffix}"):  # a killed download's
+        stale.unlink(missing_ok=True)
+    part = dest.parent / f".{dest.stem}.{os.getpid()}.part{dest.suffix}"
+    try:
+        download_url(url, str(dest.parent), filename=part.name, md5=md5)
+        digest = file_sha256(part)
+        if sha256 is not None and digest != sha256.lower():
+            raise DataNotFoundError(
+                f"{dest}: sha256 {digest} does not match the pinned {sha256}; nothing was kept"
+            )
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
+    if md5 is None and sha256 is None:
+        print(
+            f"oebench: warning: {dest} has no pinned checksum; its sha256 is {digest} "
+            "(pin it with the source's sha256 option)",
+            file=sys.stderr,
+        )
     return dest
 
 
@@ -153,3 +176,97 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _stamp(path: Path) -> list[int]:
+    """What changes whenever a file's content may have: size, mtime, ctime and inode."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def content_digests(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """The sha256 of each file's content, remembered (in the cache folder) by its stamp.
+
+    The stamp includes the inode change time, which no tool can set back, so a file replaced
+    by another with the same size and modification time is hashed again.
+    """
+    on_disk: dict[str, list] | None = None
+    digests, new = [], False
+    for path in paths:
+        resolved = Path(path).resolve()
+        stamp = _stamp(resolved)
+        known = _DIGESTS.get(str(resolved))
+        if known is None or known[:-1] != stamp:
+            on_disk = _load_digests() if on_disk is None else on_disk
+            known = on_disk.get(str(resolved))
+        if known is None or known[:-1] != stamp:
+            known, new = [*stamp, file_sha256(resolved)], True
+        _DIGESTS[str(resolved)] = known
+        digests.append(known[-1])
+    if new:
+        _save_digests()
+    return digests
+
+
+#: sources with more files than this (image folders of millions of files) are stamped, not read
+CONTENT_HASH_LIMIT = 20_000
+
+
+def file_fingerprints(paths: Sequence[str | os.PathLike]) -> list[tuple[str, Any]]:
+    """(name relative to the files' common folder, what identifies its content) per file.
+
+    Up to ``CONTENT_HASH_LIMIT`` files: the sha256 of each file (see ``content_digests``), so a
+    replaced file changes cache keys and a merely touched one does not. Beyond it, reading every
+    byte of, say, ImageNet-22K would take hours: the stamp (size, mtime, ctime, inode) is used,
+    which still changes when a file is replaced (ctime cannot be set back), at the price of
+    recomputing after a mere touch. Relative names keep labels that come from folder names
+    (class sub-folders) in the key.
+    """
+    if not paths:
+        return []
+    resolved = [Path(p).resolve() for p in paths]
+    base = Path(os.path.commonpath([p.parent for p in resolved]))
+    names = [p.relative_to(base).as_posix() for p in resolved]
+    if len(resolved) > CONTENT_HASH_LIMIT:
+        return list(zip(names, (_stamp(p) for p in resolved), strict=True))
+    return list(zip(names, content_digests(resolved), strict=True))
+
+
+def content_digest(path: str | os.PathLike) -> str:
+    """The sha256 of one file's content (see ``content_digests``)."""
+    return content_digests([path])[0]
+
+
+#: path -> [size, mtime_ns, ctime_ns, inode, sha256], this process's view of the digest file
+_DIGESTS: dict[str, list] = {}
+
+
+def _digest_file() -> Path:
+    return cache_dir() / "file-digests.json"
+
+
+def _load_digests() -> dict[str, list]:
+    """The digests remembered on disk ({} when the file is missing or unreadable)."""
+    try:
+        data = json.loads(_digest_file().read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_digests() -> None:
+    """Merge this process's digests into the file (atomically); a failure only costs speed."""
+    path = _digest_file()
+    try:
+        merged = {**_load_digests(), **_DIGESTS}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".digests.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(merged, fh)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        pass

@@ -38,7 +38,9 @@ class Detector:
     - ``"fit"``: ``fit(train, head)`` is called once per model with ID *training* outputs.
     - ``"head"``: the final linear layer is passed to ``fit`` (``None`` otherwise); a detector
       that needs the head but not ``"fit"`` gets ``fit(None, head)``.
-    - ``"model"``: ``score_inputs(model, batches)`` is called instead of ``score``.
+    - ``"model"``: ``score_inputs(model, batches)`` is called instead of ``score``. With
+      ``"fit"`` too, ``fit(train, None)`` comes first with the ID training outputs;
+      ``"logits"`` / ``"features"`` then name what ``fit`` reads (the head is never passed).
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})

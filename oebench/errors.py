@@ -3,7 +3,24 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
+
+DEBUG_ENV = "OEBENCH_DEBUG"
+
+
+def debug_enabled() -> bool:
+    """Whether ``oebench --debug`` (``$OEBENCH_DEBUG=1``) asked for full tracebacks."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def debug_traceback(exc: BaseException) -> str:
+    """The full traceback of ``exc`` after a newline under ``--debug``, else ``""``."""
+    if not debug_enabled():
+        return ""
+    import traceback
+
+    return "\n" + "".join(traceback.format_exception(exc)).rstrip()
 
 
 class UserError(Exception):

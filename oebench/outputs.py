@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -15,7 +16,8 @@ import numpy as np
 from oebench.data import TensorImages, adapt_images, cache_dir, to_float
 from oebench.detectors import Outputs
 
-CACHE_FORMAT = 1
+#: 2: the file holds its own key, so a file swapped for another is noticed
+CACHE_FORMAT = 2
 
 
 def iterate_batches(
@@ -97,6 +99,8 @@ class OutputCache:
         self.root = (root or cache_dir()) / "outputs"
         self.enabled = enabled
         self._memory: dict[str, Outputs] = {}
+        #: set after a failed write: the cache is read but no longer written
+        self.write_failed = False
         self.hits = self.misses = 0
 
     def path(self, key: str) -> Path:
@@ -128,27 +132,60 @@ class OutputCache:
                 stored = str(data["checksum"])
             if stored != _checksum(arrays) or int(arrays.pop("format")) != CACHE_FORMAT:
                 raise ValueError("checksum mismatch")
+            if str(arrays.pop("key")) != key:
+                raise ValueError("it holds the outputs of another cache key")
         except Exception as exc:
             print(
                 f"oebench: ignoring corrupt cache file {path.name} ({exc}); recomputing",
                 file=sys.stderr,
             )
-            path.unlink(missing_ok=True)
+            remove_cache_file(path)
             return None
         return Outputs(arrays["logits"], arrays.get("features"), arrays.get("labels"))
 
     def _write(self, key: str, out: Outputs) -> None:
-        arrays = {"logits": out.logits, "format": np.array(CACHE_FORMAT)}
+        arrays = {"logits": out.logits, "format": np.array(CACHE_FORMAT), "key": np.array(key)}
         if out.features is not None:
             arrays["features"] = out.features
         if out.labels is not None:
             arrays["labels"] = out.labels
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
                 np.savez(fh, checksum=np.array(_checksum(arrays)), **arrays)
-            os.replace(tmp, self.path(key))
+
+        write_cache_file(self, self.path(key), write)
+
+
+def write_cache_file(cache: Any, path: Path, write: Callable[[str], None]) -> None:
+    """Write ``path`` atomically through ``write(temporary name)``.
+
+    A cache that cannot be written (full disk, read-only folder, a file where a folder should
+    be) costs one warning naming the path; the cache then stops writing and the run goes on.
+    """
+    if getattr(cache, "write_failed", False):
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:16]}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, path)
         finally:
-            if os.path.exists(tmp):
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
+    except (OSError, RuntimeError) as exc:  # torch.save reports write errors as RuntimeError
+        cache.write_failed = True
+        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0]
+        print(
+            f"oebench: warning: cannot write the cache file {path} ({reason}); "
+            "going on without caching",
+            file=sys.stderr,
+        )
+
+
+def remove_cache_file(path: Path) -> None:
+    """Delete a bad cache file when the folder allows it (a read-only one keeps it)."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from typing import Any
 import pluggy
 
 from oebench import hookspecs
-from oebench.errors import PluginError
+from oebench.errors import PluginError, debug_traceback
 
 ENTRY_POINT_GROUP = "oebench"
 LOAD_ENV = "OEBENCH_LOAD_PLUGINS"
@@ -54,6 +54,8 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     error: str | None = None
     components: dict[str, list[str]] = field(default_factory=dict)
+    #: CLI commands the plugin's ``register_commands`` added
+    commands: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,12 +65,14 @@ class PluginInfo:
             "version": self.version,
             "hooks": self.hooks,
             "components": self.components,
+            "commands": self.commands,
             "error": self.error,
         }
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+    """One line, and under ``--debug`` the full traceback after it."""
+    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0] + debug_traceback(exc)
 
 
 def _env_list(name: str) -> set[str] | None:
@@ -221,8 +225,12 @@ class PluginManager(pluggy.PluginManager):
     def add_commands(self, cli: Any) -> None:
         """Let each plugin add CLI commands; a failing plugin is reported, not fatal."""
         for impl in self.hook.register_commands.get_hookimpls():
+            before = set(getattr(cli, "commands", {}))
             try:
                 impl.function(cli=cli)
+                info = self.infos.get(impl.plugin_name)
+                if info is not None:
+                    info.commands = sorted(set(getattr(cli, "commands", {})) - before)
             except Exception as exc:
                 info = self.infos.get(impl.plugin_name)
                 if info is not None:

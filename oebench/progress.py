@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from oebench.runner import Progress
 
+#: environment switches that silence Hugging Face's own bars while ours are shown
+QUIET_HF = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
 
 class RichProgress(Progress):
+    """One bar per piece of long work; finished bars other than the first disappear."""
+
     def __init__(self, console: Any):
         from rich.progress import (
             BarColumn,
@@ -21,23 +28,45 @@ class RichProgress(Progress):
 
         self._bar = Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
             console=console,
         )
+        self._first: Any = None
 
     def __enter__(self) -> RichProgress:
+        silence_hf_progress()
         self._bar.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._bar.stop()
 
-    def start(self, description: str, total: int) -> Callable[[int], None]:
-        task = self._bar.add_task(description, total=total)
-        return lambda advance=1: self._bar.advance(task, advance)
+    def start(self, description: str, total: int) -> Callable[..., None]:
+        task = self._bar.add_task(description, total=total, status="")
+        if self._first is None:
+            self._first = task
+
+        def advance(steps: int = 1, status: str = "") -> None:
+            found = [t for t in self._bar.tasks if t.id == task]
+            if not found:  # finished and removed already
+                return
+            self._bar.update(task, advance=steps, **({"status": status} if status else {}))
+            if steps and found[0].finished and task != self._first:
+                self._bar.remove_task(task)
+
+        return advance
 
     def log(self, message: str) -> None:
-        self._bar.console.log(message)
+        self._bar.console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def silence_hf_progress() -> None:
+    """Hide ``datasets``' and ``huggingface_hub``'s own progress bars inside ours."""
+    for key, value in QUIET_HF.items():
+        os.environ.setdefault(key, value)
+    if "datasets" in sys.modules:  # already imported: its switch was read at import
+        sys.modules["datasets"].disable_progress_bars()

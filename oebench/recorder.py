@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from oebench.runner import Cell, Runner
-from oebench.store import ResultStore, ScoreArray, cell_record
+from oebench.store import ResultStore, ScoreArray, cell_record, sigint_deferred
 
 
 class Recorder:
@@ -56,9 +56,10 @@ class Recorder:
         """Store a finished cell (rows + scores, one transaction) and export its scores."""
         assert self.runner is not None, "call attach(runner) first"
         arrays = self._pending.pop(cell.key, [])
-        self.store.save_cell(cell_record(self.runner, cell, rows), rows, arrays, self.rerun)
-        self._rows[cell.key] = rows
-        self.new += 1
+        with sigint_deferred():  # Ctrl-C lands after the commit and the count, not between
+            self.store.save_cell(cell_record(self.runner, cell, rows), rows, arrays, self.rerun)
+            self._rows[cell.key] = rows
+            self.new += 1
         if self.scores_dir is not None:
             self._export(rows[0], arrays)
 

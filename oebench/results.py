@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from oebench.errors import UserError
+from oebench.groups import stored_groups, with_group_means
 from oebench.report import SHOWN, comparison, results_frame, sort_results
 from oebench.store import ResultStore
 
@@ -95,6 +96,11 @@ def stored_results(store: ResultStore, **filters: Filter) -> pd.DataFrame:
     if not rows:
         raise UserError(f"results store {store.path} holds no results yet: run `oebench run`")
     df = sort_results(newest(select(pd.DataFrame(rows), filters, store.path)))
+    df = with_group_means(df, stored_groups(store, df))  # near-/far-OOD means (oebench.groups)
+    from oebench.groups import is_summary
+
+    # True for `mean` and group-mean rows, so notebooks can drop them: df[~df.is_aggregate]
+    df["is_aggregate"] = df.ood_dataset.map(is_summary).astype(bool)
     first = list(results_frame(df).columns)
     return df[first + [c for c in df.columns if c not in first]]
 
@@ -104,7 +110,9 @@ def load_results(store: str | Path | None = None, **filters: Filter) -> pd.DataF
 
     ``store`` defaults to ``$OEBENCH_STORE`` or the user's data directory. Filters:
     ``benchmark``, ``id_dataset``, ``model``, ``training``, ``detector``, ``seed``. Columns:
-    those of ``oebench run --csv`` plus ``cell``, timings, ``device``, versions and provenance.
+    those of ``oebench run --csv`` plus ``cell``, timings, ``device``, versions and provenance,
+    and ``is_aggregate`` (True on ``mean`` and group-mean rows: ``df[~df.is_aggregate]`` keeps
+    the per-OOD-set rows only).
     """
     with ResultStore(store, create=False) as s:
         return stored_results(s, **filters)
@@ -155,7 +163,10 @@ def intervals(
     arrays = store.scores(means.cell.unique())
     keys = ["benchmark", "id_dataset", "model", "detector", "training"]
     records = []
+    damaged = store.damaged(means.cell.unique())  # reported by name; those get no interval
     for values, part in means.groupby(keys, sort=False):
+        if any((c, d) in damaged for c, d in zip(part.cell, part.detector, strict=True)):
+            continue
         per_seed = []
         for cell, detector in zip(part.cell, part.detector, strict=True):
             found = [a for a in arrays[cell] if a.detector == detector]
@@ -171,7 +182,66 @@ def intervals(
         for i, m in enumerate(CI_METRICS):
             record[f"{m}_ci_low"], record[f"{m}_ci_high"] = interval(reps[:, i], level)
         records.append(record)
+    bounds = [f"{m}_ci_{side}" for m in CI_METRICS for side in ("low", "high")]
+    bands = pd.DataFrame(records, columns=keys + bounds)
+    deltas = delta_intervals(means, arrays, damaged, resamples, seed, level)
+    return bands.merge(deltas, on=keys, how="left") if len(deltas) else bands
+
+
+def delta_intervals(
+    means: pd.DataFrame,
+    arrays: dict,
+    damaged: set,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Paired bootstrap intervals of Δ = training − baseline (``auroc_delta_ci_low``, ...),
+    on the rows of each non-baseline training: both models resampled on the same test
+    samples of the same seed, replicates averaged over seeds."""
+    import numpy as np
+    import pandas as pd
+
+    from oebench.bootstrap import CI_METRICS, interval, paired_delta_replicates, rng_for
+    from oebench.report import split_trainings
+
+    base, others = split_trainings(means)
+    keys = ["benchmark", "id_dataset", "model", "detector"]
+    records = []
+    for values, part in means.groupby(keys, sort=False):
+        cells = {(t, s): c for t, s, c in zip(part.training, part.seed, part.cell, strict=True)}
+        for oe in others:
+            seeds = [s for (t, s) in cells if t == oe and (base, s) in cells]
+            pairs = [(cells[(base, s)], cells[(oe, s)]) for s in seeds]
+            if not pairs or any((c, values[3]) in damaged for pair in pairs for c in pair):
+                continue
+            reps = np.mean(
+                [
+                    paired_delta_replicates(
+                        _scores(arrays, a, values[3]),
+                        _scores(arrays, b, values[3]),
+                        resamples,
+                        rng_for(seed, a, b, values[3]),
+                    )
+                    for a, b in pairs
+                ],
+                axis=0,
+            )
+            record = {**dict(zip(keys, values, strict=True)), "training": oe}
+            for i, m in enumerate(CI_METRICS):
+                bounds = interval(reps[:, i], level)
+                record[f"{m}_delta_ci_low"], record[f"{m}_delta_ci_high"] = bounds
+            records.append(record)
     return pd.DataFrame(records)
+
+
+def _scores(arrays: dict, cell: str, detector: str) -> tuple:
+    """(ID scores, [OOD scores, ...]) of one detector in one cell, from the store's arrays."""
+    found = [a for a in arrays[cell] if a.detector == detector]
+    ids = [a.scores for a in found if not a.is_ood]
+    if not ids:
+        raise UserError(f"cell {cell} has no stored per-sample scores for {detector!r}")
+    return ids[0], [a.scores for a in found if a.is_ood]
 
 
 def leaderboard(
@@ -180,14 +250,23 @@ def leaderboard(
     sort: str | None = None,
     ci: bool = False,
     resamples: int = 1000,
+    ood: str = "mean",
+    wide: bool = False,
     **filters: Filter,
 ) -> pd.DataFrame:
     """Without-OE | with-OE | delta per benchmark, ID dataset, model, OE training, detector.
 
     Means over OOD sets and seeds (``*_std``: std over seeds); ``sort`` orders detectors by a
-    metric, best first; ``ci`` adds 95% bootstrap intervals for AUROC and FPR95.
+    metric, best first; ``ci`` adds 95% bootstrap intervals for AUROC and FPR95. ``ood``
+    picks a near/far group mean (``"mean:near"``) or one OOD set instead of the mean over
+    all; ``wide`` gives one row per detector with every training's columns
+    (``auroc[oe]``, ``auroc_delta[oe]``; see ``oebench.wide``).
     """
     with ResultStore(store, create=False) as s:
         df = stored_results(s, **filters)
         bands = intervals(s, df, resamples) if ci else None
-    return comparison(df, metrics, intervals=bands, sort=sort or metrics[0])
+    if wide:
+        from oebench.wide import wide_comparison
+
+        return wide_comparison(df, metrics, ood=ood, sort=sort or metrics[0])
+    return comparison(df, metrics, ood=ood, intervals=bands, sort=sort or metrics[0])

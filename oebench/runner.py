@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from oebench.benchmark import Benchmark, Ref, Training, canonical_hash
+from oebench.contracts import checked_metrics
 from oebench.detectors import Detector, Head, Outputs
-from oebench.errors import UserError
+from oebench.errors import UserError, debug_traceback
 from oebench.metrics import METRICS, ood_metrics
 from oebench.registry import (
     check_options,
@@ -28,6 +29,7 @@ from oebench.registry import (
     create_outlier_source,
     get_component,
 )
+from oebench.validation import chance_warning
 
 ID_COLUMNS = [
     "benchmark",
@@ -70,8 +72,9 @@ class Cell:
 class Progress:
     """A no-op progress sink; the CLI passes a rich-backed one."""
 
-    def start(self, description: str, total: int) -> Callable[[int], None]:
-        return lambda advance=1: None
+    def start(self, description: str, total: int) -> Callable[..., None]:
+        """A bar; the callable is ``advance(steps=1, status="")`` (status: text beside it)."""
+        return lambda advance=1, status="": None
 
     def log(self, message: str) -> None:
         pass
@@ -101,10 +104,15 @@ class Runner:
         self.score_sink: Callable[[Cell, str, str, np.ndarray], None] | None = None
         #: one message per detector that raised; its rows are missing from the results
         self.failures: list[str] = []
+        #: one message per cell that produced no result (not stored; run again to retry)
+        self.failed_cells: list[str] = []
 
     # -- validation --------------------------------------------------------------------------
     def validate(self) -> None:
         """Check every name and option before any work starts."""
+        from oebench.validation import check_benchmark
+
+        check_benchmark(self.bench)  # every problem at once, in one message
         b = self.bench
         for ref in b.id_datasets + b.ood_datasets:
             check_options(get_component("dataset", ref.name), ref.kwargs)
@@ -124,8 +132,13 @@ class Runner:
                 check_options(get_component("outlier source", t.outliers.name), t.outliers.kwargs)
         for kind, ref in self._all_sources():
             self._files(kind, ref)  # missing files fail here, before any training
+        for ref in b.ood_datasets:  # network-space sets vs every ID normalisation
+            check = getattr(self._source("dataset", ref), "check_norm", None)
+            for id_ref in b.id_datasets if check is not None else []:
+                id_source = self._source("dataset", id_ref)
+                check(id_source.mean, id_source.std, id_source.shape[0])
         for ref in b.id_datasets:
-            source = create_dataset(ref.name, **ref.kwargs)
+            source = self._source("dataset", ref)
             if not source.num_classes or "train" not in source.splits:
                 raise UserError(
                     f"dataset {ref.key!r} cannot be an ID dataset: it has no labelled train split"
@@ -160,12 +173,36 @@ class Runner:
             if skip is not None and skip(cell):
                 advance(1)
                 continue
-            cell_rows = self.run_cell(cell)
+            cell_rows = self._run_cell_safely(cell)
             rows += cell_rows
-            if on_cell is not None:
+            if on_cell is not None and cell_rows:
                 on_cell(cell, cell_rows)
             advance(1)
         return rows
+
+    def _run_cell_safely(self, cell: Cell) -> list[dict]:
+        """``run_cell``; a cell that fails (or yields no rows) is reported, not stored."""
+        try:
+            rows = self.run_cell(cell)
+        except PluginFailed as exc:
+            rows, reason = [], str(exc)
+        except UserError:
+            raise
+        except (Exception, SystemExit) as exc:  # a plugin's bug must not stop the other cells
+            rows, reason = [], _describe(exc, where=True)
+        else:
+            reason = "every detector failed" if not rows else ""
+        if not rows:
+            message = f"cell {self.describe(cell)}: {reason}; nothing is stored for it"
+            self.failed_cells.append(message)
+            self.progress.log(message)
+        return rows
+
+    @staticmethod
+    def describe(cell: Cell) -> str:
+        """``mnist-5k / small-cnn / oe / seed 0``."""
+        t = cell.training.name
+        return f"{cell.id_ref.key} / {cell.model_ref.key} / {t} / seed {cell.seed}"
 
     def _configure(self, cell: Cell) -> None:
         """Fill in the cell's configuration and its content key."""
@@ -180,10 +217,38 @@ class Runner:
             "ood_datasets": [o.config() for o in b.ood_datasets],
             "protocol": b.protocol,
             "resamples": b.resamples,
+            # only when not the default, so that existing cell keys stay valid
+            **(
+                {"fpr": [b.recall, b.fpr_rule]}
+                if (b.recall, b.fpr_rule) != (0.95, "nearest")
+                else {}
+            ),
             "training_version": _training_version(),
             "names": self._names(cell),
         }
+        files = self._model_files(cell.model_ref)
+        if files:  # a file a model reads (a `checkpoint`'s weights) is keyed by its content
+            cell.config["model_files"] = files
         cell.key = canonical_hash(cell.config)
+
+    def _model_files(self, ref: Ref) -> dict[str, str]:
+        """Option -> sha256 of the file for every model option naming an existing file."""
+        from oebench.data import data_root
+        from oebench.datafiles import content_digest
+
+        key = ("model files", canonical_hash(ref.config()))
+        if key not in self._data:
+            found = {}
+            for option, value in sorted(ref.kwargs.items()):
+                if not isinstance(value, str) or not value:
+                    continue
+                path = Path(value).expanduser()
+                for candidate in (path, data_root() / path):
+                    if candidate.is_file():
+                        found[option] = content_digest(candidate)
+                        break
+            self._data[key] = found
+        return self._data[key]
 
     def _names(self, cell: Cell) -> dict[str, Any]:
         """The labels a cell's result rows carry, so that renaming one changes the key."""
@@ -216,34 +281,51 @@ class Runner:
         key = (kind, canonical_hash(ref.config()))
         if key not in self._data:
             make = create_dataset if kind == "dataset" else create_outlier_source
-            self._data[key] = make(ref.name, **ref.kwargs)
+            self._data[key] = self._plugin_call(
+                kind, ref, "creation", lambda: make(ref.name, **ref.kwargs)
+            )
         return self._data[key]
+
+    @staticmethod
+    def _plugin_call(kind: str, ref: Ref, what: str, call: Callable[[], Any]) -> Any:
+        """``call()``; an exception (or SystemExit) becomes a one-line error naming the plugin."""
+        try:
+            return call()
+        except UserError:
+            raise
+        except (Exception, SystemExit) as exc:
+            plugin = get_component(kind, ref.name).plugin
+            raise PluginFailed(
+                f"{kind} {ref.key!r} (plugin {plugin!r}) failed in {what}: {_describe(exc)}"
+            ) from exc
 
     def _all_sources(self) -> list[tuple[str, Ref]]:
         b = self.bench
         sources = [("dataset", r) for r in b.id_datasets + b.ood_datasets]
         return sources + [("outlier source", t.outliers) for t in b.trainings if t.outliers]
 
-    def _files(self, kind: str, ref: Ref) -> list[tuple[str, int, int]]:
-        """(path, size, mtime) of every file a source reads; resolved once per run."""
+    def _files(self, kind: str, ref: Ref) -> list[tuple[str, Any]]:
+        """(name, content digest) of every file a source reads; resolved once per run."""
+        from oebench.datafiles import file_fingerprints
+
         key = ("files", kind, canonical_hash(ref.config()))
         if key not in self._data:
-            stamps = []
-            for path in self._source(kind, ref).files():
-                stat = Path(path).stat()
-                stamps.append((str(path), stat.st_size, stat.st_mtime_ns))
-            self._data[key] = stamps
+            paths = self._plugin_call(kind, ref, "files", lambda: self._source(kind, ref).files())
+            self._data[key] = file_fingerprints(paths)
         return self._data[key]
 
-    def _fingerprint(self, kind: str, ref: Ref, split: str, shape: Any, seed: int) -> str:
+    def _fingerprint(
+        self, kind: str, ref: Ref, split: str, shape: Any, seed: int, norm: Any = None
+    ) -> str:
         """What determines a split's images: source configuration, plugin version and code,
-        split, seed."""
+        split, seed (and the ID normalisation a network-space set is expressed for)."""
         from oebench.plugins import get_plugin_manager
 
         comp = get_component(kind, ref.name)
         info = get_plugin_manager().infos.get(comp.plugin)
         return canonical_hash(
-            {
+            ({"norm": norm} if norm is not None else {})
+            | {
                 "kind": kind,
                 "ref": ref.config(),
                 "source": self._source(kind, ref).config(),
@@ -256,12 +338,32 @@ class Runner:
             }
         )
 
-    def _load(self, kind: str, ref: Ref, split: str, shape: Any, seed: int) -> Any:
+    def _load(
+        self, kind: str, ref: Ref, split: str, shape: Any, seed: int, norm: Any = None
+    ) -> Any:
         """A dataset split, loaded on first use and kept for the run."""
-        key = (kind, canonical_hash(ref.config()), split, shape, seed)
+        key = (kind, canonical_hash(ref.config()), split, shape, seed, norm)
         if key not in self._data:
-            self._data[key] = self._source(kind, ref).load(split, shape=shape, seed=seed)
+            from oebench.contracts import check_split
+
+            extra = {"norm": norm} if norm is not None else {}
+            source = self._source(kind, ref)
+            is_id = kind == "dataset" and shape is None  # ID splits: their labels are used
+
+            def load() -> Any:
+                data = source.load(split, shape=shape, seed=seed, **extra)
+                check_split(data, split, source.num_classes if is_id else None, source.shape[0])
+                return data
+
+            self._data[key] = self._plugin_call(kind, ref, f"split {split!r}", load)
         return self._data[key]
+
+    def _norm(self, kind: str, ref: Ref, id_source: Any) -> Any:
+        """``(mean, std)`` of the ID dataset for a network-space set (``network_space =
+        True``, e.g. the OE paper's synthetic sets, which un-normalise with it); else ``None``."""
+        if not getattr(self._source(kind, ref), "network_space", False):
+            return None
+        return (tuple(id_source.mean), tuple(id_source.std))
 
     # -- one cell ------------------------------------------------------------------------------
     def run_cell(self, cell: Cell) -> list[dict]:
@@ -286,10 +388,19 @@ class Runner:
         id_test = ("dataset", cell.id_ref, "test", None, cell.seed)
         id_out = self._outputs(model, digest, id_test, shape)
         accuracy = 100.0 * float(np.mean(id_out.logits.argmax(1) == id_out.labels))
+        warning = chance_warning(self.describe(cell), accuracy, source.num_classes)
+        if warning:
+            self.progress.log(warning)
+        passes = self.progress.start(
+            f"forward passes [{cell.training.name}, seed {cell.seed}]",
+            len(self.bench.ood_datasets),
+        )
         oods = {}
         for ref in self.bench.ood_datasets:
-            where = ("dataset", ref, "test", shape, cell.seed)
+            norm = self._norm("dataset", ref, source)
+            where = ("dataset", ref, "test", shape, cell.seed, norm)
             oods[ref.key] = (where, self._outputs(model, digest, where, shape))
+            passes(1, ref.key)
         train_out = None
         detectors = [(ref, create_detector(ref.name, **ref.kwargs)) for ref in self.bench.detectors]
         if any("fit" in det.needs for _, det in detectors):
@@ -297,22 +408,30 @@ class Runner:
             train_out = self._outputs(model, digest, id_train, shape)
 
         rows = []
+        fitting = self.progress.start(
+            f"detectors: fit + score [{cell.training.name}, seed {cell.seed}]", len(detectors)
+        )
         for ref, det in detectors:
+            fitting(0, ref.key)
             try:
                 det_rows, scores = self._detector_rows(
                     cell, ref, det, model, digest, (id_test, id_out), oods, train_out, accuracy
                 )
             except UserError:
                 raise
-            except Exception as exc:  # a broken detector must not take the others down
+            except (Exception, SystemExit) as exc:  # a broken detector must not take others down
                 self._detector_failed(cell, ref, exc)
+                fitting(1)
                 continue
+            fitting(1)
             rows += det_rows
             if self.score_sink is not None:
                 for dataset_key, values in scores:
                     self.score_sink(cell, ref.key, dataset_key, values)
         score_seconds = time.perf_counter() - start
+        calib = _calibration(id_out, {k: out for k, (_, out) in oods.items()})
         for position, row in enumerate(rows):
+            row.update(calib.get(row["ood_dataset"], calib["mean"]))
             row.update(
                 train_seconds=round(train_seconds, 3),
                 score_seconds=round(score_seconds, 3),
@@ -341,12 +460,21 @@ class Runner:
                 self._head(model, ref) if "head" in det.needs else None,
             )
         shape = tuple(self._source("dataset", cell.id_ref).shape)
-        id_scores = self._score(det, model, digest, id_data[1], id_data[0], shape)
+        # a model detector's cached scores also depend on its code and on what it was fitted to
+        made_by = {
+            "code": code_digest(get_component("detector", ref.name).factory),
+            "fit": self._fingerprint("dataset", cell.id_ref, "train", None, cell.seed)
+            if "fit" in det.needs
+            else None,
+        }
+        id_scores = self._score(det, model, digest, id_data[1], id_data[0], shape, made_by)
         scores, rows, per_set = [("id", id_scores)], [], []
         for ood_key, (where, out) in oods.items():
-            ood_scores = self._score(det, model, digest, out, where, shape)
+            ood_scores = self._score(det, model, digest, out, where, shape, made_by)
             scores.append((ood_key, ood_scores))
-            metrics = self._evaluate(id_scores, ood_scores, cell.seed, ood_key)
+            metrics = checked_metrics(
+                self._evaluate(id_scores, ood_scores, cell.seed, ood_key), ood_key
+            )
             per_set.append(metrics)
             rows.append(
                 self._row(cell, ref, ood_key, metrics, accuracy, len(id_scores), len(ood_scores))
@@ -355,13 +483,12 @@ class Runner:
         rows.append(self._row(cell, ref, "mean", mean, accuracy, len(id_scores), 0))
         return rows, scores
 
-    def _detector_failed(self, cell: Cell, ref: Ref, exc: Exception) -> None:
+    def _detector_failed(self, cell: Cell, ref: Ref, exc: BaseException) -> None:
         """Record a detector that raised, naming it and the plugin that registered it."""
         plugin = get_component("detector", ref.name).plugin
         message = (
             f"detector {ref.key!r} (plugin {plugin!r}) failed on {cell.id_ref.key} / "
-            f"{cell.model_ref.key} / {cell.training.name} / seed {cell.seed}: "
-            f"{type(exc).__name__}: {exc}"
+            f"{cell.model_ref.key} / {cell.training.name} / seed {cell.seed}: {_describe(exc)}"
         )
         self.failures.append(message)
         self.progress.log(message)
@@ -378,20 +505,28 @@ class Runner:
 
     def _train(self, cell: Cell, model: Any, shape: tuple) -> tuple[float, bool]:
         """Load the cell's weights from the checkpoint cache, or train them; returns (s, cached)."""
+        from oebench.outputs import model_digest
         from oebench.training import train
 
         t = cell.training
+        if t.params.get("evaluate_only"):
+            return 0.0, True  # the model's own weights (e.g. `checkpoint`), never trained
         key = canonical_hash(
             {
                 "version": _training_version(),
                 "seed": cell.seed,
                 "id": cell.config["id_dataset"],
                 "model": cell.config["model"],
+                "model_files": cell.config.get("model_files"),
+                # the weights training starts from (a checkpoint's, or the seeded init)
+                "init_weights": model_digest(model),
                 "training": cell.config["training"],
                 "data": self._training_data_fingerprints(cell.training, cell, shape),
                 "code": [
                     code_digest(get_component("model", cell.model_ref.name).factory),
                     code_digest(get_component("objective", t.objective.name).factory),
+                    # the loop, outlier sampling and the Objective base class make weights too
+                    *(code_digest(f) for f in _training_code()),
                 ],
             }
         )
@@ -436,6 +571,7 @@ class Runner:
             self.device,
             outliers,
             on_step=lambda step, total: steps(1),
+            on_stats=lambda loss, acc: steps(0, f"loss {loss:.3f}, train acc {acc:.1f}%"),
         )
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         self.checkpoints.save(key, state, seconds)
@@ -458,18 +594,47 @@ class Runner:
         return int(size) if size else (2048 if self.device.type == "cuda" else 500)
 
     def _score(
-        self, det: Detector, model: Any, digest: str, out: Outputs, where: tuple, shape: tuple
+        self,
+        det: Detector,
+        model: Any,
+        digest: str,
+        out: Outputs,
+        where: tuple,
+        shape: tuple,
+        made_by: dict | None = None,
     ) -> np.ndarray:
-        """A detector's scores; those that need the model are cached like outputs."""
+        """A detector's scores, checked: one real number (±inf allowed) per sample."""
+        from oebench.contracts import ContractError, checked_scores
+
+        n = len(out.logits)
+        try:
+            raw = self._raw_scores(det, model, digest, n, out, where, shape, made_by)
+            return checked_scores(raw, n)
+        except ContractError as exc:
+            raise ContractError(f"{exc} on {where[1].key} ({where[2]})") from None
+
+    def _raw_scores(
+        self,
+        det: Detector,
+        model: Any,
+        digest: str,
+        n: int,
+        out: Outputs,
+        where: tuple,
+        shape: tuple,
+        made_by: dict | None = None,
+    ) -> Any:
+        """What the detector returns; scores of those that need the model are cached."""
+        from oebench.contracts import checked_scores
         from oebench.outputs import iterate_batches
 
         if "model" not in det.needs:
-            return np.asarray(det.score(out), dtype=np.float64)
+            return det.score(out)
 
         def compute() -> Outputs:
             data = self._load(*where)
             batches = (x for x, _ in iterate_batches(data, self._eval_batch(), shape, self.device))
-            return Outputs(np.asarray(det.score_inputs(model, batches), dtype=np.float64)[:, None])
+            return Outputs(checked_scores(det.score_inputs(model, batches), n)[:, None])
 
         key = canonical_hash(
             {
@@ -477,6 +642,7 @@ class Runner:
                 "data": self._fingerprint(*where),
                 "shape": shape,
                 "detector": det.config(),
+                **({"made_by": made_by} if made_by else {}),
             }
         )
         return self.outputs.get_or_compute(key, compute).logits[:, 0]
@@ -497,16 +663,19 @@ class Runner:
         self, id_scores: np.ndarray, ood_scores: np.ndarray, seed: int, ood_key: str
     ) -> dict[str, float]:
         """Metrics under the benchmark's protocol (``full``, or ``oe-paper`` re-sampling)."""
-        if self.bench.protocol == "full":
-            return ood_metrics(id_scores, ood_scores)
+        b = self.bench
+        if b.protocol == "full":
+            result = ood_metrics(id_scores, ood_scores, b.recall, b.fpr_rule)
+            return result | {"aupr_baseline": _ap_baseline(len(id_scores), len(ood_scores))}
         n = max(1, len(id_scores) // 5)
         rng = np.random.default_rng([seed, zlib.crc32(ood_key.encode())])
         runs = []
-        for _ in range(self.bench.resamples):
+        for _ in range(b.resamples):
             idx = rng.choice(len(ood_scores), size=min(n, len(ood_scores)), replace=False)
-            runs.append(ood_metrics(id_scores, ood_scores[idx]))
+            runs.append(ood_metrics(id_scores, ood_scores[idx], b.recall, b.fpr_rule))
         result = {m: float(np.mean([r[m] for r in runs])) for m in METRICS}
         result.update({f"{m}_std": float(np.std([r[m] for r in runs])) for m in METRICS})
+        result["aupr_baseline"] = _ap_baseline(len(id_scores), min(n, len(ood_scores)))
         return result
 
     def _row(
@@ -526,10 +695,46 @@ class Runner:
             **{m: metrics[m] for m in metrics},
             "id_accuracy": accuracy,
             "protocol": self.bench.protocol,
+            "recall": self.bench.recall,
+            "fpr_rule": self.bench.fpr_rule,
             "n_id": n_id,
             "n_ood": n_ood,
             "cell": cell.key,
         }
+
+
+class PluginFailed(UserError):
+    """A plugin raised while oebench called it; the message names the plugin."""
+
+
+def _describe(exc: BaseException, where: bool = False) -> str:
+    """``Type: message`` (``SystemExit: 3`` too), and with ``where`` the innermost frame."""
+    text = f"{type(exc).__name__}: {exc}"
+    if where and exc.__traceback__ is not None:
+        import traceback
+
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        text += f" (raised at {frame.filename}:{frame.lineno})"
+    return text + debug_traceback(exc)
+
+
+def _calibration(id_out: Outputs, oods: dict[str, Outputs]) -> dict[str, dict[str, float]]:
+    """Per OOD set: ID calibration (ECE, RMS, MAD) and the paper's mixed ID + OOD RMS / MAD;
+    under ``mean``, the mean over OOD sets (whole OOD sets, whatever the protocol; see
+    oebench.calibration)."""
+    from oebench.calibration import calibration, mixed_calibration
+
+    own = calibration(id_out.logits, id_out.labels)
+    per = {k: own | mixed_calibration(id_out.logits, id_out.labels, out.logits)
+           for k, out in oods.items()}  # fmt: skip
+    keys = ("rms_calib_mixed", "mad_calib_mixed")
+    mean = {k: float(np.mean([p[k] for p in per.values()])) for k in keys} if per else {}
+    return per | {"mean": own | mean}
+
+
+def _ap_baseline(n_id: int, n_ood: int) -> float:
+    """The AUPR-Out of a detector that guesses: the OOD share, in % (the reference's baseline)."""
+    return 100.0 * n_ood / (n_ood + n_id)
 
 
 @functools.cache
@@ -544,6 +749,15 @@ def code_digest(factory: Any) -> str | None:
         return _file_digest(inspect.getfile(factory))
     except (TypeError, OSError):
         return None
+
+
+def _training_code() -> tuple[Any, ...]:
+    """Modules whose source decides what a training produces (for checkpoint keys)."""
+    import oebench.objectives
+    import oebench.sampling
+    import oebench.training
+
+    return (oebench.training, oebench.sampling, oebench.objectives)
 
 
 def _training_version() -> int:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
+import sys
+import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -27,10 +30,22 @@ if TYPE_CHECKING:
     from oebench.runner import Cell, Runner
 
 STORE_ENV = "OEBENCH_STORE"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x6F656221  # "oe" + "b!": marks a file as an oebench results store
 BUSY_SECONDS = 60.0
 METRIC_COLUMNS = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_id", "detection_error")
+#: context and calibration columns of a result row (schema 2): the expected AP of a random
+#: detector, ID calibration errors, and the paper's mixed ID + OOD calibration errors
+EXTRA_ROW_COLUMNS = (
+    "aupr_baseline",
+    "ece",
+    "rms_calib",
+    "mad_calib",
+    "rms_calib_mixed",
+    "mad_calib_mixed",
+)
+#: metric settings of a cell (schema 2)
+EXTRA_CELL_COLUMNS = ("recall", "fpr_rule")
 ROW_COLUMNS = (
     "detector",
     "ood_dataset",
@@ -40,6 +55,7 @@ ROW_COLUMNS = (
     "id_accuracy",
     "n_id",
     "n_ood",
+    *EXTRA_ROW_COLUMNS,
 )
 CELL_COLUMNS = (
     "key",
@@ -63,6 +79,7 @@ CELL_COLUMNS = (
     "score_seconds",
     "trained",
     "created_at",
+    *EXTRA_CELL_COLUMNS,
 )
 SCHEMA = f"""
 CREATE TABLE benchmarks (
@@ -91,7 +108,9 @@ CREATE TABLE cells (
     train_seconds REAL NOT NULL,
     score_seconds REAL NOT NULL,
     trained INTEGER NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    recall REAL,
+    fpr_rule TEXT
 );
 CREATE INDEX cells_by_benchmark ON cells (benchmark, seed);
 CREATE TABLE results (
@@ -104,6 +123,7 @@ CREATE TABLE results (
     id_accuracy REAL,
     n_id INTEGER NOT NULL,
     n_ood INTEGER NOT NULL,
+    {", ".join(f"{c} REAL" for c in EXTRA_ROW_COLUMNS)},
     PRIMARY KEY (cell, detector, ood_dataset)
 );
 CREATE TABLE scores (
@@ -132,11 +152,13 @@ class ScoreArray(NamedTuple):
 
 
 def default_store_path() -> Path:
-    """``$OEBENCH_STORE``, else ``$XDG_DATA_HOME/oebench/results.sqlite``, else ~/.local/share."""
+    """``$OEBENCH_STORE``, else ``results.sqlite`` in the platform's user data folder
+    (``~/.local/share/oebench`` on Linux, honouring ``$XDG_DATA_HOME``)."""
     if os.environ.get(STORE_ENV):
         return Path(os.environ[STORE_ENV]).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "oebench" / "results.sqlite"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("oebench", appauthor=False)) / "results.sqlite"
 
 
 def encode_scores(scores: np.ndarray) -> bytes:
@@ -145,6 +167,7 @@ def encode_scores(scores: np.ndarray) -> bytes:
 
 
 def decode_scores(blob: bytes, n: int) -> np.ndarray:
+    """The array ``encode_scores`` made; an error when the blob is damaged or the wrong size."""
     arr = np.frombuffer(zlib.decompress(blob), dtype="<f8")
     if arr.size != n:
         raise sqlite3.DatabaseError(f"a score array holds {arr.size} values, expected {n}")
@@ -169,8 +192,18 @@ class ResultStore:
     def __init__(self, path: str | Path | None = None, create: bool = True):
         self.path = Path(path).expanduser() if path else default_store_path()
         self._conn: sqlite3.Connection | None = None
+        #: (cell, detector, dataset) of score arrays found damaged (reported once each)
+        self._damage: set[tuple[str, str, str]] = set()
+        #: opened as an immutable snapshot: a read-only store without its -wal/-shm files
+        self.immutable = False
         with self._guard():
-            self._conn = self._connect(create)
+            try:
+                self._conn = self._connect(create)
+            except sqlite3.OperationalError as exc:  # e.g. a read-only mount SQLite found
+                text = str(exc)
+                if create or self.immutable or not ("readonly" in text or "unable to open" in text):
+                    raise
+                self._conn = self._connect_immutable()
 
     # -- opening -----------------------------------------------------------------------------
     def _connect(self, create: bool) -> sqlite3.Connection:
@@ -181,19 +214,44 @@ class ResultStore:
             )
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self._writable():
+            return self._connect_immutable()
         uri = f"file:{quote(str(self.path.absolute()))}?mode={'rwc' if create else 'rw'}"
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_SECONDS, isolation_level=None)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_SECONDS * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
-            self._check_schema(conn, create)
+            self._check_schema(conn, create, writable=True)
             conn.execute("PRAGMA journal_mode = WAL")
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _check_schema(self, conn: sqlite3.Connection, create: bool) -> None:
+    def _writable(self) -> bool:
+        """Whether SQLite can write the file and create its -wal/-shm files next to it."""
+        folder = self.path.absolute().parent
+        return os.access(self.path, os.W_OK) and os.access(folder, os.W_OK | os.X_OK)
+
+    def _connect_immutable(self) -> sqlite3.Connection:
+        """A read-only store opened as an immutable snapshot (for queries only)."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise StoreError(
+                f"results store {self.path} is read-only and its {wal.name} file holds results "
+                "not yet merged into it; copy both files to a writable folder and use that --store"
+            )
+        uri = f"file:{quote(str(self.path.absolute()))}?mode=ro&immutable=1"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            self._check_schema(conn, create=False)
+        except BaseException:
+            conn.close()
+            raise
+        self.immutable = True
+        return conn
+
+    def _check_schema(self, conn: sqlite3.Connection, create: bool, writable: bool = False) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         app = conn.execute("PRAGMA application_id").fetchone()[0]
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
@@ -208,11 +266,29 @@ class ResultStore:
                 f"results store {self.path} has schema version {version}, newer than this "
                 f"oebench reads ({SCHEMA_VERSION}): upgrade oebench or use another --store"
             )
+        elif version == 1 and writable:
+            self._migrate_from_1(conn)
         elif version < SCHEMA_VERSION:
             raise StoreError(
                 f"results store {self.path} has the old schema version {version} (this oebench "
                 f"reads {SCHEMA_VERSION}): move it away or use another --store"
             )
+
+    def _migrate_from_1(self, conn: sqlite3.Connection) -> None:
+        """Schema 1 -> 2: add the metric-setting, context and calibration columns (NULL for
+        cells stored before; their numbers are unchanged)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 1:
+                conn.execute("ALTER TABLE cells ADD COLUMN recall REAL")
+                conn.execute("ALTER TABLE cells ADD COLUMN fpr_rule TEXT")
+                for column in EXTRA_ROW_COLUMNS:
+                    conn.execute(f"ALTER TABLE results ADD COLUMN {column} REAL")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -238,14 +314,16 @@ class ResultStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN .. COMMIT, with Ctrl-C held until the end: committed whole or rolled back."""
         conn = self._connection
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with sigint_deferred():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     @property
     def _connection(self) -> sqlite3.Connection:
@@ -290,7 +368,7 @@ class ResultStore:
             conn.execute(
                 f"INSERT INTO cells ({', '.join(CELL_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(CELL_COLUMNS))})",
-                [record[c] for c in CELL_COLUMNS],
+                [record.get(c) if c in EXTRA_CELL_COLUMNS else record[c] for c in CELL_COLUMNS],
             )
             conn.executemany(
                 f"INSERT INTO results (cell, {', '.join(ROW_COLUMNS)}) "
@@ -321,7 +399,10 @@ class ResultStore:
             return self._connection.execute(query, (key,)).fetchone() is not None
 
     def count(self, keys: Iterable[str] | None = None) -> int:
-        """How many cells are stored (of ``keys``, when given)."""
+        """How many cells are stored and committed (of ``keys``, when given)."""
+        if self._conn is not None and self._conn.in_transaction:  # never count uncommitted
+            with self._guard():
+                self._conn.execute("ROLLBACK")
         if keys is not None:
             return sum(self.has(k) for k in keys)
         with self._guard():
@@ -375,7 +456,11 @@ class ResultStore:
         return record
 
     def scores(self, keys: Iterable[str]) -> dict[str, list[ScoreArray]]:
-        """Per-sample scores of the given cells, by cell key (ID set first, then OOD sets)."""
+        """Per-sample scores of the given cells, by cell key (ID set first, then OOD sets).
+
+        A damaged array is reported on stderr (once) naming its cell, and every array of that
+        cell and detector is left out, so no caller computes anything from a partial set.
+        """
         found: dict[str, list[ScoreArray]] = {}
         with self._guard():
             for key in dict.fromkeys(keys):
@@ -384,11 +469,56 @@ class ResultStore:
                     "ORDER BY rowid",
                     (key,),
                 )
-                found[key] = [
-                    ScoreArray(det, ds, bool(is_ood), decode_scores(data, n))
-                    for det, ds, is_ood, n, data in cursor
-                ]
+                arrays, bad = [], set()
+                for det, ds, is_ood, n, data in cursor:
+                    try:
+                        arrays.append(ScoreArray(det, ds, bool(is_ood), decode_scores(data, n)))
+                    except (zlib.error, ValueError, sqlite3.DatabaseError) as exc:
+                        bad.add(det)
+                        self._report_damage(key, det, ds, exc)
+                found[key] = [a for a in arrays if a.detector not in bad]
         return found
+
+    def damaged(self, keys: Iterable[str]) -> set[tuple[str, str]]:
+        """(cell, detector) pairs among ``keys`` whose stored scores cannot be decoded."""
+        wanted = set(keys)
+        self.scores(wanted)
+        return {(cell, det) for cell, det, _ in self._damage if cell in wanted}
+
+    def _report_damage(self, key: str, detector: str, dataset: str, exc: Exception) -> None:
+        if (key, detector, dataset) in self._damage:
+            return
+        self._damage.add((key, detector, dataset))
+        record = self.cell(key) or {}
+        where = " / ".join(
+            str(record.get(c, "?")) for c in ("benchmark", "id_dataset", "model", "training")
+        )
+        print(
+            f"oebench: warning: the stored scores of detector {detector!r} on {dataset!r} in "
+            f"cell {key} ({where} / seed {record.get('seed', '?')}) are damaged "
+            f"({type(exc).__name__}: {exc}); that detector's scores of the cell are left out "
+            "(`oebench run --rerun` recomputes them)",
+            file=sys.stderr,
+        )
+
+
+@contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise it; a no-op off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            if callable(previous):
+                previous(signal.SIGINT, None)  # Python's handler raises KeyboardInterrupt
+            else:
+                raise KeyboardInterrupt
 
 
 def _versions(runner: Runner, cell: Cell) -> dict[str, str | None]:
@@ -444,4 +574,6 @@ def cell_record(runner: Runner, cell: Cell, rows: list[dict[str, Any]]) -> dict[
         "score_seconds": first["score_seconds"],
         "trained": int(bool(first["trained"])),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        "recall": first.get("recall"),
+        "fpr_rule": first.get("fpr_rule"),
     }

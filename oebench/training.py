@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
-import os
-import tempfile
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +16,7 @@ import torch
 from oebench.data import cache_dir
 from oebench.objectives import Objective
 from oebench.outputs import iterate_batches
+from oebench.sampling import epoch_outliers
 
 #: bump when a change to the training loop changes what a checkpoint contains
 TRAINING_VERSION = 1
@@ -34,14 +35,26 @@ def cosine_factor(step: int, total: int, lr: float, floor: float = 1e-6) -> floa
     return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor on ``device`` without a host synchronisation.
+
+    A copy from pageable memory makes the host wait for the GPU stream; drawing random numbers
+    on the CPU generator and copying them from pinned memory keeps the values (and so the
+    numbers a run gives) identical while letting the host queue the next step.
+    """
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
     """Random horizontal flip and random crop with zero padding ``pad`` (CIFAR recipe)."""
     n, _, h, w = x.shape
     flip = torch.rand(n, generator=generator) < 0.5
-    x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+    x = torch.where(to_device(flip, x.device).view(-1, 1, 1, 1), x.flip(-1), x)
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    dy = to_device(torch.randint(0, 2 * pad + 1, (n,), generator=generator), x.device)
+    dx = to_device(torch.randint(0, 2 * pad + 1, (n,), generator=generator), x.device)
     rows = (dy.view(-1, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
     cols = (dx.view(-1, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
     batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
@@ -59,6 +72,7 @@ def train(
     device: torch.device,
     outliers: Any = None,
     on_step: Callable[[int, int], None] | None = None,
+    on_stats: Callable[[float, float], None] | None = None,
 ) -> float:
     """Train in place with SGD (Nesterov) + per-step cosine schedule; returns seconds taken.
 
@@ -66,7 +80,8 @@ def train(
     both go through ONE forward pass (BatchNorm sees both, as in the OE reference code).
     On a GPU: bf16 autocast (``amp``: auto|bf16|off; losses in float32), channels-last,
     data resident on the device, no host synchronisation inside the loop; ``compile``
-    wraps the model in ``torch.compile``.
+    wraps the model in ``torch.compile``. ``on_stats(loss, accuracy %)`` receives the mean
+    loss and ID train accuracy about ten times per epoch (the only host synchronisations).
     """
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
@@ -95,22 +110,32 @@ def train(
         opt, lambda step: cosine_factor(step, total, params["lr"])
     )
     step = 0
+    stats = _Stats(on_stats, max(1, steps_per_epoch // 10), device)
     for _ in range(params["epochs"]):
         order = torch.randperm(len(train_set), generator=gen)[:n_train]
         out_iter = None
         if objective.uses_outliers:
-            out_order = torch.randperm(len(outliers), generator=gen)
-            reps = math.ceil(steps_per_epoch * obs / len(outliers))
-            out_order = out_order.repeat(reps)[: steps_per_epoch * obs]
+            # the setting `outlier_sampling` picks them (default: uniform; see oebench.sampling)
+            spec = params.get("outlier_sampling")
+            out_order = epoch_outliers(
+                spec, model, outliers, steps_per_epoch * obs, shape, device, gen
+            )
             out_iter = iterate_batches(outliers, obs, shape, device, order=out_order)
         for x_in, y in iterate_batches(train_set, bs, shape, device, order=order):
             n_in = len(x_in)
             x = x_in
             if out_iter is not None:
                 x_out, _ = next(out_iter)
+                if params.get("outlier_flip"):  # the OE reference's SVHN outliers: random flips
+                    flip = torch.rand(len(x_out), generator=gen).to(x_out.device) < 0.5
+                    x_out = torch.where(flip.view(-1, 1, 1, 1), x_out.flip(-1), x_out)
                 x = torch.cat([x_in, x_out])
             if params.get("augment"):
                 x = augment(x, gen)
+            if out_iter is not None:  # objectives such as MixOE transform the outlier batch
+                tail = x[n_in:]
+                mixed = objective.prepare_outliers(x[:n_in], y, tail, gen)
+                x = x if mixed is tail else torch.cat([x[:n_in], mixed])
             if fmt is not None:
                 x = x.contiguous(memory_format=fmt)
             with torch.autocast(
@@ -123,6 +148,7 @@ def train(
             opt.step()
             sched.step()
             step += 1
+            stats.add(loss, logits[:n_in], y)
             if on_step is not None:
                 on_step(step, total)
     model.eval()
@@ -137,30 +163,94 @@ class CheckpointCache:
     def __init__(self, root: Path | None = None, enabled: bool = True):
         self.root = (root or cache_dir()) / "models"
         self.enabled = enabled
+        #: set after a failed write: the cache is read but no longer written
+        self.write_failed = False
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.pt"
 
     def load(self, key: str) -> dict[str, Any] | None:
+        """The verified checkpoint for ``key``, or None (a bad file is reported and removed)."""
+        from oebench.outputs import remove_cache_file
+
         path = self.path(key)
         if not self.enabled or not path.exists():
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            path.unlink(missing_ok=True)  # truncated or corrupt: retrain
-            return None
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            problem = _checkpoint_problem(saved, key)
+        except Exception as exc:
+            problem = f"unreadable: {type(exc).__name__}"
+        if problem is None:
+            return saved
+        message = f"oebench: ignoring cached checkpoint {path} ({problem}); retraining"
+        print(message, file=sys.stderr)
+        remove_cache_file(path)
+        return None
 
     def save(self, key: str, state_dict: dict[str, torch.Tensor], seconds: float) -> None:
+        """Store weights with their key and a checksum inside the file (atomically)."""
+        from oebench.outputs import write_cache_file
+
         if not self.enabled:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
-        os.close(fd)
-        try:
-            cpu = {k: v.detach().cpu() for k, v in state_dict.items()}
-            torch.save({"state_dict": cpu, "seconds": seconds}, tmp)
-            os.replace(tmp, self.path(key))
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        cpu = {k: v.detach().cpu() for k, v in state_dict.items()}
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "key": key,
+            "state_dict": cpu,
+            "seconds": float(seconds),
+            "checksum": state_checksum(key, float(seconds), cpu),
+        }
+        write_cache_file(self, self.path(key), lambda tmp: torch.save(payload, tmp))
+
+
+#: bump when the layout of a cached checkpoint file changes
+CHECKPOINT_FORMAT = 2
+
+
+def state_checksum(key: str, seconds: float, state: dict[str, torch.Tensor]) -> str:
+    """sha256 over the key, the seconds and every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256(f"{key}|{seconds!r}".encode())
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        h.update(f"|{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _checkpoint_problem(saved: Any, key: str) -> str | None:
+    """Why a loaded checkpoint file cannot be trusted for ``key`` (None when it can)."""
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+        return "an old or unknown format"
+    if saved.get("key") != key:
+        return f"it holds the weights of another cell ({str(saved.get('key'))[:12]}...)"
+    state, seconds = saved.get("state_dict"), saved.get("seconds")
+    if not isinstance(state, dict) or not isinstance(seconds, float):
+        return "incomplete"
+    if saved.get("checksum") != state_checksum(key, seconds, state):
+        return "checksum mismatch: the file was damaged"
+    return None
+
+
+class _Stats:
+    """Running loss and accuracy on the device, reported every ``every`` steps."""
+
+    def __init__(self, report: Callable[[float, float], None] | None, every: int, device: Any):
+        self.report, self.every, self.steps = report, every, 0
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device)
+        self.seen = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        if self.report is None:
+            return
+        self.loss += loss.detach()
+        self.correct += (logits.detach().argmax(1) == y).sum()
+        self.seen += len(y)
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self.report(float(self.loss) / self.steps, 100.0 * float(self.correct) / self.seen)
+            self.loss.zero_()
+            self.correct.zero_()
+            self.seen = self.steps = 0

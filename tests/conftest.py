@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+#: oebench's plugin kit: the `oebench_plugin` fixture (registers a plugin for one test)
+pytest_plugins = ["oebench.testing"]
+
 TESTS = Path(__file__).parent
 TINY = TESTS / "data" / "tiny.toml"
 REPO = TESTS.parent

@@ -190,7 +190,7 @@ def test_leaderboard_formats(tiny, tmp_path):
     records = json.loads(run_cli("leaderboard", "--store", store, "--format", "json").stdout)
     assert records == json.loads(
         pd.read_csv(tiny["csv"], keep_default_na=False).to_json(
-            orient="records", double_precision=15
+            orient="records", double_precision=6
         )
     )
 
@@ -241,7 +241,9 @@ def test_plot_writes_roc_and_histogram_pngs(tiny, tmp_path):
     for det in ("msp", "energy"):
         for kind in ("roc", "hist"):
             assert f"tiny_mnist-5k_small-cnn_{det}_seed0_oe_{kind}.png" in names
-    assert len(files) == 4
+    for training in ("baseline", "oe"):  # every detector compared, per training
+        assert f"tiny_mnist-5k_small-cnn_{training}_seed0_detectors.png" in names
+    assert len(files) == 6
     for path in files:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
     only = run_cli("plot", "--store", str(tiny["store"]), "-o", str(out / "one"), "--detector")
@@ -274,3 +276,107 @@ def test_store_records_provenance(tiny):
     assert {"small-models", "logit-detectors", "objectives", "synthetic"} <= set(plugins)
     assert cell["oebench_version"] == oebench.__version__ and cell["device"]
     assert cell["torch_version"] and cell["created_at"] and cell["train_seconds"] >= 0
+
+
+def test_tables_fit_80_columns_without_cutting_numbers(tiny):
+    store = str(tiny["store"])
+    board = leaderboard(store)
+    values = [f"{v:.2f}" for v in board.auroc_oe] + [f"{v:.2f}" for v in board.fpr95_baseline]
+    narrow = run_cli(
+        "leaderboard", "--store", store, "--ci", "--resamples", "20", env={"COLUMNS": "80"}
+    )
+    assert narrow.returncode == 0, narrow.stderr
+    lines = narrow.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in narrow.stdout
+    assert all(v in narrow.stdout for v in values)
+    # stacked: AUROC and FPR95 each in their own table, intervals under their values
+    board_lines = narrow.stdout.split("per OOD set")[0].splitlines()
+    assert not any("AUROC↑" in line and "FPR95↓" in line for line in board_lines)
+    wide = run_cli("leaderboard", "--store", store, env={"COLUMNS": "200"})
+    header = next(line for line in wide.stdout.splitlines() if "AUROC" in line)
+    assert "AUPR-Out" in header and "FPR95" in header  # one table, side by side
+    assert "…" not in wide.stdout and all(v in wide.stdout for v in values)
+
+
+def test_aupr_in_on_request(tiny):
+    store = str(tiny["store"])
+    plain = run_cli("leaderboard", "--store", store, env={"COLUMNS": "200"})
+    asked = run_cli("leaderboard", "--store", store, "--aupr-in", env={"COLUMNS": "200"})
+    assert "AUPR-In↑" not in plain.stdout and "AUPR-In↑" in asked.stdout
+
+
+def test_latex_export_is_escaped_with_best_bold_accuracy_and_seeds(tiny, tmp_path):
+    out = tmp_path / "board.tex"
+    result = run_cli(
+        "leaderboard", "--store", str(tiny["store"]), "--format", "latex", "-o", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    tex = out.read_text()
+    assert "$\\Delta$ AUROC" in tex and "ID acc. no OE" in tex and "seeds" in tex
+    assert not any(ch in tex for ch in "±Δ→↑↓·")  # pdflatex cannot take them raw
+    body = tex.split("\\midrule")[1].split("\\bottomrule")[0]
+    assert "_" not in body.replace("\\_", "")
+    board = leaderboard(tiny["store"])
+    best = board.sort_values("auroc_oe").iloc[-1]
+    assert f"\\textbf{{{best.auroc_oe:.2f}}}" in tex
+    assert "\\%" in tex.splitlines()[-1]  # the note's percent signs are escaped
+
+
+def test_latex_escape():
+    from oebench.report import latex_escape
+
+    assert latex_escape("a_b & 50% ± Δ #1 {x} ~") == (
+        "a\\_b \\& 50\\% $\\pm$ $\\Delta$ \\#1 \\{x\\} \\textasciitilde{}"
+    )
+
+
+def test_json_floats_are_rounded(tiny):
+    import re
+
+    text = run_cli("leaderboard", "--store", str(tiny["store"]), "--format", "json").stdout
+    assert not re.search(r"\d\.\d{7,}", text)
+    assert json.loads(text)
+
+
+def test_aggregate_rows_are_marked_in_the_python_api(tiny):
+    df = load_results(tiny["store"])
+    assert set(df[df.is_aggregate].ood_dataset) == {"mean"}
+    assert "mean" not in set(df[~df.is_aggregate].ood_dataset)
+    assert len(df[~df.is_aggregate]) == 4 * len(df[df.is_aggregate])  # 4 OOD sets in tiny
+
+
+def test_paired_delta_interval(tiny):
+    board = leaderboard(tiny["store"], ci=True, resamples=200)
+    for m in ("auroc", "fpr95"):
+        low, high = board[f"{m}_delta_ci_low_oe"], board[f"{m}_delta_ci_high_oe"]
+        assert ((low <= board[f"{m}_delta"] + 1e-9) & (board[f"{m}_delta"] <= high + 1e-9)).all()
+    shown = run_cli(
+        "leaderboard",
+        "--store",
+        str(tiny["store"]),
+        "--ci",
+        "--resamples",
+        "30",
+        env={"COLUMNS": "200"},
+    )
+    assert "for Δ: paired" in shown.stdout
+
+
+def test_paired_delta_replicates_match_scikit_learn_on_the_same_samples():
+    from oebench.bootstrap import paired_delta_replicates
+
+    rng = np.random.default_rng(3)
+    ids_a, ids_b = rng.normal(0, 1, 60), rng.normal(0, 1, 60)
+    oods_a = [np.round(rng.normal(1, 1, 40), 1)]  # rounding makes ties
+    oods_b = [np.round(rng.normal(2, 1, 40), 1)]
+    reps = paired_delta_replicates((ids_a, oods_a), (ids_b, oods_b), 5, rng_for(0, "x"))
+    draw = rng_for(0, "x")  # the same draws, replayed by hand: ID indices, then OOD indices
+    for b in range(5):
+        i, o = draw.integers(0, 60, 60), draw.integers(0, 40, 40)
+        labels = np.r_[np.zeros(60), np.ones(40)]
+        auc_a = roc_auc_score(labels, np.r_[ids_a[i], oods_a[0][o]])
+        auc_b = roc_auc_score(labels, np.r_[ids_b[i], oods_b[0][o]])
+        assert reps[b, 0] == pytest.approx(100 * (auc_b - auc_a), abs=1e-9)
+    same = paired_delta_replicates((ids_a, oods_a), (ids_a, oods_a), 20, rng_for(1, "y"))
+    assert not same.any()  # a model against itself: every paired difference is exactly 0

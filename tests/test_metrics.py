@@ -96,3 +96,62 @@ def test_perfect_and_inverted_separation():
 def test_bad_input_is_a_clear_error(ids, oods, message):
     with pytest.raises(MetricInputError, match=message):
         ood_metrics(np.array(ids), np.array(oods))
+
+
+def _finite_ranking(scores: np.ndarray) -> np.ndarray:
+    """The same ranking with +inf/-inf replaced by finite values above/below all others."""
+    finite = scores[np.isfinite(scores)]
+    top, bottom = (finite.max() + 1, finite.min() - 1) if finite.size else (1.0, -1.0)
+    return np.where(scores == np.inf, top, np.where(scores == -np.inf, bottom, scores))
+
+
+def _with_infinities(rng):
+    ids, oods = _tie_heavy(rng)
+    for arr in (ids, oods):  # turn some of the lowest / highest levels into -inf / +inf
+        arr[arr == arr.max()] = np.inf if rng.random() < 0.7 else arr.max()
+        arr[rng.random(arr.size) < 0.2] = -np.inf
+    return ids, oods
+
+
+def test_infinite_scores_match_sklearn_on_the_same_ranking():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        ids, oods = _with_infinities(rng)
+        y = np.r_[np.zeros(ids.size), np.ones(oods.size)]
+        s = _finite_ranking(np.r_[ids, oods])
+        m = ood_metrics(ids, oods)
+        assert m["auroc"] == pytest.approx(100 * roc_auc_score(y, s), abs=1e-9)
+        assert m["aupr_out"] == pytest.approx(100 * average_precision_score(y, s), abs=1e-9)
+        assert m["aupr_in"] == pytest.approx(100 * average_precision_score(1 - y, -s), abs=1e-9)
+        assert m["fpr95"] == pytest.approx(_fpr_oracle(ids, oods), abs=1e-9)
+        assert m == ood_metrics(*np.split(s, [ids.size]))
+
+
+def test_tied_infinities_are_one_threshold_by_hand():
+    # Pairs (OOD, ID): (inf, inf) ties -> 1/2, (inf, 0) -> 1, (1, inf) -> 0, (1, 0) -> 1.
+    m = ood_metrics(np.array([np.inf, 0.0]), np.array([np.inf, 1.0]))
+    assert m["auroc"] == pytest.approx(100 * 2.5 / 4)
+    # All OOD at +inf, all ID at -inf: perfect; the reverse: the worst.
+    good = ood_metrics(np.full(3, -np.inf), np.full(4, np.inf))
+    bad = ood_metrics(np.full(3, np.inf), np.full(4, -np.inf))
+    assert (good["auroc"], good["fpr95"], good["detection_error"]) == (100.0, 0.0, 0.0)
+    assert (bad["auroc"], bad["fpr95"]) == (0.0, 100.0)
+    # Everything tied at +inf: one threshold, chance level.
+    assert ood_metrics(np.full(5, np.inf), np.full(5, np.inf))["auroc"] == 50.0
+
+
+def test_nan_is_an_error_even_next_to_infinities():
+    with pytest.raises(MetricInputError, match="1 NaN"):
+        ood_metrics(np.array([np.inf, -np.inf]), np.array([np.nan, np.inf]))
+
+
+def test_large_continuous_inputs_match_sklearn_and_both_orientations_agree():
+    rng = np.random.default_rng(4)
+    ids, oods = rng.normal(0, 1, 40_000), rng.normal(0.5, 1, 30_000).astype(np.float32)
+    y, s = np.r_[np.zeros(ids.size), np.ones(oods.size)], np.r_[ids, oods.astype(np.float64)]
+    m = ood_metrics(ids, oods)
+    assert m["auroc"] == pytest.approx(100 * roc_auc_score(y, s), abs=1e-9)
+    assert m["aupr_out"] == pytest.approx(100 * average_precision_score(y, s), abs=1e-9)
+    assert m["aupr_in"] == pytest.approx(100 * average_precision_score(1 - y, -s), abs=1e-9)
+    # FPR95-ID of (ids, oods) is FPR95 of the mirrored problem (-oods as ID, -ids as OOD).
+    assert m["fpr95_id"] == pytest.approx(ood_metrics(-oods, -ids)["fpr95"], abs=1e-12)

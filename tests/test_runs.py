@@ -139,7 +139,15 @@ def test_oe_training_uses_one_forward_pass_per_step():
 
 
 def test_example_plugin_installs_and_its_detector_runs(tmp_path):
+    import shutil
+
     target = tmp_path / "site"
+    source = tmp_path / "src"  # a copy: an in-tree build would leave build/ and egg-info behind
+    shutil.copytree(
+        REPO / "plugins" / "oebench-example-detector",
+        source,
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
+    )
     subprocess.run(
         [
             sys.executable,
@@ -151,7 +159,7 @@ def test_example_plugin_installs_and_its_detector_runs(tmp_path):
             "--no-build-isolation",
             "--target",
             str(target),
-            str(REPO / "plugins" / "oebench-example-detector"),
+            str(source),
         ],
         check=True,
         capture_output=True,

@@ -175,9 +175,33 @@ def test_bad_store_files_are_one_line_errors(tmp_path, damage, expected):
 def test_run_refuses_a_store_from_another_schema_before_any_work(tmp_path):
     path = tmp_path / "s.sqlite"
     ResultStore(path).close()
-    _pragma("PRAGMA user_version = 2")(path)
+    _pragma(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")(path)
     line = one_line_error(run_cli("run", str(TINY), "--store", str(path)))
-    assert "schema version 2" in line
+    assert f"schema version {SCHEMA_VERSION + 1}" in line
+
+
+def test_a_schema_1_store_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
+    """Stores written before the calibration columns existed open, gain them, keep their rows."""
+    from oebench.store import EXTRA_CELL_COLUMNS, EXTRA_ROW_COLUMNS
+
+    path = tmp_path / "v1.sqlite"
+    ResultStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO benchmarks VALUES ('d', 'b', 'text')")
+    for column in EXTRA_CELL_COLUMNS:
+        conn.execute(f"ALTER TABLE cells DROP COLUMN {column}")
+    for column in EXTRA_ROW_COLUMNS:
+        conn.execute(f"ALTER TABLE results DROP COLUMN {column}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    ResultStore(path).close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    results = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+    cells = {row[1] for row in conn.execute("PRAGMA table_info(cells)")}
+    assert set(EXTRA_ROW_COLUMNS) <= results and set(EXTRA_CELL_COLUMNS) <= cells
+    assert conn.execute("SELECT name FROM benchmarks").fetchall() == [("b",)]
 
 
 # -- runs against the store ------------------------------------------------------------------

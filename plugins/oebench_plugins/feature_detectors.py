@@ -1,7 +1,7 @@
 """Post-hoc detectors on penultimate features (and GEN on logits). Float64; higher = more anomalous.
 
 Every fit and score streams over row blocks of ``CHUNK`` rows, so that 50,000 x 512 training
-features need little memory beyond the arrays themselves (benchmarks/perf_detectors_memory.py).
+features need little memory beyond the arrays themselves (benchmarks/perf/perf_detectors_memory.py).
 """
 
 from __future__ import annotations
@@ -343,6 +343,237 @@ class ASH(Detector):
         return _map_rows(self._ash, _features(outputs))
 
 
+class ResidualNorm(ViM):
+    """Norm of the feature residual off ViM's principal subspace (Wang et al., CVPR 2022).
+
+    The paper's "Residual" baseline: ``||x^{P-perp}||`` with ViM's centring at ``-pinv(W) b`` and
+    principal dimension (``vim_default_dim``), without the virtual logit's energy term.
+    """
+
+    def _vim(self, block: np.ndarray) -> np.ndarray:
+        return self._residual_norm(block)
+
+
+class DICE(Detector):
+    """Energy through a head sparsified by ID weight contributions (Sun & Li, ECCV 2022).
+
+    Contribution ``mean ID train feature_j * W_kj``; entries at or below the ``percentile``
+    (default 90, the paper's CIFAR sparsity; 70 for ImageNet) of all contributions are set to
+    zero in ``W``; the bias is kept. Score: free energy of the sparsified head's logits.
+    """
+
+    needs = frozenset({"features", "fit", "head"})
+
+    def __init__(self, percentile: float = 90.0):
+        self.percentile = _check_percentile(percentile)
+
+    def fit(self, train: Outputs, head: Head | None) -> None:
+        head = _head(head)
+        x = _features(train)
+        mean = sum(block.sum(0) for _, block in _blocks(x)) / len(x)
+        contribution = mean[None, :] * head.weight
+        threshold = _percentile(contribution, self.percentile)
+        self._head = Head(np.where(contribution > threshold, head.weight, 0.0), head.bias)
+
+    def _dice(self, block: np.ndarray) -> np.ndarray:
+        return _free_energy(block, self._head)
+
+    def score(self, outputs: Outputs) -> np.ndarray:
+        return _map_rows(self._dice, _features(outputs))
+
+
+def scale_features(features: np.ndarray, percentile: float) -> np.ndarray:
+    """SCALE: every entry times ``exp(row sum / sum of the row's top n - round(n p / 100)))``."""
+    n = features.shape[1]
+    k = n - int(np.round(n * percentile / 100.0))
+    if k < 1:
+        raise ValueError(f"percentile {percentile} leaves none of the {n} features")
+    top = np.partition(features, n - k, axis=1)[:, n - k :].sum(1)
+    total = features.sum(1)
+    ratio = np.divide(total, top, out=np.zeros_like(total), where=top != 0)
+    return features * np.exp(ratio)[:, None]
+
+
+class SCALE(Detector):
+    """Energy after scaling the features by ASH-S's factor, without pruning (Xu et al., ICLR 2024).
+
+    Default percentile 85 (OpenOOD v1.5's setting; pytorch-ood uses 65), on the pooled
+    penultimate features as the paper does. Needs the head, no training data.
+    """
+
+    needs = frozenset({"features", "head"})
+
+    def __init__(self, percentile: float = 85.0):
+        self.percentile = _check_percentile(percentile)
+
+    def fit(self, train: Outputs | None, head: Head | None) -> None:
+        self._head = _head(head)
+
+    def _scale(self, block: np.ndarray) -> np.ndarray:
+        return _free_energy(scale_features(block, self.percentile), self._head)
+
+    def score(self, outputs: Outputs) -> np.ndarray:
+        return _map_rows(self._scale, _features(outputs))
+
+
+class FDBD(Detector):
+    """Minus the mean decision-boundary distance over ``||x - mean||`` (Liu & Qin, ICML 2024).
+
+    ``-1/(C-1) sum_{c != y} |l_y - l_c| / ||w_y - w_c||`` divided by the distance of the features
+    to the mean ID training feature (``y`` = predicted class, ``l`` = head logits). Hyper-parameter
+    free; a zero distance to the mean is clamped at 1e-12.
+    """
+
+    needs = frozenset({"features", "fit", "head"})
+
+    def fit(self, train: Outputs, head: Head | None) -> None:
+        self._head = _head(head)
+        x = _features(train)
+        self._mean = sum(block.sum(0) for _, block in _blocks(x)) / len(x)
+        w = self._head.weight
+        gaps = np.sqrt(
+            np.maximum((w * w).sum(1)[:, None] + (w * w).sum(1)[None, :] - 2 * w @ w.T, 0)
+        )
+        np.fill_diagonal(gaps, 1.0)
+        if (gaps <= 0).any():
+            raise ValueError("fDBD: two classes have identical head weights")
+        self._gaps = gaps
+
+    def _fdbd(self, block: np.ndarray) -> np.ndarray:
+        logits = _head_logits(block, self._head)
+        top = logits.argmax(1)
+        margin = np.abs(logits - logits[np.arange(len(block)), top][:, None])
+        boundary = (margin / self._gaps[top]).sum(1) / (logits.shape[1] - 1)
+        spread = np.maximum(np.linalg.norm(block - self._mean, axis=1), 1e-12)
+        return -boundary / spread
+
+    def score(self, outputs: Outputs) -> np.ndarray:
+        return _map_rows(self._fdbd, _features(outputs))
+
+
+class NNGuide(Detector):
+    """Energy times its nearest-neighbour guidance (Park et al., ICCV 2023).
+
+    Bank: the normalised ID training features, each times its confidence ``logsumexp(logits)``.
+    Guidance: the mean of the ``k`` largest inner products of the normalised test features with
+    the bank (k = 100 and the whole training set as bank; OpenOOD v1.5 uses k = 100 on a 1%
+    subsample, pytorch-ood k = 10). Score ``-guidance * logsumexp(logits)``.
+    """
+
+    needs = frozenset({"logits", "features", "fit"})
+
+    def __init__(self, k: int = 100):
+        if int(k) < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        self.k = int(k)
+
+    def fit(self, train: Outputs, head: Head | None) -> None:
+        x = _features(train)
+        if len(x) < self.k:
+            raise ValueError(f"k={self.k} exceeds the number of training samples ({len(x)})")
+        confidence = logsumexp64(np.asarray(train.logits, dtype=np.float64))
+        bank = np.empty(x.shape)
+        for rows, block in _blocks(x):
+            bank[rows] = _normalise(block) * confidence[rows, None]
+        self._bank = bank
+
+    def _guidance(self, block: np.ndarray) -> np.ndarray:
+        """Mean of the k largest inner products of the normalised rows with the bank."""
+        query = _normalise(block)
+        best = np.empty((len(block), 0))
+        for start in range(0, len(self._bank), KNN_BANK_CHUNK):
+            sims = np.concatenate([best, query @ self._bank[start : start + KNN_BANK_CHUNK].T], 1)
+            keep = min(self.k, sims.shape[1])
+            best = np.partition(sims, sims.shape[1] - keep, axis=1)[:, sims.shape[1] - keep :]
+        return best.mean(1)
+
+    def score(self, outputs: Outputs) -> np.ndarray:
+        x, z = _features(outputs), np.asarray(outputs.logits, dtype=np.float64)
+        parts = [
+            -self._guidance(block) * logsumexp64(z[rows])
+            for rows, block in _blocks(x, KNN_QUERY_CHUNK)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+
+# -- class prototypes ----------------------------------------------------------------------------
+def _prototypes(x: np.ndarray, labels: np.ndarray, n_classes: int, use: np.ndarray) -> np.ndarray:
+    """Per-class mean of the rows in ``use`` (falling back to all rows of the class; else 0)."""
+    means = np.zeros((n_classes, x.shape[1]))
+    for k in range(n_classes):
+        rows = np.flatnonzero((labels == k) & use)
+        if len(rows) == 0:
+            rows = np.flatnonzero(labels == k)
+        if len(rows):
+            means[k] = np.asarray(x[rows], dtype=np.float64).mean(0)
+    return means
+
+
+class SHE(Detector):
+    """Minus the inner product with the predicted class's stored pattern (Zhang et al., ICLR 2023).
+
+    Simplified Hopfield energy: pattern ``S_k`` = mean feature of the ID training samples of class
+    ``k`` that the model classifies correctly; score ``-<x, S_yhat>`` with ``yhat`` the predicted
+    class. A class without correct samples uses all its samples; a class absent from training
+    has a zero pattern (score 0).
+    """
+
+    needs = frozenset({"logits", "features", "fit"})
+
+    def fit(self, train: Outputs, head: Head | None) -> None:
+        z = np.asarray(train.logits)
+        labels = _labels(train).astype(np.int64)
+        self._patterns = _prototypes(_features(train), labels, z.shape[1], z.argmax(1) == labels)
+
+    def score(self, outputs: Outputs) -> np.ndarray:
+        predicted = np.asarray(outputs.logits).argmax(1)
+        x = _features(outputs)
+        parts = [-(block * self._patterns[predicted[rows]]).sum(1) for rows, block in _blocks(x)]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+
+class MaxCosine(Detector):
+    """Minus the largest cosine similarity to an ID class-mean feature (cf. Techapanurak et al.,
+    ACCV 2020, who use the classifier's weight vectors as class directions).
+
+    Class means of all ID training features per label; zero vectors have cosine 0.
+    """
+
+    needs = frozenset({"features", "fit"})
+
+    def fit(self, train: Outputs, head: Head | None) -> None:
+        x = _features(train)
+        classes, inverse = np.unique(_labels(train), return_inverse=True)
+        self._directions = _normalise(_class_means(x, inverse, len(classes)))
+
+    def _cosine(self, block: np.ndarray) -> np.ndarray:
+        return -(_normalise(block) @ self._directions.T).max(1)
+
+    def score(self, outputs: Outputs) -> np.ndarray:
+        return _map_rows(self._cosine, _features(outputs))
+
+
+class ASHP(ASH):
+    """ASH-P: prune to the top entries, keep them as they are; default @60 (paper, ImageNet)."""
+
+    def __init__(self, percentile: float = 60.0):
+        super().__init__("p", percentile)
+
+
+class ASHB(ASH):
+    """ASH-B: prune, then binarise the kept entries to ``row sum / kept``; default @65."""
+
+    def __init__(self, percentile: float = 65.0):
+        super().__init__("b", percentile)
+
+
+class ASHS(ASH):
+    """ASH-S: prune, then scale the kept entries by ``exp(row sum / kept sum)``; default @90."""
+
+    def __init__(self, percentile: float = 90.0):
+        super().__init__("s", percentile)
+
+
 # -- logits --------------------------------------------------------------------------------------
 def _log_one_minus_p(z: np.ndarray) -> np.ndarray:
     """``log(1 - softmax(z))`` per entry, exact for the top class where ``p`` rounds to 1."""
@@ -405,3 +636,40 @@ def register_detectors(register):
     )
     register("ash", ASH, description="ASH-S@90 activation shaping + energy (Djurisic et al. 2023)")
     register("gen", GEN, description="generalized entropy, gamma=0.1, M=100 (Liu et al. 2023)")
+    register("ash-p", ASHP, description="ASH-P@60 pruning + energy (Djurisic et al. 2023)")
+    register(
+        "ash-b", ASHB, description="ASH-B@65 binarised pruning + energy (Djurisic et al. 2023)"
+    )
+    register("ash-s", ASHS, description="ASH-S@90, the same as 'ash' (Djurisic et al. 2023)")
+    register(
+        "residual",
+        ResidualNorm,
+        description="feature residual norm off ViM's principal subspace (Wang et al. 2022)",
+    )
+    register(
+        "dice",
+        DICE,
+        description="energy through the head sparsified at the 90th contribution percentile "
+        "(Sun & Li 2022)",
+    )
+    register(
+        "scale",
+        SCALE,
+        description="energy of features scaled by ASH-S's factor, p=85 (Xu et al. 2024)",
+    )
+    register("fdbd", FDBD, description="distance to decision boundaries (Liu & Qin 2024)")
+    register(
+        "nnguide",
+        NNGuide,
+        description="energy x nearest-neighbour guidance, k=100 (Park et al. 2023)",
+    )
+    register(
+        "she",
+        SHE,
+        description="simplified Hopfield energy with class patterns (Zhang et al. 2023)",
+    )
+    register(
+        "max-cosine",
+        MaxCosine,
+        description="max cosine similarity to ID class-mean features (Techapanurak et al. 2020)",
+    )

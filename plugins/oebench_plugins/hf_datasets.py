@@ -148,10 +148,14 @@ class HfImages(ImageSource):
                     return datasets.load_dataset(self.path)
                 except (ConnectionError, FileNotFoundError) as exc:
                     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    what = (
+                        "could not be fetched ({}). Check the network connection"
+                        if download_allowed()  # --download was given: that hint cannot help
+                        else "is not available offline ({}). Rerun with --download to fetch it"
+                    )
                     raise DataNotFoundError(
-                        f"hf: hub dataset {self.path!r} is not available offline ({reason}). "
-                        "Rerun with --download to fetch it, or give data_files (local Parquet) "
-                        "or data_dir (an image folder) instead"
+                        f"hf: hub dataset {self.path!r} {what.format(reason)}, or give "
+                        "data_files (local Parquet) or data_dir (an image folder) instead"
                     ) from None
             local = str(cache_dir() / "hf")
             if self.data_files:

@@ -7,7 +7,7 @@ from typing import Any
 
 import oebench
 from oebench.data import ImageSource, TensorImages
-from oebench.datafiles import fetch, find_dir
+from oebench.datafiles import content_digest, fetch, find_dir
 from oebench.errors import DataNotFoundError
 
 RANDOM_300K_FILE = "300K_random_images.npy"
@@ -37,15 +37,31 @@ class RandomImages300K(ImageSource):
         self.root, self.n, self.sha256 = root, n, sha256
 
     def _locate(self) -> Path:
-        """The ``.npy`` file (downloaded only when allowed)."""
+        """The ``.npy`` file (downloaded only when allowed), checked against ``sha256``."""
         base = find_dir(
             "300K Random Images",
             [RANDOM_300K_FILE],
             root=self.root,
-            download=lambda d: fetch(RANDOM_300K_URL, d / RANDOM_300K_FILE, sha256=self.sha256),
+            download=self._download,
             how=f"Download {RANDOM_300K_URL} into {{target}}",
         )
-        return base / RANDOM_300K_FILE
+        path = base / RANDOM_300K_FILE
+        if self.sha256 is not None and content_digest(path) != self.sha256.lower():
+            raise DataNotFoundError(
+                f"{path}: its sha256 does not match the pinned {self.sha256}; replace the file"
+            )
+        return path
+
+    def _download(self, target: Path) -> None:
+        """Fetch the file; with no pinned checksum (none could be computed for the published
+        file here), keep it only if it holds RGB uint8 images that are not all one value."""
+        path = fetch(RANDOM_300K_URL, target / RANDOM_300K_FILE, sha256=self.sha256)
+        if self.sha256 is None:
+            try:
+                check_images_array(path)
+            except DataNotFoundError:
+                path.unlink(missing_ok=True)
+                raise
 
     def files(self) -> list[Path]:
         return [self._locate()]
@@ -55,11 +71,7 @@ class RandomImages300K(ImageSource):
         import torch
 
         path = self._locate()
-        array = np.load(path, mmap_mode="r")
-        if array.ndim != 4 or array.shape[3] != 3 or array.dtype != np.uint8:
-            raise DataNotFoundError(
-                f"{path}: expected an (N, H, W, 3) uint8 array, got {array.shape} {array.dtype}"
-            )
+        array = check_images_array(path)
         n = len(array)
         index = np.arange(n)
         if self.n is not None and self.n < n:
@@ -72,17 +84,22 @@ class RandomImages300K(ImageSource):
 
 
 class TinyImages80M(ImageSource):
-    """80 Million Tiny Images: a seeded sample of ``n`` images from ``tiny_images.bin``.
+    """80 Million Tiny Images from ``tiny_images.bin``: the whole file, streamed (default), or
+    a seeded in-memory sample of ``n`` images.
 
     The binary holds 3072 bytes per image, a 32x32x3 array in Fortran (column-major) order.
-    With ``exclude_cifar`` (default), every sampled index listed in ``80mn_cifar_idxs.txt``
-    (1-based indices of CIFAR images, one per line) is replaced by a random other index until
-    none is listed, as the OE reference loader does.
+    Streamed, the dataset's length is the file's image count and each item is read from the
+    memory-mapped file when asked for, so training draws a new random set of outliers from all
+    79.3M images every epoch (seeded by the training), as the reference code reads the whole
+    file, and nothing is loaded into memory. With ``exclude_cifar`` (default), an index listed
+    in ``80mn_cifar_idxs.txt`` (1-based indices of CIFAR images, one per line) is replaced by a
+    random other index until none is listed, as the OE reference loader does (here seeded, so
+    runs repeat).
     """
 
     splits = ("train", "test")
 
-    def __init__(self, root: str | None = None, n: int = 300_000, exclude_cifar: bool = True):
+    def __init__(self, root: str | None = None, n: int | None = None, exclude_cifar: bool = True):
         self.root, self.n, self.exclude_cifar = root, n, exclude_cifar
 
     def _required(self) -> list[str]:
@@ -112,10 +129,13 @@ class TinyImages80M(ImageSource):
         if size % TINY_BYTES or size == 0:
             raise DataNotFoundError(f"{base / TINY_FILE}: size {size} is not a multiple of 3072")
         total = size // TINY_BYTES
+        listed = cifar_indices(base / TINY_CIFAR_INDEX) if self.exclude_cifar else None
+        if self.n is None:
+            return TinyImagesStream(base / TINY_FILE, total, listed, seed)
         rng = _rng(seed, split)
         index = rng.choice(total, size=min(self.n, total), replace=False)
         if self.exclude_cifar:
-            index = replace_listed(index, cifar_indices(base / TINY_CIFAR_INDEX), total, rng)
+            index = replace_listed(index, listed, total, rng)
         index = np.sort(index)
         data = np.memmap(base / TINY_FILE, dtype=np.uint8, mode="r", shape=(total, TINY_BYTES))
         images = torch.empty((len(index), 3, 32, 32), dtype=torch.uint8)
@@ -123,6 +143,68 @@ class TinyImages80M(ImageSource):
             rows = np.asarray(data[index[start : start + CHUNK]])
             images[start : start + len(rows)] = torch.from_numpy(tiny_to_chw(rows))
         return TensorImages(images)
+
+
+class TinyImagesStream:
+    """Every image of the 80M binary as a dataset, read on demand from the memory map.
+
+    ``__getitems__`` reads a whole batch at once (PyTorch's DataLoader uses it); a listed
+    (CIFAR) index is replaced by a redraw seeded by the run's seed and that index.
+    """
+
+    def __init__(self, path: Path, total: int, listed: Any, seed: int):
+        import numpy as np
+
+        self.path, self.total, self.seed = path, total, seed
+        self.listed = np.unique(listed) if listed is not None else np.zeros(0, np.int64)
+        if len(self.listed) >= total:
+            raise DataNotFoundError("every image of the 80M binary is in the CIFAR index list")
+        self._data: Any = None
+
+    def __len__(self) -> int:
+        return self.total
+
+    def index(self, index: Any) -> Any:
+        """The file positions read for the dataset positions ``index`` (CIFAR ones redrawn)."""
+        import numpy as np
+
+        index = np.array(index, dtype=np.int64).reshape(-1)
+        for i in np.flatnonzero(np.isin(index, self.listed)):
+            rng = np.random.default_rng([self.seed, int(index[i]), 0x0E])
+            while index[i] in self.listed:
+                index[i] = rng.integers(self.total)
+        return index
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Any, int]]:
+        import numpy as np
+        import torch
+
+        if self._data is None:
+            self._data = np.memmap(self.path, np.uint8, "r", shape=(self.total, TINY_BYTES))
+        rows = np.asarray(self._data[self.index(indices)])
+        images = torch.from_numpy(np.ascontiguousarray(tiny_to_chw(rows))).float().div_(255)
+        return [(image, -1) for image in images]
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.__getitems__([index])[0]
+
+
+def check_images_array(path: Path) -> Any:
+    """The memory-mapped (N, H, W, 3) uint8 array in ``path``; a DataNotFoundError when it has
+    another layout or one value everywhere (a blank file)."""
+    import numpy as np
+
+    array = np.load(path, mmap_mode="r")
+    if array.ndim != 4 or array.shape[3] != 3 or array.dtype != np.uint8:
+        raise DataNotFoundError(
+            f"{path}: expected an (N, H, W, 3) uint8 array, got {array.shape} {array.dtype}"
+        )
+    sample = np.asarray(array[:: max(1, len(array) // 1000)])
+    if sample.size and sample.min() == sample.max():
+        raise DataNotFoundError(
+            f"{path}: every sampled pixel is {int(sample.min())}: not real images"
+        )
+    return array
 
 
 def tiny_to_chw(rows: Any) -> Any:

@@ -19,6 +19,9 @@ only with ``--download``. Layouts, relative to that directory:
 ``isun``           ``iSUN/`` (or ``isun/``): a folder of image files, e.g. ODIN's iSUN patches
 ``tiny-imagenet``  ``tiny-imagenet-200/`` with ``wnids.txt``, ``train/<wnid>/images/*.JPEG`` and
                    ``val/images/*.JPEG`` + ``val/val_annotations.txt``
+``image-folder``   the ``folder`` option: class sub-folders of images (ImageNet's
+                   ``<wnid>/*.JPEG``), minus the classes named by ``exclude`` (also an outlier
+                   source: ImageNet-22K without Tiny ImageNet's classes, as in the OE paper)
 =================  ===============================================================================
 
 Images come back as float CHW in [0, 1] at their native size; sources whose files vary in size
@@ -388,10 +391,13 @@ class Dtd(ImageSource):
 
 
 class Places365(ImageSource):
-    """Places365-Standard via torchvision (small 256x256 images): ``test`` is the validation set.
+    """Places365-Standard via torchvision (small 256x256 images): ``train`` is the standard
+    training set (1.8M labelled images, all of them), ``test`` the validation set (36,500).
 
-    ``n`` keeps a fixed seeded subset (the OE paper used an unpublished subset); ``folder``
-    reads any folder of images instead (unlabelled, ``test`` only).
+    As an OOD set, ``test`` keeps a fixed seeded subset of ``n`` images (the OE paper used an
+    unpublished subset); as an ID dataset give ``n = 36500`` (or more) to test on the whole
+    validation set. ``n`` never subsets ``train``. ``folder`` reads any folder of images
+    instead (unlabelled, ``test`` only).
     """
 
     num_classes = 365
@@ -465,7 +471,7 @@ class Places365(ImageSource):
         tv_split = self.tv_splits[split]
         base = self._locate(split)
         ds = checked("Places365", base, lambda: TvPlaces(str(base), split=tv_split, small=True))
-        items = subset(list(ds.imgs), self.n)
+        items = subset(list(ds.imgs), self.n if split == "test" else None)
         return ImageFiles([Path(f) for f, _ in items], [t for _, t in items], height, width)
 
 
@@ -537,6 +543,46 @@ class Isun(ImageFolderSet):
     )
 
 
+class Icons50(ImageFolderSet):
+    """Icons-50 as an OOD set for SVHN: ``Icons-50/<class>/<image>``, without the ``numbers``
+    class (digit icons are not OOD for SVHN), as the OE reference code does."""
+
+    title = "Icons-50"
+    folders = ("Icons-50", "icons-50")
+    how = (
+        "Download Icons-50 (github.com/hendrycks/robustness, ICONS-50) and extract it into "
+        "{target}, so that {target}/Icons-50/<class>/ holds the images"
+    )
+    #: classes left out (first-level folder names)
+    dropped = ("numbers",)
+
+    def files(self) -> list[Path]:
+        """Every image file of the kept classes, sorted."""
+        base = self._locate()
+        kept = [p for p in folder_images(self.title, base)
+                if p.relative_to(base).parts[0] not in self.dropped]  # fmt: skip
+        if not kept:
+            raise DataNotFoundError(f"{self.title}: no images outside {self.dropped} in {base}")
+        return kept
+
+    def load(self, split, *, shape=None, seed=0):
+        check_split(self, self.title, split)
+        return ImageFiles(subset(self.files(), self.n), None, *_size(self, shape))
+
+
+class Chars74K(ImageFolderSet):
+    """Chars74K street letters as an OOD set for SVHN: every image under ``Chars74K/`` (the
+    ``English/Img`` natural-image part: ``GoodImg/Bmp/SampleNNN/*.png``), resized and
+    centre-cropped like the reference's ``ImageFolder``."""
+
+    title = "Chars74K"
+    folders = ("Chars74K", "chars74k", "English/Img")
+    how = (
+        "Download EnglishImg.tgz from the Chars74K project page and extract its English/Img "
+        "folder into {target}/Chars74K"
+    )
+
+
 class TinyImageNet(ImageSource):
     """Tiny ImageNet (200 classes, 64x64): ``train`` from train/, ``test`` is the labelled val/.
 
@@ -593,6 +639,99 @@ class TinyImageNet(ImageSource):
         return ImageFiles(paths, labels, *_size(self, None))
 
 
+class ClassFolders(ImageSource):
+    """Images in class sub-folders (ImageNet's layout, ``<folder>/<wnid>/*.JPEG``), minus the
+    classes listed in ``exclude``: the OE paper's ImageNet-22K outliers without the ID classes.
+
+    ``folder`` and every ``exclude`` entry are absolute paths, or names looked up in the data
+    directories (the ``root`` option, then the data root); several ``exclude`` entries are
+    separated by commas (from Python, also a list). An ``exclude`` entry is a text file
+    of class ids (the first word of each line; ``#`` starts a comment), such as Tiny ImageNet's
+    own ``tiny-imagenet-200/wnids.txt``, or a folder whose sub-folder names are the ids (such
+    as an ImageNet-1K folder in class sub-folders). The images of a kept class may lie at any
+    depth under its folder; they come back unlabelled, resized (shorter side) and centre-cropped
+    to the ID shape (else ``size``). ``max_images`` keeps a seeded random subset.
+    """
+
+    splits = ("train", "test")
+
+    def __init__(
+        self,
+        folder: str,
+        exclude: str | list[str] | None = None,
+        root: str | None = None,
+        size: int = 64,
+        max_images: int | None = None,
+    ):
+        self.folder, self.root, self.size, self.max_images = folder, root, size, max_images
+        entries = exclude.split(",") if isinstance(exclude, str) else list(exclude or [])
+        self.exclude = [e.strip() for e in entries if e.strip()]
+        self.shape = (3, size, size)
+
+    def _find(self, name: str, what: str) -> Path:
+        """``name`` as given when absolute, else the first search directory holding it."""
+        if Path(name).expanduser().is_absolute():
+            path = Path(name).expanduser()
+            if not path.exists():
+                raise DataNotFoundError(f"image-folder's {what} not found: no {path}")
+            return path
+        base = find_dir(f"image-folder's {what}", [name], root=self.root)
+        return base / name
+
+    def _lists(self) -> list[Path]:
+        """The ``exclude`` entries that are files (folders list no file of their own)."""
+        return [p for p in (self._find(e, "exclude list") for e in self.exclude) if p.is_file()]
+
+    def excluded(self) -> set[str]:
+        """The class ids named by every ``exclude`` entry."""
+        ids: set[str] = set()
+        for entry in self.exclude:
+            path = self._find(entry, "exclude list")
+            if path.is_dir():
+                ids.update(d.name for d in path.iterdir() if d.is_dir())
+                continue
+            for line in path.read_text().splitlines():
+                words = line.split("#", 1)[0].split()
+                if words:
+                    ids.add(words[0])
+        return ids
+
+    def classes(self) -> list[Path]:
+        """The kept class folders, sorted by name."""
+        top = self._find(self.folder, "folder")
+        if not top.is_dir():
+            raise DataNotFoundError(f"image-folder: {top} is not a folder")
+        found = sorted(d for d in top.iterdir() if d.is_dir())
+        if not found:
+            raise DataNotFoundError(f"image-folder: no class sub-folders in {top}")
+        dropped = self.excluded()
+        kept = [d for d in found if d.name not in dropped]
+        if not kept:
+            raise DataNotFoundError(
+                f"image-folder: every class folder of {top} is excluded ({len(found)} classes)"
+            )
+        return kept
+
+    def images(self) -> list[Path]:
+        """Every image file of the kept classes, sorted by class and path."""
+        paths = [p for d in self.classes() for p in image_files(d)]
+        if not paths:
+            raise DataNotFoundError(
+                f"image-folder: no image files ({', '.join(IMAGE_SUFFIXES)}) in the kept "
+                f"classes of {self._find(self.folder, 'folder')}"
+            )
+        return paths
+
+    def files(self) -> list[Path]:
+        """The ``exclude`` lists and every image of the kept classes."""
+        return sorted(self._lists() + self.images())
+
+    def load(self, split, *, shape=None, seed=0):
+        check_split(self, "image-folder", split)
+        paths = subset(self.images(), self.max_images, seed)
+        return ImageFiles(paths, None, *_size(self, shape))
+
+
 @oebench.hookimpl
 def register_datasets(register):
     register("cifar10", Cifar, description="CIFAR-10 (torchvision files; OE paper normalisation)")
@@ -605,7 +744,25 @@ def register_datasets(register):
         description="Fashion-MNIST (IDX files; Debian's dataset-fashion-mnist works)",
     )
     register("dtd", Dtd, description="Describable Textures; 'test' = all 5,640 images (OE paper)")
-    register("places365", Places365, description="Places365 val (small images) or a folder")
+    register(
+        "places365", Places365, description="Places365 (small images): train + val, or a folder"
+    )
     register("lsun", Lsun, description="LSUN images from a folder (resize + centre crop)")
     register("isun", Isun, description="iSUN images from a folder")
     register("tiny-imagenet", TinyImageNet, description="Tiny ImageNet 200 (train / val folders)")
+    register("icons50", Icons50, description="Icons-50 without its 'numbers' class (SVHN OOD)")
+    register("chars74k", Chars74K, description="Chars74K street letters (SVHN OOD, image folder)")
+    register(
+        "image-folder",
+        ClassFolders,
+        description="images in class sub-folders (ImageNet layout), minus 'exclude' classes",
+    )
+
+
+@oebench.hookimpl
+def register_outlier_sources(register):
+    register(
+        "image-folder",
+        ClassFolders,
+        description="ImageNet-22K-style class folders minus 'exclude' classes (OE paper: TIN)",
+    )

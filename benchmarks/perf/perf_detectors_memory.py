@@ -5,7 +5,8 @@ test rows, float32 as the engine stores them) and a random linear head. Each det
 own subprocess so that its peak resident memory is its own; the table shows the process peak and
 the peak above the resident memory at the start (data, numpy and torch already loaded).
 
-    python benchmarks/perf_detectors_memory.py [--train 50000 --test 10000 --dim 512 --classes 100]
+    python benchmarks/perf/perf_detectors_memory.py [--train 50000 --test 10000 --dim 512]
+        [--classes 100]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Results-store cost at CIFAR scale: bytes and seconds per cell, reading, bootstrap intervals.
 
-    python benchmarks/perf_store.py                  # 20 detectors, 10k ID + 6 x 5k OOD scores
-    python benchmarks/perf_store.py --cells 12 --detectors 13
+    python benchmarks/perf/perf_store.py                  # 20 detectors, 10k ID + 6 x 5k OOD scores
+    python benchmarks/perf/perf_store.py --cells 12 --detectors 13
 
 Synthetic cells shaped like an ``oe-cifar10`` run: every cell stores its result rows and the
 per-sample scores of each detector (zlib-compressed float64) in one transaction.

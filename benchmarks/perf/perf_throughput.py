@@ -1,7 +1,7 @@
 """Training and scoring throughput (images/s) of a model at CIFAR shape on synthetic tensors.
 
-    python benchmarks/perf_throughput.py                      # WRN-40-2, CPU here
-    python benchmarks/perf_throughput.py --device cuda --compile
+    python benchmarks/perf/perf_throughput.py                      # WRN-40-2, CPU here
+    python benchmarks/perf/perf_throughput.py --device cuda --compile
 
 Training steps are OE steps: a batch of ``--batch`` ID images concatenated with ``--outliers``
 outlier images in one forward pass, SGD + cosine schedule, exactly the loop ``oebench run``

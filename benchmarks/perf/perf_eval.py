@@ -1,6 +1,6 @@
 """Wall time of a benchmark's evaluation with one detector vs the whole suite.
 
-    python benchmarks/perf_eval.py [BENCHMARK]          # default: quickstart
+    python benchmarks/perf/perf_eval.py [BENCHMARK]          # default: quickstart
 
 Checkpoints are trained (or taken from the cache) first; each timed run then starts from an
 empty output cache, so it includes the one forward pass per model and dataset plus every

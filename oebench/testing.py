@@ -1,0 +1,255 @@
+"""Contract tests and fixtures for plugin authors.
+
+In a plugin's own tests::
+
+    # conftest.py
+    pytest_plugins = ["oebench.testing"]
+
+    # test_my_plugin.py
+    from oebench.testing import check_detector
+
+    def test_my_detector(oebench_plugin):
+        oebench_plugin(my_plugin_module)          # registered for this test only
+        check_detector("my-detector", k=5)        # raises AssertionError on a broken contract
+
+Every ``check_*`` function builds the component by name through the registry (so the
+plugin's registration is tested too), runs it on small synthetic inputs and asserts what
+CONTRIBUTING.md promises: shapes, dtypes, value ranges, finiteness, determinism.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import numpy as np
+
+from oebench.registry import (
+    create_dataset,
+    create_detector,
+    create_model,
+    create_objective,
+    create_outlier_source,
+)
+
+#: what a detector may declare in ``needs``
+NEEDS = frozenset({"logits", "features", "fit", "head", "model"})
+SHAPE = (3, 32, 32)
+
+
+@contextmanager
+def registered(plugin: object, name: str | None = None) -> Iterator[str]:
+    """Register ``plugin`` (a module or object with hook implementations) for a ``with``
+    block, and unregister it after, whatever happens inside."""
+    from oebench.errors import PluginError
+    from oebench.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+    # already loaded through its installed entry point (an author's `pip install -e .`):
+    # take it out for the block and put it back, with its distribution and version, after
+    installed = pm.get_name(plugin) if pm.is_registered(plugin) else None
+    info = pm.infos.get(installed) if installed else None
+    if installed:
+        pm.unregister(plugin)
+    try:
+        if pm.register(plugin, name=name) is None:
+            error = pm.infos[name].error
+            pm.infos.pop(name, None)
+            raise PluginError(f"plugin {name!r} is broken: {error}")
+        try:
+            yield name
+        finally:
+            pm.unregister(plugin)
+    finally:
+        if installed:
+            pm.register(
+                plugin, installed, info.dist if info else None, info.version if info else None
+            )
+
+
+def _fixture() -> Any:
+    import pytest
+
+    @pytest.fixture
+    def oebench_plugin() -> Iterator[Callable[..., str]]:
+        """Call ``oebench_plugin(module)`` to register a plugin until the test ends."""
+        stack: list[Any] = []
+
+        def register(plugin: object, name: str | None = None) -> str:
+            context = registered(plugin, name)
+            registered_name = context.__enter__()
+            stack.append(context)
+            return registered_name
+
+        yield register
+        while stack:
+            stack.pop().__exit__(None, None, None)
+
+    return oebench_plugin
+
+
+with suppress(ImportError):  # a pytest plugin where pytest is installed (a test dependency)
+    oebench_plugin = _fixture()
+
+
+# -- synthetic inputs --------------------------------------------------------------------------
+def fake_outputs(n: int = 64, classes: int = 10, dim: int = 16, seed: int = 0) -> Any:
+    """Outputs of a made-up linear model (the head of ``fake_head``) on ``n`` samples:
+    float64 logits, non-negative features, predicted labels. ``seed`` picks the samples."""
+    from oebench.detectors import Outputs
+
+    features = np.abs(np.random.default_rng(seed).normal(0, 1, (n, dim)))
+    head = fake_head(classes, dim)
+    logits = features @ head.weight.T + head.bias
+    return Outputs(logits, features, logits.argmax(1))
+
+
+def fake_head(classes: int = 10, dim: int = 16) -> Any:
+    """The final linear layer of the made-up model behind ``fake_outputs``."""
+    from oebench.detectors import Head
+
+    rng = np.random.default_rng([classes, dim])
+    return Head(rng.normal(0, 1, (classes, dim)), rng.normal(0, 0.1, classes))
+
+
+def tiny_classifier(classes: int = 10, shape: tuple[int, int, int] = SHAPE) -> Any:
+    """A small linear ``Classifier`` for detectors that need the model."""
+    import torch
+    from torch import nn
+
+    from oebench.models import Classifier
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(int(np.prod(shape)), classes)
+
+        def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)
+
+        def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+            return self.fc(features)
+
+    torch.manual_seed(0)
+    return Classifier(Net(), (0.5,) * shape[0], (0.5,) * shape[0]).eval()
+
+
+# -- contract checks ---------------------------------------------------------------------------
+def check_detector(name: str, n: int = 64, **options: Any) -> np.ndarray:
+    """Build detector ``name`` and check its contract; returns its scores on fake outputs."""
+    det = create_detector(name, **options)
+    needs = frozenset(det.needs)
+    assert needs <= NEEDS, (
+        f"{name}: unknown needs {sorted(needs - NEEDS)}; allowed: {sorted(NEEDS)}"
+    )
+    assert isinstance(det.config(), dict), f"{name}: config() must return a dict"
+    train, test = fake_outputs(256, seed=1), fake_outputs(n, seed=2)
+    if needs & {"fit", "head"}:
+        det.fit(train if "fit" in needs else None, fake_head() if "head" in needs else None)
+    if "model" in needs:
+        import torch
+
+        model = tiny_classifier()
+        batches = [torch.rand(n // 2, *SHAPE), torch.rand(n - n // 2, *SHAPE)]
+        raw = det.score_inputs(model, iter(batches))
+    else:
+        raw = det.score(test)
+    scores = _checked_scores(name, raw, n)
+    if "model" not in needs:
+        again = _checked_scores(name, det.score(test), n)
+        assert np.array_equal(scores, again), f"{name}: scoring the same outputs twice differs"
+    return scores
+
+
+def _checked_scores(name: str, raw: Any, n: int) -> np.ndarray:
+    from oebench.contracts import ContractError, checked_scores
+
+    try:
+        return checked_scores(raw, n)
+    except ContractError as exc:
+        raise AssertionError(f"detector {name!r} {exc}") from None
+
+
+def check_dataset(name: str, split: str | None = None, **options: Any) -> Any:
+    """Build dataset ``name``, load one split (its first, or ``split``) and check the images
+    and labels against the dataset contract; returns the source."""
+    source = create_dataset(name, **options)
+    _check_source(f"dataset {name!r}", source, split or source.splits[0], source.num_classes)
+    assert source.num_classes is None or source.num_classes >= 2, f"{name}: num_classes < 2"
+    return source
+
+
+def check_outlier_source(name: str, **options: Any) -> Any:
+    """Build outlier source ``name``, load its ``train`` split at CIFAR's shape and check it."""
+    source = create_outlier_source(name, **options)
+    _check_source(f"outlier source {name!r}", source, "train", None, SHAPE)
+    return source
+
+
+def _check_source(
+    what: str, source: Any, split: str, classes: int | None, shape: Any = None
+) -> None:
+    from oebench.contracts import ContractError, check_split
+    from oebench.data import ImageSource
+
+    assert isinstance(source, ImageSource), f"{what}: factory must return an oebench.ImageSource"
+    assert split in source.splits, f"{what}: split {split!r} not in splits {source.splits}"
+    assert len(source.shape) == 3 and source.shape[0] in (1, 3), f"{what}: shape {source.shape}"
+    data = source.load(split, shape=shape, seed=0)
+    try:
+        check_split(data, split, classes, (shape or source.shape)[0])
+    except ContractError as exc:
+        raise AssertionError(f"{what}: {exc}") from None
+    image, _ = data[0]
+    expected = tuple(shape or source.shape)
+    assert tuple(image.shape) == expected, (
+        f"{what}: image shape {tuple(image.shape)}, expected {expected}"
+    )
+    again, _ = source.load(split, shape=shape, seed=0)[0]
+    assert bool((again == image).all()), f"{what}: the same seed gave different images"
+
+
+def check_model(
+    name: str, classes: int = 10, shape: tuple[int, int, int] = SHAPE, **options: Any
+) -> Any:
+    """Build model ``name`` and check ``forward_features`` / ``forward_head`` shapes."""
+    import torch
+
+    from oebench.models import Classifier
+
+    net = create_model(name, classes, shape, **options)
+    model = Classifier(net, (0.5,) * shape[0], (0.5,) * shape[0]).eval()
+    with torch.no_grad():
+        features = model.forward_features(torch.rand(4, *shape))
+        logits = model.forward_head(features)
+    assert features.ndim == 2 and len(features) == 4, f"{name}: features {tuple(features.shape)}"
+    assert tuple(logits.shape) == (4, classes), f"{name}: logits {tuple(logits.shape)}"
+    assert torch.isfinite(logits).all(), f"{name}: non-finite logits"
+    return model
+
+
+def check_objective(name: str, classes: int = 10, **options: Any) -> Any:
+    """Build objective ``name``, compute its loss on random logits and check it is a finite
+    scalar that gradients flow through."""
+    import torch
+
+    objective = create_objective(name, **options)
+    assert isinstance(objective.config(), dict), f"{name}: config() must return a dict"
+    torch.manual_seed(0)
+    if objective.uses_outliers:  # input-level objectives (MixOE) may transform the outliers
+        x_in, x_out = torch.rand(8, 3, 8, 8), torch.rand(8, 3, 8, 8)
+        y = torch.randint(0, classes, (8,))
+        mixed = objective.prepare_outliers(x_in, y, x_out, torch.Generator().manual_seed(0))
+        assert mixed.shape == x_out.shape, f"{name}: prepare_outliers changed the batch shape"
+    logits_in = torch.randn(8, classes, requires_grad=True)
+    logits_out = torch.randn(8, classes, requires_grad=True) if objective.uses_outliers else None
+    loss = objective(logits_in, torch.randint(0, classes, (8,)), logits_out)
+    assert isinstance(loss, torch.Tensor) and loss.ndim == 0, f"{name}: loss must be a scalar"
+    assert torch.isfinite(loss), f"{name}: non-finite loss"
+    loss.backward()
+    assert logits_in.grad is not None and torch.isfinite(logits_in.grad).all(), (
+        f"{name}: no gradient"
+    )
+    return objective

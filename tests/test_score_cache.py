@@ -1,0 +1,76 @@
+"""Cached scores of model-based detectors are keyed by the detector's code and fit data."""
+
+import numpy as np
+from conftest import TINY
+
+import oebench
+from oebench.benchmark import Ref, load_benchmark
+from oebench.plugins import get_plugin_manager
+from oebench.runner import Runner
+
+
+class CountingDetector(oebench.Detector):
+    """A model detector (max logit from a fresh forward pass) that counts its scoring calls."""
+
+    needs = frozenset({"model"})
+    calls = 0
+
+    def score_inputs(self, model, batches):
+        import torch
+
+        type(self).calls += 1
+        with torch.no_grad():
+            return np.concatenate([-model(x).max(1).values.numpy() for x in batches])
+
+
+class Plugin:
+    @oebench.hookimpl
+    def register_detectors(self, register):
+        register("counting", CountingDetector)
+
+
+def _run_tiny() -> None:
+    bench = load_benchmark(str(TINY))
+    bench.detectors = [Ref("counting")]
+    bench.trainings = bench.trainings[:1]
+    Runner(bench, device="cpu").run()
+
+
+def test_model_detector_scores_are_recomputed_when_its_code_changes(monkeypatch):
+    pm = get_plugin_manager()
+    pm.register(Plugin(), name="counting-plugin")
+    try:
+        _run_tiny()
+        cold = CountingDetector.calls
+        assert cold > 0
+        _run_tiny()
+        assert CountingDetector.calls == cold  # same code: every score from the cache
+
+        import oebench.runner as runner_module
+
+        real = runner_module.code_digest
+
+        def edited(factory):
+            return "edited" if factory is CountingDetector else real(factory)
+
+        monkeypatch.setattr(runner_module, "code_digest", edited)
+        _run_tiny()
+        assert CountingDetector.calls == 2 * cold  # edited code: scored again, not served stale
+    finally:
+        pm.unregister(name="counting-plugin")
+
+
+def test_a_list_option_in_a_benchmark_file_is_checked_not_crashed_on(tmp_path):
+    """TOML arrays as component options (``data_files = [...]``) reach the data check."""
+    from conftest import run_cli
+
+    bench = tmp_path / "b.toml"
+    bench.write_text(
+        TINY.read_text().replace(
+            '"faces",', '{ name = "hf", data_files = ["missing-a.parquet", "missing-b.parquet"] },'
+        )
+    )
+    result = run_cli("run", str(bench))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "unhashable" not in result.stderr
+    assert "missing-a.parquet" in result.stderr
