@@ -41,6 +41,10 @@ class Detector:
     - ``"model"``: ``score_inputs(model, batches)`` is called instead of ``score``. With
       ``"fit"`` too, ``fit(train, None)`` comes first with the ID training outputs;
       ``"logits"`` / ``"features"`` then name what ``fit`` reads (the head is never passed).
+    - ``fit_inputs(model, batches)`` (optional, for ``"model"`` with ``"fit"``): called once per
+      model after ``fit`` and before scoring, with [0, 1] image batches of the ID *training*
+      split, in the order of the train outputs ``fit`` got (never ID test or OOD data), for
+      statistics of intermediate layers.
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})

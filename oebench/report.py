@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from oebench.columns import EXTRA_CELL_COLUMNS, EXTRA_ROW_COLUMNS
 from oebench.metrics import CONVENTION, CONVENTION_ID, LOWER_IS_BETTER, METRICS
 
 if TYPE_CHECKING:
@@ -26,15 +27,9 @@ CSV_COLUMNS = [
     "protocol",
     "n_id",
     "n_ood",
-    # metric settings, the expected AP of a random detector, calibration (see oebench.store)
-    "recall",
-    "fpr_rule",
-    "aupr_baseline",
-    "ece",
-    "rms_calib",
-    "mad_calib",
-    "rms_calib_mixed",
-    "mad_calib_mixed",
+    # metric settings, the expected AP of a random detector, calibration
+    *EXTRA_CELL_COLUMNS,
+    *EXTRA_ROW_COLUMNS,
 ]
 LABELS = {
     "auroc": "AUROC",
@@ -397,9 +392,26 @@ def _caption(sub: pd.DataFrame, part: pd.DataFrame, base: str | None, oe: str, h
     shows_id = any(c.startswith("fpr95_id") for c in part.columns)
     return (
         f"Mean over {sub.ood_dataset[~sub.ood_dataset.map(is_summary)].nunique()} OOD sets; "
-        f"{seeds} seed(s) (± = std over seeds); protocol {protocol}. {acc}.{ci}\n"
+        f"{seeds} seed(s) (± = std over seeds); protocol {protocol}. {acc}."
+        f"{_calibration_note(sub, base, oe)}{ci}\n"
         f"{CONVENTION}." + (f" {CONVENTION_ID}." if shows_id else "") + _fpr_note(sub)
     )
+
+
+def _calibration_note(sub: pd.DataFrame, base: str | None, oe: str) -> str:
+    """ID ECE and the paper's mixed ID + OOD RMS calibration error, per side (means, in %)."""
+    if not {"ece", "rms_calib_mixed"} <= set(sub.columns):
+        return ""
+    rows = sub[sub.ood_dataset == "mean"]
+    sides = [t for t in (base, oe) if t]
+    values = []
+    for side in sides:
+        part = rows[rows.training == side]
+        ece, rms = part.ece.mean(), part.rms_calib_mixed.mean()
+        if ece != ece or rms != rms:  # cells stored before calibration existed
+            return ""
+        values.append(f"{side} {ece:.2f} / {rms:.2f}")
+    return " Calibration error (ID ECE / ID+OOD RMS, %): " + " → ".join(values) + "."
 
 
 def _accuracy(part: pd.DataFrame, side: str) -> str:

@@ -460,6 +460,8 @@ class Runner:
                 self._head(model, ref) if "head" in det.needs else None,
             )
         shape = tuple(self._source("dataset", cell.id_ref).shape)
+        if {"model", "fit"} <= det.needs and callable(getattr(det, "fit_inputs", None)):
+            self._fit_inputs(det, model, cell, shape)
         # a model detector's cached scores also depend on its code and on what it was fitted to
         made_by = {
             "code": code_digest(get_component("detector", ref.name).factory),
@@ -577,6 +579,15 @@ class Runner:
         self.checkpoints.save(key, state, seconds)
         self._states[key] = state
         return seconds, False
+
+    def _fit_inputs(self, det: Detector, model: Any, cell: Cell, shape: tuple) -> None:
+        """Pass the ID *training* images, batch by batch, to a model detector's ``fit_inputs``."""
+        from oebench.outputs import iterate_batches
+
+        data = self._load("dataset", cell.id_ref, "train", None, cell.seed)
+        det.fit_inputs(
+            model, (x for x, _ in iterate_batches(data, self._eval_batch(), shape, self.device))
+        )
 
     def _outputs(self, model: Any, digest: str, where: tuple, shape: tuple) -> Outputs:
         """Logits and features of ``model`` on the split ``where`` names: cached, else one pass."""

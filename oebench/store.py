@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from oebench.columns import EXTRA_CELL_COLUMNS, EXTRA_ROW_COLUMNS
 from oebench.errors import UserError
 
 if TYPE_CHECKING:
@@ -34,18 +35,6 @@ SCHEMA_VERSION = 2
 APPLICATION_ID = 0x6F656221  # "oe" + "b!": marks a file as an oebench results store
 BUSY_SECONDS = 60.0
 METRIC_COLUMNS = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_id", "detection_error")
-#: context and calibration columns of a result row (schema 2): the expected AP of a random
-#: detector, ID calibration errors, and the paper's mixed ID + OOD calibration errors
-EXTRA_ROW_COLUMNS = (
-    "aupr_baseline",
-    "ece",
-    "rms_calib",
-    "mad_calib",
-    "rms_calib_mixed",
-    "mad_calib_mixed",
-)
-#: metric settings of a cell (schema 2)
-EXTRA_CELL_COLUMNS = ("recall", "fpr_rule")
 ROW_COLUMNS = (
     "detector",
     "ood_dataset",

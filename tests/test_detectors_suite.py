@@ -489,6 +489,7 @@ def setting():
         "train": forward(model, x_train, labels),
         "test": forward(model, x_test),
         "ood": forward(model, x_ood),
+        "x_train": x_train,
         "x_test": x_test,
         "x_ood": x_ood,
     }
@@ -506,6 +507,7 @@ def run(
     if "model" in det.needs:
         if "fit" in det.needs:  # the engine fits on ID train outputs, then scores inputs
             det.fit(GuardedOutputs(train or s["train"], _readable(det.needs, True)), None)
+            fit_inputs(det, s)
         return _score(det, s, which)
     if "fit" in det.needs:
         guarded = GuardedOutputs(train or s["train"], _readable(det.needs, fitting=True))
@@ -513,6 +515,13 @@ def run(
     elif "head" in det.needs:  # the engine passes the head alone: fit(None, head)
         det.fit(None, s["head"])
     return _score(det, s, which)
+
+
+def fit_inputs(det, s: dict) -> None:
+    """The engine's optional second fit step: ID training images, in batches."""
+    if callable(getattr(det, "fit_inputs", None)):
+        x = s["x_train"]
+        det.fit_inputs(s["model"], [x[:128], x[128:]])
 
 
 def _score(det, s: dict, which: str) -> np.ndarray:
@@ -575,6 +584,7 @@ def test_fit_uses_only_the_train_outputs(name, setting):
 
     det = make(name)
     det.fit(GuardedOutputs(setting["train"], _readable(det.needs, True)), setting["head"])
+    fit_inputs(det, setting)
     _score(det, setting, "ood")
     after_ood = _score(det, setting, "test")
     np.testing.assert_array_equal(after_ood, alone)
@@ -589,6 +599,7 @@ def test_refit_forgets_the_previous_fit(name, setting):
     det = make(name)
     det.fit(other, s["head"] if "head" in det.needs else None)
     det.fit(s["train"], s["head"] if "head" in det.needs else None)
+    fit_inputs(det, s)
     np.testing.assert_array_equal(_score(det, s, "test"), run(name, s, "test"))
 
 

@@ -1,4 +1,4 @@
-"""Cached scores of model-based detectors are keyed by the detector's code and fit data."""
+"""Cross-cutting checks: score-cache keys, list options, calibration in reports."""
 
 import numpy as np
 from conftest import TINY
@@ -74,3 +74,22 @@ def test_a_list_option_in_a_benchmark_file_is_checked_not_crashed_on(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "unhashable" not in result.stderr
     assert "missing-a.parquet" in result.stderr
+
+
+def test_leaderboard_caption_and_csv_carry_calibration_with_and_without_oe(tmp_path):
+    import csv
+
+    from conftest import run_cli
+
+    out = tmp_path / "r.csv"
+    result = run_cli("run", str(TINY), "--csv", str(out), env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "Calibration error (ID ECE / ID+OOD RMS, %): baseline" in result.stdout
+    assert "→ oe" in result.stdout.split("Calibration error")[1].splitlines()[0]
+    rows = list(csv.DictReader(out.open()))
+    for row in rows:
+        assert 0 <= float(row["ece"]) <= 100 and 0 <= float(row["rms_calib_mixed"]) <= 100
+        assert row["recall"] == "0.95" and row["fpr_rule"] == "nearest"
+        share = float(row["n_ood"]) / (float(row["n_ood"]) + float(row["n_id"]))
+        if row["ood_dataset"] != "mean":
+            assert abs(float(row["aupr_baseline"]) - 100 * share) < 1e-9
