@@ -460,8 +460,9 @@ class Runner:
                 self._head(model, ref) if "head" in det.needs else None,
             )
         shape = tuple(self._source("dataset", cell.id_ref).shape)
+        prepare = None  # fit_inputs runs once, and only when some score is not cached
         if {"model", "fit"} <= det.needs and callable(getattr(det, "fit_inputs", None)):
-            self._fit_inputs(det, model, cell, shape)
+            prepare = functools.cache(lambda: self._fit_inputs(det, model, cell, shape))
         # a model detector's cached scores also depend on its code and on what it was fitted to
         made_by = {
             "code": code_digest(get_component("detector", ref.name).factory),
@@ -469,10 +470,10 @@ class Runner:
             if "fit" in det.needs
             else None,
         }
-        id_scores = self._score(det, model, digest, id_data[1], id_data[0], shape, made_by)
+        id_scores = self._score(det, model, digest, id_data[1], id_data[0], shape, made_by, prepare)
         scores, rows, per_set = [("id", id_scores)], [], []
         for ood_key, (where, out) in oods.items():
-            ood_scores = self._score(det, model, digest, out, where, shape, made_by)
+            ood_scores = self._score(det, model, digest, out, where, shape, made_by, prepare)
             scores.append((ood_key, ood_scores))
             metrics = checked_metrics(
                 self._evaluate(id_scores, ood_scores, cell.seed, ood_key), ood_key
@@ -613,13 +614,14 @@ class Runner:
         where: tuple,
         shape: tuple,
         made_by: dict | None = None,
+        prepare: Callable[[], None] | None = None,
     ) -> np.ndarray:
         """A detector's scores, checked: one real number (±inf allowed) per sample."""
         from oebench.contracts import ContractError, checked_scores
 
         n = len(out.logits)
         try:
-            raw = self._raw_scores(det, model, digest, n, out, where, shape, made_by)
+            raw = self._raw_scores(det, model, digest, n, out, where, shape, made_by, prepare)
             return checked_scores(raw, n)
         except ContractError as exc:
             raise ContractError(f"{exc} on {where[1].key} ({where[2]})") from None
@@ -634,6 +636,7 @@ class Runner:
         where: tuple,
         shape: tuple,
         made_by: dict | None = None,
+        prepare: Callable[[], None] | None = None,
     ) -> Any:
         """What the detector returns; scores of those that need the model are cached."""
         from oebench.contracts import checked_scores
@@ -643,6 +646,8 @@ class Runner:
             return det.score(out)
 
         def compute() -> Outputs:
+            if prepare is not None:
+                prepare()
             data = self._load(*where)
             batches = (x for x, _ in iterate_batches(data, self._eval_batch(), shape, self.device))
             return Outputs(checked_scores(det.score_inputs(model, batches), n)[:, None])

@@ -93,3 +93,29 @@ def test_leaderboard_caption_and_csv_carry_calibration_with_and_without_oe(tmp_p
         share = float(row["n_ood"]) / (float(row["n_ood"]) + float(row["n_id"]))
         if row["ood_dataset"] != "mean":
             assert abs(float(row["aupr_baseline"]) - 100 * share) < 1e-9
+
+
+def test_fit_inputs_runs_only_when_a_score_must_be_computed(monkeypatch):
+    """A warm rerun of a layer-statistics detector reads no training images again."""
+    from oebench_plugins.model_detectors import MahalanobisEnsemble
+
+    calls = []
+    real = MahalanobisEnsemble.fit_inputs
+
+    def counting(self, model, batches):
+        calls.append(1)
+        return real(self, model, batches)
+
+    monkeypatch.setattr(MahalanobisEnsemble, "fit_inputs", counting)
+
+    def run() -> np.ndarray:
+        bench = load_benchmark(str(TINY))
+        bench.detectors = [Ref("mahalanobis-ensemble")]
+        rows = Runner(bench, device="cpu").run()
+        return np.array([r["auroc"] for r in rows])
+
+    cold = run()
+    assert len(calls) == 2  # once per trained model (baseline, oe)
+    warm = run()
+    assert len(calls) == 2  # every score came from the cache
+    assert np.array_equal(cold, warm)
