@@ -95,8 +95,9 @@ def test_leaderboard_caption_and_csv_carry_calibration_with_and_without_oe(tmp_p
             assert abs(float(row["aupr_baseline"]) - 100 * share) < 1e-9
 
 
-def test_fit_inputs_runs_only_when_a_score_must_be_computed(monkeypatch):
+def test_fit_inputs_runs_only_when_a_score_must_be_computed(monkeypatch, tmp_path):
     """A warm rerun of a layer-statistics detector reads no training images again."""
+    monkeypatch.setenv("OEBENCH_CACHE_DIR", str(tmp_path / "cache"))  # cold, whatever ran before
     from oebench_plugins.model_detectors import MahalanobisEnsemble
 
     calls = []
