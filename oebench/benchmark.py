@@ -34,6 +34,7 @@ TRAINING_KEYS = {
     "outlier_sampling",
     "evaluate_only",
     "outlier_flip",
+    "threads",
 }
 DEFAULT_TRAINING: dict[str, Any] = {
     "epochs": 6,
@@ -46,6 +47,9 @@ DEFAULT_TRAINING: dict[str, Any] = {
     "augment": False,
     "max_train": None,
     "eval_batch_size": None,
+    # CPU threads of a training: the weights depend on it (conv gradients are summed in
+    # per-thread chunks), so it is fixed, not the core count, and part of every key
+    "threads": 1,
 }
 
 
@@ -109,6 +113,9 @@ class Benchmark:
     defaults: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRAINING))
     #: near-/far-OOD groups: group name -> OOD set keys (see oebench.groups)
     ood_groups: dict[str, list[str]] = field(default_factory=dict)
+    #: where cells run by default (``[executor]``: name, workers, address, gpus_per_task);
+    #: never part of a cell's key, since every executor gives the same numbers
+    executor: dict[str, Any] = field(default_factory=dict)
 
     def oe_from_scratch(self) -> Benchmark:
         """The same benchmark with every fine-tuned training started from scratch instead,
@@ -260,6 +267,7 @@ KNOWN_KEYS = {
     "ood_groups",
     "recall",
     "fpr_rule",
+    "executor",
 }
 
 
@@ -270,7 +278,13 @@ def parse_benchmark(text: str, source: str = "<string>", base: Path | None = Non
     component options resolve against ``base`` (the file's folder).
     """
     from oebench.groups import group_problems, groups_in_text
-    from oebench.validation import BenchmarkSettings, problems, raise_problems, seed_problems
+    from oebench.validation import (
+        BenchmarkSettings,
+        ExecutorTable,
+        problems,
+        raise_problems,
+        seed_problems,
+    )
 
     try:
         data = tomllib.loads(text)
@@ -299,6 +313,11 @@ def parse_benchmark(text: str, source: str = "<string>", base: Path | None = Non
         if k in data
     }
     found += problems(BenchmarkSettings, settings, "")
+    executor = data.get("executor", {})
+    if isinstance(executor, dict):
+        found += problems(ExecutorTable, executor, "[executor]")
+    else:
+        found.append("[executor] must be a table: name, workers, address, gpus_per_task")
     seeds = data.get("seeds", [0])
     if isinstance(seeds, list):
         found += seed_problems(seeds, "")
@@ -320,6 +339,7 @@ def parse_benchmark(text: str, source: str = "<string>", base: Path | None = Non
         text=text,
         defaults=defaults,
         ood_groups=groups_in_text(text),
+        executor=executor if isinstance(executor, dict) else {},
         **refs,
     )
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from oebench import settings
 from oebench.errors import UnknownNameError, UserError
 from oebench.metrics import LOWER_IS_BETTER, METRICS
 
@@ -73,14 +74,11 @@ class Group(click.Group):
     "-v",
     "--verbose",
     is_flag=True,
-    help="Print the full traceback of a failing plugin component (sets $OEBENCH_DEBUG=1).",
+    help="Print the full traceback of a failing plugin component (like $OEBENCH_DEBUG=1).",
 )
 def cli(debug: bool) -> None:
     """Benchmark OOD detectors with and without Outlier Exposure."""
-    if debug:
-        from oebench.errors import DEBUG_ENV
-
-        os.environ[DEBUG_ENV] = "1"
+    click.get_current_context().with_resource(settings.override(debug=debug))
 
 
 @cli.group(name="list", cls=Group)
@@ -233,7 +231,7 @@ def select_detectors(patterns: str) -> list[str]:
 @click.option(
     "--data-root",
     type=click.Path(file_okay=False),
-    help="Where dataset files are (sets $OEBENCH_DATA_ROOT).",
+    help="Where dataset files are (overrides $OEBENCH_DATA_ROOT).",
 )
 @click.option("--download", is_flag=True, help="Allow downloading missing dataset files.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write cached models/outputs.")
@@ -245,6 +243,14 @@ def select_detectors(patterns: str) -> list[str]:
     "(cached models are reused unless --no-cache).",
 )
 @click.option(
+    "--on-change",
+    type=click.Choice(["recompute", "warn"]),
+    default="recompute",
+    show_default=True,
+    help="A stored cell whose code or data files changed since it was computed: compute it "
+    "again (the new result replaces it), or serve the stored result with a warning.",
+)
+@click.option(
     "--save-scores",
     "scores_dir",
     type=click.Path(file_okay=False),
@@ -252,6 +258,26 @@ def select_detectors(patterns: str) -> list[str]:
 )
 @click.option(
     "--force", is_flag=True, help="Replace symbolic links where output files go (never followed)."
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "dask", "ray"]),
+    default=lambda: settings.raw("executor"),
+    help="Where cells run: this process (default), a Dask or a Ray cluster "
+    "[env: OEBENCH_EXECUTOR; or `executor` in the benchmark file].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 1024),
+    default=lambda: settings.raw("workers"),
+    help="Worker processes of a local Dask/Ray cluster (default: one per core) "
+    "[env: OEBENCH_WORKERS].",
+)
+@click.option(
+    "--address",
+    default=lambda: settings.raw("address"),
+    help="A running cluster to use instead of a local one: tcp://host:8786 (Dask) or "
+    "host:6379 / auto (Ray) [env: OEBENCH_ADDRESS].",
 )
 def run(
     benchmark: str,
@@ -268,8 +294,12 @@ def run(
     no_cache: bool,
     store_path: str | None,
     rerun: bool,
+    on_change: str,
     scores_dir: str | None,
     force: bool,
+    executor: str | None,
+    workers: int | None,
+    address: str | None,
 ) -> None:
     """Run BENCHMARK (a registered name or a .toml path; default: quickstart).
 
@@ -281,10 +311,9 @@ def run(
 
     check_output_file(csv_path, force)  # before the run, not after hours of it
     check_output_folder(scores_dir, "*.parquet", force)
-    if data_root:
-        os.environ["OEBENCH_DATA_ROOT"] = data_root
-    if download:
-        os.environ["OEBENCH_DOWNLOAD"] = "1"
+    click.get_current_context().with_resource(
+        settings.override(data_root=data_root, download=download)
+    )
     bench = None
     try:
         bench = load_benchmark(benchmark)
@@ -304,7 +333,8 @@ def run(
             csv_path,
             detail,
             not no_cache,
-            RunStorage(store_path, rerun, scores_dir),
+            RunStorage(store_path, rerun, scores_dir, on_change),
+            executor_settings(bench, executor, workers, address),
         )
     except KeyboardInterrupt:  # outside the matrix (e.g. in the first second): same report
         _report_interrupt(store_path, bench)
@@ -313,13 +343,16 @@ def run(
 
 def _report_interrupt(store_path: str | None, bench: Any) -> None:
     """The Ctrl-C message: how many of the benchmark's cells the store holds, committed."""
-    from oebench.store import ResultStore, default_store_path
+    from oebench.store import ResultStore
 
-    path = store_path or default_store_path()
+    path = store_path or settings.store_path()
     keys: list[str] | None = None
     kept = 0
+    # an import that Ctrl-C cut short leaves its extension modules half set up: importing it
+    # again (planning the cells imports torch) can crash the process instead of exiting 130
+    cut_short = any(m.split(".")[0] not in sys.modules for m in list(sys.modules) if "." in m)
     try:
-        if bench is not None:
+        if bench is not None and not cut_short:
             from oebench.runner import Runner
 
             keys = [cell.key for cell in Runner(bench).cells()]
@@ -403,6 +436,26 @@ class RunStorage:
     store: str | None = None
     rerun: bool = False
     scores_dir: str | None = None
+    #: a stored cell whose code or data changed: "recompute" it, or "warn" and serve it
+    on_change: str = "recompute"
+
+
+def executor_settings(
+    bench: Any, name: str | None, workers: int | None, address: str | None
+) -> Any:
+    """Command-line (or environment) settings over the benchmark file's ``executor``."""
+    from oebench.executors import ExecutorSettings
+
+    own = dict(getattr(bench, "executor", None) or {})
+    name = name or own.get("name", "local")
+    if name == "local" and (workers or address):
+        raise UserError("--workers and --address need --executor dask or ray")
+    return ExecutorSettings(
+        name=name,
+        workers=workers or own.get("workers"),
+        address=address or own.get("address"),
+        gpus_per_task=float(own.get("gpus_per_task", 0.0)),
+    )
 
 
 def _run(
@@ -412,15 +465,18 @@ def _run(
     detail: str | None,
     use_cache: bool,
     storage: RunStorage = RunStorage(),
+    executor: Any = None,
 ) -> None:
     import pandas as pd
 
     from oebench.groups import with_group_means
-    from oebench.report import render, results_frame, write_table
+    from oebench.render import render
+    from oebench.render_text import write_table
+    from oebench.report import results_frame
     from oebench.runner import Runner
 
     runner = Runner(bench, device=device, use_cache=use_cache)
-    rows, interrupted = _run_with_store(runner, storage)
+    rows, interrupted = _run_with_store(runner, storage, executor)
     if interrupted and not rows:
         sys.exit(130)
     if rows:
@@ -456,25 +512,33 @@ def _report_failures(runner: Any) -> None:
         sys.exit(1)
 
 
-def _run_with_store(runner: Any, storage: RunStorage) -> tuple[list[dict], bool]:
-    """Run the matrix, skipping cells in the store and storing new ones; Ctrl-C stops cleanly.
+def _run_with_store(
+    runner: Any, storage: RunStorage, settings: Any = None
+) -> tuple[list[dict], bool]:
+    """Run the matrix on the executor, skipping cells in the store and storing new ones as
+    they finish; Ctrl-C stops cleanly (cluster work is cancelled).
 
     Returns the rows of every cell done (stored or new) and whether the run was interrupted.
     """
     from rich.console import Console
 
+    from oebench.executors import ExecutorSettings, drive, make_executor
     from oebench.progress import RichProgress
     from oebench.recorder import Recorder
     from oebench.store import ResultStore
 
+    executor = make_executor(settings or ExecutorSettings())
     with ResultStore(storage.store) as store:
-        recorder = Recorder(store, storage.rerun, storage.scores_dir)
-        recorder.attach(runner)
+        recorder = Recorder(
+            store, runner.bench, storage.rerun, storage.scores_dir, storage.on_change
+        )
+        order: list[str] | None = None
         try:
             with RichProgress(Console(stderr=True)) as progress:
                 runner.progress = progress
-                runner.run(skip=recorder.skip, on_cell=recorder.record)
+                order = drive(runner, executor, recorder.skip, recorder.record)
         except KeyboardInterrupt:
+            _report_changes(recorder)
             keys = [cell.key for cell in runner.cells()]
             click.secho(
                 f"Interrupted: {store.count(keys)} of {len(keys)} cells are kept in the results "
@@ -482,14 +546,23 @@ def _run_with_store(runner: Any, storage: RunStorage) -> tuple[list[dict], bool]
                 fg="yellow",
                 err=True,
             )
-            return recorder.rows(), True
+            return recorder.rows(keys), True
+        _report_changes(recorder)
         if recorder.reused:
             click.echo(
                 f"{recorder.reused} of {recorder.reused + recorder.new} cells came from the "
                 f"results store {store.path} (--rerun recomputes them).",
                 err=True,
             )
-        return recorder.rows(), False
+        return recorder.rows(order), False
+
+
+def _report_changes(recorder: Any) -> None:
+    """One line per code or data change that made stored cells stale."""
+    warn = recorder.changes.on_change == "warn"
+    for line in recorder.changes.lines():
+        click.secho(f"{'Warning' if warn else 'Note'}: {line}", fg="yellow" if warn else None,
+                    err=True)  # fmt: skip
 
 
 def filter_options(command: Any) -> Any:
@@ -579,7 +652,8 @@ def leaderboard(
     Values are means over OOD sets, then mean ± std over seeds.
     """
     from oebench.output_files import check_output_file
-    from oebench.report import SHOWN, format_table, results_frame
+    from oebench.render_text import format_table
+    from oebench.report import SHOWN, results_frame
     from oebench.results import stored_results
     from oebench.store import ResultStore
 
@@ -604,8 +678,9 @@ def leaderboard(
     elif fmt == "table":
         _print_leaderboard(df, detail, metrics, bands, output)
     else:
-        from oebench.report import comparison, leaderboard_table
-        from oebench.wide import is_wide, wide_comparison, wide_text_table
+        from oebench.render_text import leaderboard_table, wide_text_table
+        from oebench.report import comparison
+        from oebench.wide import is_wide, wide_comparison
 
         if is_wide(df) and bands is None:  # 2+ variants against one baseline: one table
             text = wide_text_table(wide_comparison(df, metrics, sort=metrics[0]), metrics)
@@ -633,7 +708,7 @@ def _print_leaderboard(
     """The rich leaderboard on stdout, or as plain text in ``output``."""
     from rich.console import Console
 
-    from oebench.report import render
+    from oebench.render import render
 
     if output is None:
         render(output_console(), df, detail, metrics, metrics[0], bands)
@@ -724,9 +799,7 @@ def cache() -> None:
 @cache.command(name="info")
 def cache_info() -> None:
     """Where the cache is and how big it is."""
-    from oebench.data import cache_dir
-
-    root = cache_dir()
+    root = settings.cache_dir()
     for sub in ("models", "outputs"):
         files = list((root / sub).glob("*")) if (root / sub).exists() else []
         size = sum(f.stat().st_size for f in files) / 2**20
@@ -739,10 +812,8 @@ def cache_clear(outputs_only: bool) -> None:
     """Delete cached forward-pass outputs (and checkpoints unless --outputs-only)."""
     import shutil
 
-    from oebench.data import cache_dir
-
     for sub in ("outputs",) if outputs_only else ("outputs", "models"):
-        path = cache_dir() / sub
+        path = settings.cache_dir() / sub
         if path.exists():
             shutil.rmtree(path)
             click.echo(f"removed {path}")

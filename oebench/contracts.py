@@ -43,15 +43,19 @@ def check_split(data: Any, split: str, num_classes: int | None, channels: int = 
     """Raise ContractError unless ``data`` holds images as the dataset contract says.
 
     Images: (C, H, W) with C in {1, 3, ``channels``}, uint8 or float in [0, 1] without NaN;
-    labels: in [0, ``num_classes``) when given (ID data). In-memory ``TensorImages`` are
-    checked whole, other datasets on a few items.
+    text (a dataset with ``modality = "text"``): int64 token ids, one fixed-length row per
+    text, in [0, ``vocab_size``); labels: in [0, ``num_classes``) when given (ID data).
+    In-memory ``TensorImages`` / ``TensorTokens`` are checked whole, other datasets on a few
+    items.
     """
     from oebench.data import TensorImages
 
     where = f"split {split!r}"
     if len(data) == 0:
         raise ContractError(f"{where} is empty")
-    if isinstance(data, TensorImages):
+    if getattr(data, "modality", "image") == "text":
+        labels = _check_tokens(data, where)
+    elif isinstance(data, TensorImages):
         _check_images(data.images, where, channels, batch=True)
         labels = data.labels
     else:
@@ -70,6 +74,30 @@ def check_split(data: Any, split: str, num_classes: int | None, channels: int = 
             raise ContractError(
                 f"{where}: labels must lie in [0, {num_classes}), found {low}..{high}"
             )
+
+
+def _check_tokens(data: Any, where: str) -> Any:
+    """Token ids of a text dataset: integer, (N, L) or (L,) per item, in [0, vocab_size)."""
+    import torch
+
+    if hasattr(data, "tokens"):
+        tokens, labels = data.tokens, data.labels
+    else:
+        picks = sorted({0, len(data) // 2, len(data) - 1})[:SAMPLED_ITEMS]
+        items = [data[i] for i in picks]
+        if not all(isinstance(x, torch.Tensor) and x.ndim == 1 for x, _ in items):
+            raise ContractError(f"{where}: text items must be 1-D token-id tensors")
+        tokens = torch.stack([x for x, _ in items])
+        labels = torch.as_tensor([int(label) for _, label in items])
+    if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):
+        raise ContractError(
+            f"{where}: token ids must be (N, L) int64, got {tuple(tokens.shape)} {tokens.dtype}"
+        )
+    size = getattr(data, "vocab_size", None)
+    low, high = int(tokens.min()), int(tokens.max())
+    if low < 0 or (size is not None and high >= size):
+        raise ContractError(f"{where}: token ids must lie in [0, {size}), found {low}..{high}")
+    return labels
 
 
 def _check_images(images: Any, where: str, channels: int, batch: bool) -> None:

@@ -1,4 +1,9 @@
-"""The dataset contract: image sources yield float CHW tensors in [0, 1] and integer labels."""
+"""The dataset contract: a source declares its modality and yields examples and labels.
+
+Image sources (``modality = "image"``) yield float CHW tensors in [0, 1]; text sources
+(``modality = "text"``, see ``oebench.text``) yield fixed-length token ids. Models declare the
+modalities they accept when they register (``modalities=["text"]``; default image only).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,39 @@ OOD_LABEL = -1
 DATA_ROOT_ENV = "OEBENCH_DATA_ROOT"
 
 
-class ImageSource(ABC):
+IMAGE = "image"
+TEXT = "text"
+
+
+class Source(ABC):
+    """A named source of examples of one modality: an ID dataset, an OOD set or outliers.
+
+    ``modality`` says what ``load`` yields (``"image"``, ``"text"``, or a plugin's own kind);
+    the engine pairs a source only with models that accept its modality, and OOD sets and
+    outliers only with ID datasets of the same modality.
+    """
+
+    #: what the examples are; a model must accept it (see ``accepts``)
+    modality: str = IMAGE
+    #: number of classes for ID datasets; ``None`` for OOD-only sources
+    num_classes: int | None = None
+    #: splits this source provides
+    splits: tuple[str, ...] = ("test",)
+
+    @abstractmethod
+    def load(self, split: str, *, shape: Any = None, seed: int = 0) -> Dataset:
+        """The split as a ``Dataset``; ``shape``: the ID input spec an OOD set is used at."""
+
+    def files(self) -> list[Path]:
+        """The files this source reads (see ``ImageSource.files``)."""
+        return []
+
+    def config(self) -> dict[str, Any]:
+        """Everything that determines the examples, for cache keys (default: the attributes)."""
+        return {"class": type(self).__qualname__, **{k: _plain(v) for k, v in vars(self).items()}}
+
+
+class ImageSource(Source):
     """A named source of images: an ID dataset, an OOD test set or auxiliary outliers.
 
     ``load(split)`` returns a torch ``Dataset`` whose items are ``(image, label)``: a float
@@ -171,3 +208,97 @@ DOWNLOAD_ENV = "OEBENCH_DOWNLOAD"
 def download_allowed() -> bool:
     """Whether downloads are allowed (``oebench run --download`` sets ``$OEBENCH_DOWNLOAD=1``)."""
     return os.environ.get(DOWNLOAD_ENV, "") == "1"
+
+
+# -- modalities ----------------------------------------------------------------------------------
+def modality_of(source: Any) -> str:
+    """What a source yields: its ``modality`` attribute, ``"image"`` when it has none."""
+    return str(getattr(source, "modality", IMAGE))
+
+
+def accepted(component: Any, default: tuple[str, ...] | None = (IMAGE,)) -> tuple[str, ...] | None:
+    """The modalities a registered component accepts: ``register(..., modalities=[...])``;
+    ``default`` when it declares none (models: image only; detectors: ``None``, any)."""
+    declared = component.meta.get("modalities")
+    if declared is None:
+        return default
+    return (declared,) if isinstance(declared, str) else tuple(declared)
+
+
+def is_text_shape(shape: Any) -> bool:
+    """Whether ``shape`` is a text input spec (length, vocabulary size, digest)."""
+    return shape is not None and len(shape) == 3 and isinstance(shape[2], str)
+
+
+def example_inputs(shape: Any, n: int = 2) -> Any:
+    """``n`` valid random inputs of an input spec: [0, 1] images for a (C, H, W) shape, token
+    ids for a text spec ``(length, vocabulary size, vocabulary digest)``."""
+    import torch
+
+    if is_text_shape(shape):
+        return torch.randint(0, int(shape[1]), (n, int(shape[0])))
+    return torch.rand(n, *shape)
+
+
+def check_modalities(bench: Any) -> None:
+    """One-line ``UserError`` when a benchmark pairs data and models of different modalities.
+
+    Every model must accept each ID dataset's modality, and every OOD set and outlier source
+    must have the modality of the ID datasets. Components that cannot be built are left to
+    the other checks.
+    """
+    from oebench.errors import UserError
+    from oebench.registry import create_dataset, create_outlier_source, get_component
+
+    def kind_of(make: Any, ref: Any) -> str | None:
+        try:
+            return modality_of(make(ref.name, **ref.kwargs))
+        except Exception:  # unknown names and bad options are reported by check_benchmark
+            return None
+
+    ids = [(ref, kind_of(create_dataset, ref)) for ref in bench.id_datasets]
+    for id_ref, modality in ids:
+        if modality is None:
+            continue
+        for ref in bench.models:
+            try:
+                takes = accepted(get_component("model", ref.name))
+            except Exception:
+                continue
+            if modality not in takes:
+                fits = _models_for(modality)
+                raise UserError(
+                    f"model {ref.key!r} accepts {' and '.join(takes)} data, but ID dataset "
+                    f"{id_ref.key!r} is {modality}"
+                    + (f"; models for {modality}: {', '.join(fits)}" if fits else "")
+                )
+        others = [("OOD dataset", create_dataset, r) for r in bench.ood_datasets]
+        others += [("outlier source", create_outlier_source, t.outliers)
+                   for t in bench.trainings if t.outliers is not None]  # fmt: skip
+        for what, make, ref in others:
+            theirs = kind_of(make, ref)
+            if theirs is not None and theirs != modality:
+                raise UserError(
+                    f"{what} {ref.key!r} is {theirs} data, but ID dataset {id_ref.key!r} is "
+                    f"{modality}: a benchmark's sets must all be of one modality"
+                )
+
+
+def _models_for(modality: str) -> list[str]:
+    """Registered models that accept ``modality``."""
+    from oebench.plugins import get_plugin_manager
+
+    comps = get_plugin_manager().components("model")
+    return sorted(name for name, comp in comps.items() if modality in (accepted(comp) or ()))
+
+
+def skipped_detectors(bench: Any, modality: str) -> list[str]:
+    """Keys of the benchmark's detectors that declare modalities other than ``modality``."""
+    from oebench.registry import get_component
+
+    found = []
+    for ref in bench.detectors:
+        takes = accepted(get_component("detector", ref.name), default=None)
+        if takes is not None and modality not in takes:
+            found.append(ref.key)
+    return found

@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from oebench.data import DATA_ROOT_ENV, cache_dir, data_root, download_allowed
 from oebench.errors import DataNotFoundError
+from oebench.settings import DATA_ROOT_ENV, cache_dir, data_root, download_allowed
 
 #: a required file, or a tuple of acceptable alternatives (e.g. a file or its ``.gz``)
 Required = str | tuple[str, ...]

@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Iterable
 
-DEBUG_ENV = "OEBENCH_DEBUG"
-
-
-def debug_enabled() -> bool:
-    """Whether ``oebench --debug`` (``$OEBENCH_DEBUG=1``) asked for full tracebacks."""
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+from oebench.settings import debug_enabled
 
 
 def debug_traceback(exc: BaseException) -> str:

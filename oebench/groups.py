@@ -15,10 +15,11 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from oebench.columns import METRIC_COLUMNS
+from oebench.report import sort_results
+
 if TYPE_CHECKING:
     import pandas as pd
-
-    from oebench.store import ResultStore
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -68,12 +69,10 @@ def with_group_means(df: pd.DataFrame, groups: dict[str, Groups]) -> pd.DataFram
     """
     import pandas as pd
 
-    from oebench.metrics import METRICS
-
     if df.empty or not any(groups.values()):
         return df
     df = df[~df.ood_dataset.str.startswith(PREFIX)]
-    metrics = [c for m in METRICS for c in (m, f"{m}_std") if c in df.columns]
+    metrics = [c for m in METRIC_COLUMNS for c in (m, f"{m}_std") if c in df.columns]
     keys = [c for c in ("cell", "benchmark", "training", "seed", "detector") if c in df.columns]
     keys = keys if "cell" in keys else keys + ["id_dataset", "model"]
     means = df[df.ood_dataset == "mean"]
@@ -94,24 +93,7 @@ def with_group_means(df: pd.DataFrame, groups: dict[str, Groups]) -> pd.DataFram
             added.append(rows[[c for c in df.columns if c in rows.columns]])
     if not added:
         return df
-    from oebench.report import sort_results
-
     return sort_results(pd.concat([df, *added], ignore_index=True))
-
-
-def stored_groups(store: ResultStore, df: pd.DataFrame) -> dict[str, Groups]:
-    """The ``ood_groups`` of each benchmark in ``df``, read from its stored benchmark text
-    (the newest version of the file when there are several)."""
-    if "benchmark_digest" not in df.columns or df.empty:
-        return {}
-    found: dict[str, Groups] = {}
-    order = "stored_order" if "stored_order" in df.columns else "cell"
-    latest = df.sort_values(order, kind="mergesort").drop_duplicates("benchmark", keep="last")
-    for bench, cell in zip(latest.benchmark, latest.cell, strict=True):
-        record = store.cell(cell)
-        if record is not None:
-            found[bench] = groups_in_text(record.get("benchmark_text") or "")
-    return found
 
 
 def groups_in_text(text: str) -> Groups:

@@ -36,7 +36,8 @@ class Register(Protocol):
 
 @hookspec
 def register_datasets(register: Register) -> None:
-    """Register ID datasets and OOD test sets: ``factory(**options) -> oebench.ImageSource``.
+    """Register ID datasets and OOD test sets: ``factory(**options) -> oebench.ImageSource``
+    (or ``oebench.TextSource``, or another ``Source`` whose ``modality`` names its kind).
 
     ``load(split, shape=None, seed=0)`` returns a Dataset of (C, H, W) float images in [0, 1]
     and integer labels in [0, num_classes) (-1 unlabelled); ``files()`` lists the files read
@@ -48,7 +49,8 @@ def register_datasets(register: Register) -> None:
 def register_models(register: Register) -> None:
     """Register model architectures: ``factory(num_classes, shape, **options) -> nn.Module``
     with ``forward_features(x) -> (N, D)`` and ``forward_head(f) -> (N, num_classes)``
-    (a final ``nn.Linear`` named ``fc`` for detectors that use the head)."""
+    (a final ``nn.Linear`` named ``fc`` for detectors that use the head). Register with
+    ``modalities=["text"]`` for a model of token ids (default: images only)."""
 
 
 @hookspec

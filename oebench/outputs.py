@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from oebench.data import TensorImages, adapt_images, cache_dir, to_float
+from oebench.data import TensorImages, adapt_images, to_float
 from oebench.detectors import Outputs
+from oebench.settings import cache_dir
 
 #: 2: the file holds its own key, so a file swapped for another is noticed
 CACHE_FORMAT = 2
@@ -27,9 +28,15 @@ def iterate_batches(
     device: Any,
     order: Any = None,
 ) -> Iterator[tuple[Any, Any]]:
-    """Float [0, 1] image batches at ``shape`` on ``device``, with labels; ``order`` permutes."""
+    """Float [0, 1] image batches at ``shape`` on ``device``, with labels; ``order`` permutes.
+
+    Text datasets (``modality = "text"``) give their int64 token-id batches as they are.
+    """
     n = len(dataset) if order is None else len(order)
     on_gpu = getattr(device, "type", str(device)) == "cuda"
+    if getattr(dataset, "modality", "image") != "image":
+        yield from _token_batches(dataset, batch_size, device, order, on_gpu)
+        return
     if isinstance(dataset, TensorImages):
         images, labels = dataset.on(device) if on_gpu else (dataset.images, dataset.labels)
         if order is not None and on_gpu:
@@ -51,6 +58,29 @@ def iterate_batches(
     for x, y in loader:
         x = x.to(device, non_blocking=on_gpu)
         yield adapt_images(x, shape), y.to(device, non_blocking=on_gpu)
+
+
+def _token_batches(
+    dataset: Any, batch_size: int, device: Any, order: Any, on_gpu: bool
+) -> Iterator[tuple[Any, Any]]:
+    """Token-id (or other non-image) batches on ``device``, unchanged, with labels."""
+    if hasattr(dataset, "on"):
+        tokens, labels = dataset.on(device) if on_gpu else (dataset.tokens, dataset.labels)
+        if order is not None:
+            order = order.to(tokens.device)
+        for start in range(0, len(dataset) if order is None else len(order), batch_size):
+            idx = (
+                slice(start, start + batch_size)
+                if order is None
+                else order[start : start + batch_size]
+            )
+            yield tokens[idx].to(device), labels[idx].to(device)
+        return
+    from torch.utils.data import DataLoader, Subset
+
+    data = Subset(dataset, order.tolist()) if order is not None else dataset
+    for x, y in DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0):
+        yield x.to(device), y.to(device)
 
 
 def model_digest(model: Any) -> str:

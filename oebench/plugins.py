@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,10 +13,9 @@ import pluggy
 
 from oebench import hookspecs
 from oebench.errors import PluginError, debug_traceback
+from oebench.settings import plugin_names
 
 ENTRY_POINT_GROUP = "oebench"
-LOAD_ENV = "OEBENCH_LOAD_PLUGINS"
-BLOCK_ENV = "OEBENCH_BLOCK_PLUGINS"
 
 #: component kind -> the hook that registers it
 KINDS: dict[str, str] = {
@@ -75,13 +73,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip().splitlines()[0] + debug_traceback(exc)
 
 
-def _env_list(name: str) -> set[str] | None:
-    value = os.environ.get(name)
-    if value is None:
-        return None
-    return {part.strip() for part in value.split(",") if part.strip()}
-
-
 class PluginManager(pluggy.PluginManager):
     """A pluggy manager that never lets one broken plugin take the others down."""
 
@@ -94,7 +85,7 @@ class PluginManager(pluggy.PluginManager):
     # -- loading -----------------------------------------------------------------------------
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
         """Import every ``oebench`` entry point; built-ins (distribution oebench) first."""
-        only, blocked = _env_list(LOAD_ENV), _env_list(BLOCK_ENV) or set()
+        only, blocked = plugin_names("load_plugins"), plugin_names("block_plugins") or set()
         seen: set[tuple[str, str]] = set()
         eps = sorted(
             metadata.entry_points(group=group),

@@ -1,4 +1,5 @@
-"""Progress bars for long work, on stderr, backed by rich."""
+"""Progress of long work: the ``Progress`` protocol the engine reports to, and its rich bars
+on stderr that the CLI passes."""
 
 from __future__ import annotations
 
@@ -7,10 +8,19 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from oebench.runner import Progress
-
 #: environment switches that silence Hugging Face's own bars while ours are shown
 QUIET_HF = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
+class Progress:
+    """A no-op progress sink; the CLI passes a rich-backed one."""
+
+    def start(self, description: str, total: int) -> Callable[..., None]:
+        """A bar; the callable is ``advance(steps=1, status="")`` (status: text beside it)."""
+        return lambda advance=1, status="": None
+
+    def log(self, message: str) -> None:
+        pass
 
 
 class RichProgress(Progress):
@@ -20,13 +30,13 @@ class RichProgress(Progress):
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
-            Progress,
             TextColumn,
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
+        from rich.progress import Progress as Bars
 
-        self._bar = Progress(
+        self._bar = Bars(
             TextColumn("{task.description}"),
             BarColumn(bar_width=24),
             MofNCompleteColumn(),

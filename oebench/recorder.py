@@ -1,67 +1,69 @@
-"""Connects a run to the results store: skips stored cells, records finished ones."""
+"""Records a run: skips stored cells, stores finished ones. The only writer of the results
+store during a run; it runs in the driver, whatever executor ran the cells."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from oebench.runner import Cell, Runner
-from oebench.store import ResultStore, ScoreArray, cell_record, sigint_deferred
+from oebench.plan import Task, TaskResult
+from oebench.store import ChangeCheck, ResultStore, ScoreArray, cell_record, sigint_deferred
 
 
 class Recorder:
     """Skip cells already in ``store`` (unless ``rerun``); store each finished cell at once.
 
-    Install with ``runner.run(skip=rec.skip, on_cell=rec.record)`` after ``rec.attach(runner)``.
+    A stored cell whose code or data changed since is computed again (``on_change=
+    "recompute"``; the new cell supersedes it in the store) or served as it is (``"warn"``);
+    ``changes.lines()`` names what changed.
     """
 
     def __init__(
         self,
         store: ResultStore,
+        bench: Any,
         rerun: bool = False,
         scores_dir: str | Path | None = None,
+        on_change: str = "recompute",
     ):
         self.store = store
+        self.bench = bench
         self.rerun = rerun
         self.scores_dir = scores_dir
-        self.runner: Runner | None = None
+        self.changes = ChangeCheck(store, on_change)
         self.new = self.reused = 0
         self._rows: dict[str, list[dict[str, Any]]] = {}
-        self._pending: dict[str, list[ScoreArray]] = {}
 
-    def attach(self, runner: Runner) -> None:
-        """Collect ``runner``'s per-sample scores."""
-        self.runner = runner
-        runner.score_sink = self._collect
-
-    def _collect(self, cell: Cell, detector: str, dataset: str, scores: np.ndarray) -> None:
-        is_ood = dataset != "id"
-        name = dataset if is_ood else cell.id_ref.key
-        self._pending.setdefault(cell.key, []).append(ScoreArray(detector, name, is_ood, scores))
-
-    def skip(self, cell: Cell) -> bool:
+    def skip(self, task: Task) -> bool:
         """True (and its stored rows kept for the run's table) when the cell is stored."""
-        if self.rerun or not self.store.has(cell.key):
+        if self.rerun:
             return False
-        rows = self.store.rows([cell.key])
-        self._rows[cell.key] = rows
+        key = task.key if self.store.has(task.key) else self.changes.served_instead(task.config)
+        if key is None:
+            return False
+        rows = self.store.rows([key])
+        self._rows[task.key] = rows
         self.reused += 1
         if self.scores_dir is not None:
-            self._export(rows[0], self.store.scores([cell.key])[cell.key])
+            self._export(rows[0], self.store.scores([key])[key])
         return True
 
-    def record(self, cell: Cell, rows: list[dict[str, Any]]) -> None:
+    def record(self, task: Task, result: TaskResult) -> None:
         """Store a finished cell (rows + scores, one transaction) and export its scores."""
-        assert self.runner is not None, "call attach(runner) first"
-        arrays = self._pending.pop(cell.key, [])
+        if not result.rows:
+            return
+        first = result.rows[0]
+        arrays = [
+            ScoreArray(det, first["id_dataset"] if ds == "id" else ds, ds != "id", values)
+            for det, ds, values in result.scores
+        ]
         with sigint_deferred():  # Ctrl-C lands after the commit and the count, not between
-            self.store.save_cell(cell_record(self.runner, cell, rows), rows, arrays, self.rerun)
-            self._rows[cell.key] = rows
+            record = cell_record(self.bench, task, result)
+            self.store.save_cell(record, result.rows, arrays, self.rerun)
+            self._rows[task.key] = result.rows
             self.new += 1
         if self.scores_dir is not None:
-            self._export(rows[0], arrays)
+            self._export(first, arrays)
 
     def _export(self, row: dict[str, Any], arrays: list[ScoreArray]) -> None:
         from oebench.scores import write_scores
@@ -69,6 +71,7 @@ class Recorder:
         assert self.scores_dir is not None
         write_scores(self.scores_dir, row, arrays)
 
-    def rows(self) -> list[dict[str, Any]]:
-        """This run's rows so far: stored cells' and new cells', in the order they came."""
-        return [row for rows in self._rows.values() for row in rows]
+    def rows(self, order: list[str] | None = None) -> list[dict[str, Any]]:
+        """This run's rows so far (stored and new cells), in plan order when ``order`` is given."""
+        keys = [k for k in order if k in self._rows] if order else list(self._rows)
+        return [row for key in keys for row in self._rows[key]]

@@ -16,10 +16,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from oebench.columns import COORDINATES, GROUP_COLUMNS
 from oebench.errors import UserError
-from oebench.groups import stored_groups, with_group_means
-from oebench.report import SHOWN, comparison, results_frame, sort_results
+from oebench.groups import Groups, groups_in_text, is_summary, with_group_means
+from oebench.report import SHOWN, comparison, results_frame, sort_results, split_trainings
 from oebench.store import ResultStore
+from oebench.wide import wide_comparison
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,8 +36,6 @@ FILTERS = {
     "detector": "detector",
     "seed": "seed",
 }
-#: what identifies one result; when cells overlap, the newest stored row wins
-COORDINATES = ["benchmark", "id_dataset", "model", "training", "detector", "ood_dataset", "seed"]
 
 
 def patterns(value: Filter) -> list[str]:
@@ -84,7 +84,7 @@ def select(df: pd.DataFrame, filters: dict[str, Filter], where: Path) -> pd.Data
 def newest(df: pd.DataFrame) -> pd.DataFrame:
     """One row per result coordinate: the most recently stored when cells overlap."""
     return df.sort_values("stored_order", kind="mergesort").drop_duplicates(
-        COORDINATES, keep="last"
+        list(COORDINATES), keep="last"
     )
 
 
@@ -97,12 +97,25 @@ def stored_results(store: ResultStore, **filters: Filter) -> pd.DataFrame:
         raise UserError(f"results store {store.path} holds no results yet: run `oebench run`")
     df = sort_results(newest(select(pd.DataFrame(rows), filters, store.path)))
     df = with_group_means(df, stored_groups(store, df))  # near-/far-OOD means (oebench.groups)
-    from oebench.groups import is_summary
-
     # True for `mean` and group-mean rows, so notebooks can drop them: df[~df.is_aggregate]
     df["is_aggregate"] = df.ood_dataset.map(is_summary).astype(bool)
     first = list(results_frame(df).columns)
     return df[first + [c for c in df.columns if c not in first]]
+
+
+def stored_groups(store: ResultStore, df: pd.DataFrame) -> dict[str, Groups]:
+    """The ``ood_groups`` of each benchmark in ``df``, read from its stored benchmark text
+    (the newest version of the file when there are several)."""
+    if "benchmark_digest" not in df.columns or df.empty:
+        return {}
+    found: dict[str, Groups] = {}
+    order = "stored_order" if "stored_order" in df.columns else "cell"
+    latest = df.sort_values(order, kind="mergesort").drop_duplicates("benchmark", keep="last")
+    for bench, cell in zip(latest.benchmark, latest.cell, strict=True):
+        record = store.cell(cell)
+        if record is not None:
+            found[bench] = groups_in_text(record.get("benchmark_text") or "")
+    return found
 
 
 def load_results(store: str | Path | None = None, **filters: Filter) -> pd.DataFrame:
@@ -161,7 +174,7 @@ def intervals(
 
     means = df[df.ood_dataset == "mean"]
     arrays = store.scores(means.cell.unique())
-    keys = ["benchmark", "id_dataset", "model", "detector", "training"]
+    keys = [*GROUP_COLUMNS, "training"]
     records = []
     damaged = store.damaged(means.cell.unique())  # reported by name; those get no interval
     for values, part in means.groupby(keys, sort=False):
@@ -203,10 +216,9 @@ def delta_intervals(
     import pandas as pd
 
     from oebench.bootstrap import CI_METRICS, interval, paired_delta_replicates, rng_for
-    from oebench.report import split_trainings
 
     base, others = split_trainings(means)
-    keys = ["benchmark", "id_dataset", "model", "detector"]
+    keys = list(GROUP_COLUMNS)
     records = []
     for values, part in means.groupby(keys, sort=False):
         cells = {(t, s): c for t, s, c in zip(part.training, part.seed, part.cell, strict=True)}
@@ -266,7 +278,5 @@ def leaderboard(
         df = stored_results(s, **filters)
         bands = intervals(s, df, resamples) if ci else None
     if wide:
-        from oebench.wide import wide_comparison
-
         return wide_comparison(df, metrics, ood=ood, sort=sort or metrics[0])
     return comparison(df, metrics, ood=ood, intervals=bands, sort=sort or metrics[0])

@@ -3,9 +3,8 @@ every detector on the cached outputs, metrics per OOD set."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import hashlib
-import inspect
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from oebench.contracts import checked_metrics
 from oebench.detectors import Detector, Head, Outputs
 from oebench.errors import UserError, debug_traceback
 from oebench.metrics import METRICS, ood_metrics
+from oebench.progress import Progress
 from oebench.registry import (
     check_options,
     create_dataset,
@@ -30,18 +30,6 @@ from oebench.registry import (
     get_component,
 )
 from oebench.validation import chance_warning
-
-ID_COLUMNS = [
-    "benchmark",
-    "id_dataset",
-    "model",
-    "training",
-    "objective",
-    "outlier_source",
-    "detector",
-    "ood_dataset",
-    "seed",
-]
 
 
 def resolve_device(name: str = "auto") -> Any:
@@ -67,17 +55,6 @@ class Cell:
     config: dict[str, Any] = field(default_factory=dict)
     #: position in the matrix for one seed (ID dataset x model x training), for ordering rows
     index: int = 0
-
-
-class Progress:
-    """A no-op progress sink; the CLI passes a rich-backed one."""
-
-    def start(self, description: str, total: int) -> Callable[..., None]:
-        """A bar; the callable is ``advance(steps=1, status="")`` (status: text beside it)."""
-        return lambda advance=1, status="": None
-
-    def log(self, message: str) -> None:
-        pass
 
 
 class Runner:
@@ -110,10 +87,16 @@ class Runner:
     # -- validation --------------------------------------------------------------------------
     def validate(self) -> None:
         """Check every name and option before any work starts."""
+        from oebench.data import check_modalities, skipped_detectors
         from oebench.validation import check_benchmark
 
+        check_modalities(self.bench)  # text data with an image model etc.: one line, first
         check_benchmark(self.bench)  # every problem at once, in one message
         b = self.bench
+        for ref in b.id_datasets[:1]:  # e.g. input-gradient detectors (ODIN) on text
+            kind = getattr(self._source("dataset", ref), "modality", "image")
+            for key in skipped_detectors(b, kind):
+                self.progress.log(f"note: detector {key!r} does not apply to {kind} data: skipped")
         for ref in b.id_datasets + b.ood_datasets:
             check_options(get_component("dataset", ref.name), ref.kwargs)
         for ref in b.models:
@@ -158,14 +141,116 @@ class Runner:
                         yield cell
                         index += 1
 
+    def prepare(self) -> None:
+        """Validate the benchmark and pick the device, once, before the first cell."""
+        if not hasattr(self, "device"):
+            self.validate()
+            self.device = resolve_device(self.device_name)
+
+    def cell_for(self, task: Any) -> Cell:
+        """The cell a plan's task stands for, configured here (its key must match)."""
+        b = self.bench
+        training = next(t for t in b.trainings if t.name == task.training)
+        cell = Cell(
+            task.seed, b.id_datasets[task.id_index], b.models[task.model_index], training,
+            index=task.index,
+        )  # fmt: skip
+        self._configure(cell)
+        if cell.key != (task.cell_key or task.key):
+            differ = ", ".join(_differences(task.config, cell.config)[:3]) or "?"
+            raise UserError(
+                f"cell {task.label}: this process computes another cell key than the driver "
+                f"({differ} differ); install the same oebench, plugins and data on every worker"
+            )
+        return cell
+
+    def execute_task(self, task: Any) -> Any:
+        """Run a plan's task here: train a checkpoint others start from, or a whole cell."""
+        cell = self.cell_for(task)
+        result = self.train_only(cell) if task.kind == "train" else self.execute(cell)
+        result.key = task.key
+        return result
+
+    def train_only(self, cell: Cell) -> Any:
+        """Train (or find) the cell's checkpoint, so that the cells starting from it can go."""
+        from oebench.plan import TaskResult
+
+        self.prepare()
+        start = time.perf_counter()
+        try:
+            self.trained_model(cell)
+        except UserError:
+            raise
+        except (Exception, SystemExit) as exc:  # the cell itself reports it again, by name
+            return TaskResult(cell.key, failed=_describe(exc))
+        return TaskResult(cell.key, provenance={"wall_seconds": time.perf_counter() - start})
+
+    def execute(self, cell: Cell) -> Any:
+        """Run one cell and return its TaskResult: rows, scores, messages, provenance."""
+        import os
+        import socket
+
+        from oebench.plan import TaskResult
+
+        self.prepare()
+        result = TaskResult(cell.key)
+        sink, progress = self.score_sink, self.progress
+        failures = len(self.failures)
+        self.score_sink = lambda c, det, ds, values: result.scores.append((det, ds, values))
+        self.progress = _Logged(progress, result.logs)
+        start = time.perf_counter()
+        try:
+            result.rows = self._run_cell_safely(cell)
+        finally:
+            self.score_sink, self.progress = sink, progress
+        result.failures = self.failures[failures:]
+        if not result.rows:
+            result.failed = self.failed_cells[-1]
+        result.provenance = self.provenance(cell) | {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "wall_seconds": round(time.perf_counter() - start, 3),
+        }
+        return result
+
+    def provenance(self, cell: Cell) -> dict[str, Any]:
+        """Versions of oebench, torch and every plugin the cell uses, and the device."""
+        import torch
+
+        import oebench
+
+        return {
+            "oebench_version": oebench.__version__,
+            "torch_version": str(torch.__version__),
+            "plugins": self.plugin_versions(cell),
+            "device": str(getattr(self, "device", self.device_name)),
+        }
+
+    def plugin_versions(self, cell: Cell) -> dict[str, str | None]:
+        """Name -> version of every plugin that registered a component this cell uses."""
+        from oebench.plugins import get_plugin_manager
+
+        bench = self.bench
+        used = [("dataset", cell.id_ref.name), ("model", cell.model_ref.name)]
+        used += [("detector", d.name) for d in bench.detectors]
+        used += [("dataset", o.name) for o in bench.ood_datasets]
+        training: Any = cell.training
+        while training is not None:
+            used.append(("objective", training.objective.name))
+            if training.outliers is not None:
+                used.append(("outlier source", training.outliers.name))
+            training = next((t for t in bench.trainings if t.name == training.init), None)
+        infos = get_plugin_manager().infos
+        plugins = sorted({get_component(kind, name).plugin for kind, name in used})
+        return {p: (infos[p].version if p in infos else None) for p in plugins}
+
     def run(
         self,
         skip: Callable[[Cell], bool] | None = None,
         on_cell: Callable[[Cell, list[dict]], None] | None = None,
     ) -> list[dict]:
         """Run every cell (unless ``skip`` says it is done); ``on_cell`` receives its rows."""
-        self.validate()
-        self.device = resolve_device(self.device_name)
+        self.prepare()
         cells = list(self.cells())
         advance = self.progress.start(f"benchmark {self.bench.name}", len(cells))
         rows: list[dict] = []
@@ -225,6 +310,9 @@ class Runner:
             ),
             "training_version": _training_version(),
             "names": self._names(cell),
+            # the code of every component and the files of every data source the cell uses:
+            # an edited detector or a replaced dataset file gives the cell another key
+            "fingerprints": cell_fingerprints(b, cell, self._files),
         }
         files = self._model_files(cell.model_ref)
         if files:  # a file a model reads (a `checkpoint`'s weights) is keyed by its content
@@ -233,8 +321,8 @@ class Runner:
 
     def _model_files(self, ref: Ref) -> dict[str, str]:
         """Option -> sha256 of the file for every model option naming an existing file."""
-        from oebench.data import data_root
         from oebench.datafiles import content_digest
+        from oebench.settings import data_root
 
         key = ("model files", canonical_hash(ref.config()))
         if key not in self._data:
@@ -366,19 +454,29 @@ class Runner:
         return (tuple(id_source.mean), tuple(id_source.std))
 
     # -- one cell ------------------------------------------------------------------------------
-    def run_cell(self, cell: Cell) -> list[dict]:
+    def trained_model(self, cell: Cell) -> tuple[Any, float, bool]:
+        """The cell's model with its trained weights: (model, training seconds, cached)."""
         import torch
 
         from oebench.models import Classifier
-        from oebench.outputs import model_digest
 
         source = self._source("dataset", cell.id_ref)
         shape = tuple(source.shape)
-
         torch.manual_seed(cell.seed)
         net = create_model(cell.model_ref.name, source.num_classes, shape, **cell.model_ref.kwargs)
         model = Classifier(net, source.mean, source.std)
         train_seconds, cached = self._train(cell, model, shape)
+        return model, train_seconds, cached
+
+    def run_cell(self, cell: Cell) -> list[dict]:
+        import torch
+
+        from oebench.data import skipped_detectors
+        from oebench.outputs import model_digest
+
+        source = self._source("dataset", cell.id_ref)
+        shape = tuple(source.shape)
+        model, train_seconds, cached = self.trained_model(cell)
         model.to(self.device).eval()
         if self.device.type == "cuda":
             model.to(memory_format=torch.channels_last)
@@ -402,7 +500,12 @@ class Runner:
             oods[ref.key] = (where, self._outputs(model, digest, where, shape))
             passes(1, ref.key)
         train_out = None
-        detectors = [(ref, create_detector(ref.name, **ref.kwargs)) for ref in self.bench.detectors]
+        skip = set(skipped_detectors(self.bench, getattr(source, "modality", "image")))
+        detectors = [
+            (ref, create_detector(ref.name, **ref.kwargs))
+            for ref in self.bench.detectors
+            if ref.key not in skip
+        ]
         if any("fit" in det.needs for _, det in detectors):
             id_train = ("dataset", cell.id_ref, "train", None, cell.seed)
             train_out = self._outputs(model, digest, id_train, shape)
@@ -509,7 +612,6 @@ class Runner:
     def _train(self, cell: Cell, model: Any, shape: tuple) -> tuple[float, bool]:
         """Load the cell's weights from the checkpoint cache, or train them; returns (s, cached)."""
         from oebench.outputs import model_digest
-        from oebench.training import train
 
         t = cell.training
         if t.params.get("evaluate_only"):
@@ -525,17 +627,22 @@ class Runner:
                 "init_weights": model_digest(model),
                 "training": cell.config["training"],
                 "data": self._training_data_fingerprints(cell.training, cell, shape),
-                "code": [
-                    code_digest(get_component("model", cell.model_ref.name).factory),
-                    code_digest(get_component("objective", t.objective.name).factory),
-                    # the loop, outlier sampling and the Objective base class make weights too
-                    *(code_digest(f) for f in _training_code()),
-                ],
+                # the model's, the objectives' (init chain included) and the training loop's own
+                # code; never a detector's, so editing a detector retrains nothing
+                "code": weights_code(cell.config["fingerprints"]),
             }
         )
         if key in self._states:
             model.load_state_dict(self._states[key])
             return 0.0, True
+        with cache_lock(self.checkpoints, key):  # workers sharing a cache train it once
+            return self._load_or_train(key, cell, model, shape)
+
+    def _load_or_train(self, key: str, cell: Cell, model: Any, shape: tuple) -> tuple[float, bool]:
+        """The checkpoint ``key`` from the cache, else trained now and saved."""
+        from oebench.training import train
+
+        t = cell.training
         saved = self.checkpoints.load(key)
         if saved is not None:
             model.load_state_dict(saved["state_dict"])
@@ -564,18 +671,20 @@ class Runner:
                 // params["batch_size"]
             ),
         )
-        seconds = train(
-            model,
-            train_set,
-            objective,
-            params,
-            cell.seed,
-            shape,
-            self.device,
-            outliers,
-            on_step=lambda step, total: steps(1),
-            on_stats=lambda loss, acc: steps(0, f"loss {loss:.3f}, train acc {acc:.1f}%"),
-        )
+        with torch_threads(params.get("threads", 0)):  # same weights on any machine/executor
+            seconds = train(
+                model,
+                train_set,
+                objective,
+                params,
+                cell.seed,
+                shape,
+                self.device,
+                outliers,
+                on_step=lambda step, total: steps(1),
+                on_stats=lambda loss, acc: steps(0, f"loss {loss:.3f}, train acc {acc:.1f}%"),
+                partial=self.checkpoints.partial(key),  # per-epoch state: resumable
+            )
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         self.checkpoints.save(key, state, seconds)
         self._states[key] = state
@@ -719,6 +828,56 @@ class Runner:
         }
 
 
+class _Logged(Progress):
+    """A progress sink that also keeps every logged line (for a task's result)."""
+
+    def __init__(self, inner: Progress, lines: list[str]):
+        self.inner, self.lines = inner, lines
+
+    def start(self, description: str, total: int) -> Callable[..., None]:
+        return self.inner.start(description, total)
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+        self.inner.log(message)
+
+
+def _differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """Paths (``training/params/lr``) where two JSON-like configurations differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b), key=str)
+        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{path}/{k}")]
+    return [] if a == b else [path.lstrip("/") or "configuration"]
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run with ``count`` intra-op CPU threads (0: leave torch's choice), then restore."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def cache_lock(cache: Any, key: str) -> Any:
+    """An inter-process lock on a cache entry (a no-op for a disabled cache)."""
+    if not cache.enabled:
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    path = Path(cache.path(key))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # an unwritable cache: no one can save it, so no one waits for it
+        return contextlib.nullcontext()
+    return FileLock(str(path) + ".lock")
+
+
 class PluginFailed(UserError):
     """A plugin raised while oebench called it; the message names the plugin."""
 
@@ -753,27 +912,14 @@ def _ap_baseline(n_id: int, n_ood: int) -> float:
     return 100.0 * n_ood / (n_ood + n_id)
 
 
-@functools.cache
-def _file_digest(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def code_digest(factory: Any) -> str | None:
-    """A hash of the source file that defines a component, so edited code is never served
-    from a stale cache (``None`` where the source file cannot be found)."""
-    try:
-        return _file_digest(inspect.getfile(factory))
-    except (TypeError, OSError):
-        return None
-
-
-def _training_code() -> tuple[Any, ...]:
-    """Modules whose source decides what a training produces (for checkpoint keys)."""
-    import oebench.objectives
-    import oebench.sampling
-    import oebench.training
-
-    return (oebench.training, oebench.sampling, oebench.objectives)
+# fingerprints live in oebench.fingerprints; the runner's names stay for existing callers
+from oebench.fingerprints import (  # noqa: E402
+    _file_digest,  # noqa: F401
+    cell_fingerprints,
+    code_digest,
+    weights_code,
+)
+from oebench.fingerprints import training_code as _training_code  # noqa: E402,F401
 
 
 def _training_version() -> int:

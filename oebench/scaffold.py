@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import click
 import numpy as np
-import oebench
+import oebench.api as oebench
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -194,7 +194,7 @@ TESTS = '''\
 
 import pytest
 from click.testing import CliRunner
-from oebench.testing import (
+from oebench.api import (
     check_dataset,
     check_detector,
     check_model,

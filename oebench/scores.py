@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from oebench.columns import SCORE_COLUMNS
 from oebench.store import ScoreArray
 
 if TYPE_CHECKING:
@@ -16,7 +17,6 @@ if TYPE_CHECKING:
 
 #: the labels of the ``label`` column (OOD = 1, the positive class of every metric)
 ID_LABEL, OOD_LABEL = 0, 1
-META_COLUMNS = ("cell", "benchmark", "id_dataset", "model", "training", "seed")
 
 
 def scores_frame(meta: dict[str, Any], arrays: list[ScoreArray]) -> pd.DataFrame:
@@ -40,7 +40,7 @@ def scores_frame(meta: dict[str, Any], arrays: list[ScoreArray]) -> pd.DataFrame
         )
     columns = ["detector", "dataset", "is_ood", "label", "sample", "score"]
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
-    for i, name in enumerate(META_COLUMNS):
+    for i, name in enumerate(SCORE_COLUMNS):
         df.insert(i, name, meta[name])
     return df
 

@@ -19,16 +19,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import numpy as np
 
 from oebench.columns import EXTRA_CELL_COLUMNS, EXTRA_ROW_COLUMNS
 from oebench.errors import UserError
-
-if TYPE_CHECKING:
-    from oebench.runner import Cell, Runner
 
 STORE_ENV = "OEBENCH_STORE"
 SCHEMA_VERSION = 2
@@ -341,15 +338,18 @@ class ResultStore:
     ) -> bool:
         """Store a finished cell with its rows and scores in one transaction.
 
-        A cell already stored is left alone (returns False) unless ``replace``.
+        A cell already stored is left alone (returns False) unless ``replace``. Stored cells
+        this one supersedes (``stale_cells``: the same cell computed with other code or data)
+        are deleted in the same transaction, so no query ever sees both.
         """
         key = record["key"]
         with self._guard(), self._transaction() as conn:
             if conn.execute("SELECT 1 FROM cells WHERE key = ?", (key,)).fetchone():
                 if not replace:
                     return False
-                for table, column in (("scores", "cell"), ("results", "cell"), ("cells", "key")):
-                    conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (key,))
+                _delete_cell(conn, key)
+            for stale in _stale_cells(conn, _json_object(record["config"]), key):
+                _delete_cell(conn, stale)
             conn.execute(
                 "INSERT OR IGNORE INTO benchmarks (digest, name, text) VALUES (?, ?, ?)",
                 (record["benchmark_digest"], record["benchmark"], record["benchmark_text"]),
@@ -382,6 +382,13 @@ class ResultStore:
         return True
 
     # -- reading -----------------------------------------------------------------------------
+    def stale_cells(self, config: dict[str, Any]) -> dict[str, list[str]]:
+        """Stored cells that a cell with ``config`` would supersede, oldest first: the same
+        benchmark, seed, ID dataset, model, training and settings, computed with other code or
+        data; key -> what changed (``["detector 'energy' code", ...]``)."""
+        with self._guard():
+            return _stale_cells(self._connection, config)
+
     def has(self, key: str) -> bool:
         with self._guard():
             query = "SELECT 1 FROM cells WHERE key = ?"
@@ -491,6 +498,103 @@ class ResultStore:
         )
 
 
+def _delete_cell(conn: sqlite3.Connection, key: str) -> None:
+    """Remove a cell with its rows and scores (inside the caller's transaction)."""
+    for table, column in (("scores", "cell"), ("results", "cell"), ("cells", "key")):
+        conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (key,))
+
+
+def _stale_cells(
+    conn: sqlite3.Connection, config: dict[str, Any], key: str = ""
+) -> dict[str, list[str]]:
+    """``ResultStore.stale_cells`` on a connection (``key``: the new cell's own, skipped)."""
+    from oebench.fingerprints import cell_identity, describe_changes
+
+    names = config.get("names")
+    if not isinstance(names, dict) or "fingerprints" not in config:
+        return {}
+    cursor = conn.execute(
+        "SELECT key, config FROM cells WHERE benchmark = ? AND seed = ? AND id_dataset = ? "
+        "AND model = ? AND training = ? AND key != ? ORDER BY rowid",
+        (
+            config.get("benchmark"),
+            config.get("seed"),
+            names.get("id_dataset"),
+            names.get("model"),
+            names.get("training"),
+            key,
+        ),
+    )
+    identity = cell_identity(config)
+    found = {}
+    for old_key, text in cursor.fetchall():
+        old = _json_object(text)
+        if old and cell_identity(old) == identity:
+            found[old_key] = describe_changes(old, config)
+    return found
+
+
+def _json_object(text: Any) -> dict[str, Any]:
+    """A JSON object's value; ``{}`` for anything else."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class ChangeCheck:
+    """What ``oebench run`` does with stored cells whose code or data changed since: with
+    ``on_change="recompute"`` (the default) the cell runs again and its result supersedes
+    them; with ``"warn"`` the newest of them is served. ``lines()`` says so, one line per
+    change: ``detector 'energy' code changed; recomputing 3 cells``."""
+
+    MODES = ("recompute", "warn")
+
+    def __init__(self, store: ResultStore, on_change: str = "recompute"):
+        if on_change not in self.MODES:
+            raise UserError(f"--on-change {on_change!r}: expected one of {', '.join(self.MODES)}")
+        self.store = store
+        self.on_change = on_change
+        #: what changed -> how many cells it concerns
+        self.changes: dict[str, int] = {}
+
+    def served_instead(self, config: dict[str, Any]) -> str | None:
+        """The key of the stored cell to serve instead of computing ``config``'s (``warn``
+        with a changed cell stored), else None; every change found is counted."""
+        stale = self.store.stale_cells(config)
+        if not stale:
+            return None
+        newest = list(stale)[-1]
+        what = _join(stale[newest])
+        self.changes[what] = self.changes.get(what, 0) + 1
+        return newest if self.on_change == "warn" else None
+
+    def lines(self) -> list[str]:
+        """One line per change found so far."""
+        out = []
+        for what, n in self.changes.items():
+            cells = f"{n} cell{'s' if n != 1 else ''}"
+            if self.on_change == "warn":
+                out.append(
+                    f"{what} changed since {cells} were stored; serving their stored results "
+                    "(--on-change recompute recomputes them)"
+                )
+            else:
+                out.append(f"{what} changed; recomputing {cells}")
+        return out
+
+
+def _join(changes: list[str], limit: int = 3) -> str:
+    """``a, b and c`` (``a, b, c and 4 more``)."""
+    shown = changes[:limit]
+    if len(changes) > limit:
+        text = f"{', '.join(shown)} and {len(changes) - limit} more"
+    else:
+        text = " and ".join([", ".join(shown[:-1]), shown[-1]]) if len(shown) > 1 else shown[0]
+    return text
+
+
 @contextmanager
 def sigint_deferred() -> Iterator[None]:
     """Hold Ctrl-C (SIGINT) until the block ends, then raise it; a no-op off the main thread."""
@@ -510,55 +614,33 @@ def sigint_deferred() -> Iterator[None]:
                 raise KeyboardInterrupt
 
 
-def _versions(runner: Runner, cell: Cell) -> dict[str, str | None]:
-    """Name -> version of every plugin that registered a component this cell uses."""
-    from oebench.plugins import get_plugin_manager
-    from oebench.registry import get_component
-
-    bench = runner.bench
-    used = [("dataset", cell.id_ref.name), ("model", cell.model_ref.name)]
-    used += [("detector", d.name) for d in bench.detectors]
-    used += [("dataset", o.name) for o in bench.ood_datasets]
-    training: Any = cell.training
-    while training is not None:
-        used.append(("objective", training.objective.name))
-        if training.outliers is not None:
-            used.append(("outlier source", training.outliers.name))
-        training = next((t for t in bench.trainings if t.name == training.init), None)
-    infos = get_plugin_manager().infos
-    plugins = sorted({get_component(kind, name).plugin for kind, name in used})
-    return {p: (infos[p].version if p in infos else None) for p in plugins}
-
-
-def cell_record(runner: Runner, cell: Cell, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """What the store keeps about a finished cell: configuration, provenance and timings."""
-    import torch
-
-    import oebench
-
-    bench = runner.bench
-    first = rows[0]
+def cell_record(bench: Any, task: Any, result: Any) -> dict[str, Any]:
+    """What the store keeps about a finished cell: configuration, and the provenance its
+    worker sent back with the result (versions, device, host, timings)."""
+    first = result.rows[0]
+    prov = result.provenance
     source = Path(bench.source) if bench.source else None
     path = str(source.resolve()) if source is not None and source.exists() else bench.source
+    worker = {k: prov[k] for k in ("host", "pid", "wall_seconds", "executor") if k in prov}
     return {
-        "key": cell.key,
+        "key": task.key,
         "benchmark": bench.name,
         "benchmark_path": path,
         "benchmark_digest": bench.digest,
         "benchmark_text": bench.text,
-        "seed": cell.seed,
+        "seed": task.seed,
         "id_dataset": first["id_dataset"],
         "model": first["model"],
         "training": first["training"],
         "objective": first["objective"],
         "outlier_source": first["outlier_source"],
         "protocol": first["protocol"],
-        "cell_index": cell.index,
-        "config": json.dumps(cell.config, sort_keys=True, default=str),
-        "oebench_version": oebench.__version__,
-        "plugins": json.dumps(_versions(runner, cell), sort_keys=True),
-        "torch_version": str(torch.__version__),
-        "device": str(getattr(runner, "device", runner.device_name)),
+        "cell_index": task.index,
+        "config": json.dumps(task.config | {"worker": worker}, sort_keys=True, default=str),
+        "oebench_version": prov["oebench_version"],
+        "plugins": json.dumps(prov["plugins"], sort_keys=True),
+        "torch_version": prov["torch_version"],
+        "device": prov["device"],
         "train_seconds": first["train_seconds"],
         "score_seconds": first["score_seconds"],
         "trained": int(bool(first["trained"])),

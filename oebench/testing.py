@@ -192,8 +192,10 @@ def _check_source(
     what: str, source: Any, split: str, classes: int | None, shape: Any = None
 ) -> None:
     from oebench.contracts import ContractError, check_split
-    from oebench.data import ImageSource
+    from oebench.data import ImageSource, modality_of
 
+    if modality_of(source) == "text":
+        return _check_text_source(what, source, split, classes)
     assert isinstance(source, ImageSource), f"{what}: factory must return an oebench.ImageSource"
     assert split in source.splits, f"{what}: split {split!r} not in splits {source.splits}"
     assert len(source.shape) == 3 and source.shape[0] in (1, 3), f"{what}: shape {source.shape}"
@@ -211,18 +213,44 @@ def _check_source(
     assert bool((again == image).all()), f"{what}: the same seed gave different images"
 
 
+def _check_text_source(what: str, source: Any, split: str, classes: int | None) -> None:
+    """A text source: a split encoded with its own vocabulary (an ID dataset's) or, for an
+    OOD set or outliers, with one built from that split; the same tokens twice."""
+    from oebench.contracts import ContractError, check_split
+    from oebench.text import _VOCABULARIES, TextSource, build_vocabulary
+
+    assert isinstance(source, TextSource), f"{what}: factory must return an oebench.TextSource"
+    assert split in source.splits, f"{what}: split {split!r} not in splits {source.splits}"
+    shape = None
+    if not (source.num_classes and "train" in source.splits):
+        vocab = build_vocabulary(source.texts(split, 0)[0], source.length, source.vocab_size)
+        _VOCABULARIES[vocab.digest] = vocab
+        shape = vocab.shape
+    data = source.load(split, shape=shape, seed=0)
+    try:
+        check_split(data, split, classes)
+    except ContractError as exc:
+        raise AssertionError(f"{what}: {exc}") from None
+    assert data.tokens.shape[1] == source.length, f"{what}: rows of {data.tokens.shape[1]} ids"
+    again = source.load(split, shape=shape, seed=0)
+    assert bool((again.tokens == data.tokens).all()), f"{what}: the same seed gave other tokens"
+
+
 def check_model(
     name: str, classes: int = 10, shape: tuple[int, int, int] = SHAPE, **options: Any
 ) -> Any:
-    """Build model ``name`` and check ``forward_features`` / ``forward_head`` shapes."""
+    """Build model ``name`` and check ``forward_features`` / ``forward_head`` shapes; a text
+    model takes a text input spec, e.g. ``shape=(16, 100, "any-digest")``."""
     import torch
 
+    from oebench.data import example_inputs, is_text_shape
     from oebench.models import Classifier
 
     net = create_model(name, classes, shape, **options)
-    model = Classifier(net, (0.5,) * shape[0], (0.5,) * shape[0]).eval()
+    norm = None if is_text_shape(shape) else (0.5,) * shape[0]
+    model = Classifier(net, norm, norm).eval()
     with torch.no_grad():
-        features = model.forward_features(torch.rand(4, *shape))
+        features = model.forward_features(example_inputs(shape, 4))
         logits = model.forward_head(features)
     assert features.ndim == 2 and len(features) == 4, f"{name}: features {tuple(features.shape)}"
     assert tuple(logits.shape) == (4, classes), f"{name}: logits {tuple(logits.shape)}"

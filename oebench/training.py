@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from oebench.data import cache_dir
 from oebench.objectives import Objective
 from oebench.outputs import iterate_batches
 from oebench.sampling import epoch_outliers
+from oebench.settings import cache_dir
 
 #: bump when a change to the training loop changes what a checkpoint contains
 TRAINING_VERSION = 1
@@ -73,6 +73,8 @@ def train(
     outliers: Any = None,
     on_step: Callable[[int, int], None] | None = None,
     on_stats: Callable[[float, float], None] | None = None,
+    partial: PartialCheckpoint | None = None,
+    on_epoch: Callable[[int, int], None] | None = None,
 ) -> float:
     """Train in place with SGD (Nesterov) + per-step cosine schedule; returns seconds taken.
 
@@ -82,6 +84,11 @@ def train(
     data resident on the device, no host synchronisation inside the loop; ``compile``
     wraps the model in ``torch.compile``. ``on_stats(loss, accuracy %)`` receives the mean
     loss and ID train accuracy about ten times per epoch (the only host synchronisations).
+
+    With ``partial``, the state at the end of every epoch but the last (weights, optimizer,
+    schedule, every random generator) is saved there, and a training that finds one resumes
+    after its epoch, with the same weights as had it never stopped. ``on_epoch(done, epochs)``
+    is called after each epoch (and its save).
     """
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
@@ -109,9 +116,15 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: cosine_factor(step, total, params["lr"])
     )
-    step = 0
+    step = first_epoch = 0
+    saved = partial.load(total) if partial is not None else None
+    if saved is not None:  # resume after the last epoch an interrupted run finished
+        first_epoch, step = saved["epoch"], saved["step"]
+        start -= _restore(saved, model, opt, sched, gen)
+        for done in range(step) if on_step is not None else ():
+            on_step(done + 1, total)
     stats = _Stats(on_stats, max(1, steps_per_epoch // 10), device)
-    for _ in range(params["epochs"]):
+    for epoch in range(first_epoch, params["epochs"]):
         order = torch.randperm(len(train_set), generator=gen)[:n_train]
         out_iter = None
         if objective.uses_outliers:
@@ -136,7 +149,7 @@ def train(
                 tail = x[n_in:]
                 mixed = objective.prepare_outliers(x[:n_in], y, tail, gen)
                 x = x if mixed is tail else torch.cat([x[:n_in], mixed])
-            if fmt is not None:
+            if fmt is not None and x.dim() == 4:  # images; token batches stay as they are
                 x = x.contiguous(memory_format=fmt)
             with torch.autocast(
                 device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
@@ -151,10 +164,165 @@ def train(
             stats.add(loss, logits[:n_in], y)
             if on_step is not None:
                 on_step(step, total)
+        if partial is not None and epoch + 1 < params["epochs"]:
+            spent = time.perf_counter() - start
+            partial.save(_snapshot(epoch + 1, step, total, spent, model, opt, sched, gen))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, params["epochs"])
     model.eval()
     if on_gpu:
         torch.cuda.synchronize()
     return time.perf_counter() - start
+
+
+def _snapshot(
+    epoch: int,
+    step: int,
+    total: int,
+    seconds: float,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    gen: torch.Generator,
+) -> dict[str, Any]:
+    """Everything a training needs to go on after ``epoch`` epochs, on the CPU."""
+    import random
+
+    import numpy as np
+
+    np_state = np.random.get_state(legacy=True)
+    return {
+        "epoch": epoch,
+        "step": step,
+        "total": total,
+        "seconds": float(seconds),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": {
+            "generator": gen.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "numpy": [torch.from_numpy(np_state[1].astype("int64")), *map(float, np_state[2:])],
+            "python": [list(random.getstate()[1]), random.getstate()[2]],
+        },
+    }
+
+
+def _restore(
+    saved: dict[str, Any],
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    gen: torch.Generator,
+) -> float:
+    """Put a ``_snapshot`` back in place; returns the seconds the training had taken."""
+    import random
+
+    import numpy as np
+
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    sched.load_state_dict(saved["scheduler"])
+    rng = saved["rng"]
+    gen.set_state(rng["generator"])
+    torch.set_rng_state(rng["torch"])
+    for device, state in enumerate(rng["cuda"][: torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(state, device)
+    keys, pos, has_gauss, gauss = rng["numpy"]
+    np.random.set_state(
+        ("MT19937", keys.numpy().astype(np.uint32), int(pos), int(has_gauss), gauss)
+    )
+    words, gauss_next = rng["python"]
+    random.setstate((3, tuple(words), gauss_next))
+    return saved["seconds"]
+
+
+class PartialCheckpoint:
+    """A training cut short: its state after the last finished epoch, in
+    ``<cache>/models/<key>.partial.pt`` beside the final checkpoint it becomes. Written
+    atomically after every epoch, read back when valid, deleted when the final one is saved."""
+
+    def __init__(self, cache: CheckpointCache, key: str):
+        self.cache = cache
+        self.key = key
+        self.path = cache.root / f"{key}.partial.pt"
+
+    def load(self, total: int) -> dict[str, Any] | None:
+        """The saved state of this training (``total`` steps in all), or None; a file that
+        cannot be trusted is reported and removed."""
+        from oebench.outputs import remove_cache_file
+
+        if not self.path.exists():
+            return None
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+            problem = _partial_problem(saved, self.key, total)
+        except Exception as exc:
+            problem = f"unreadable: {type(exc).__name__}"
+        if problem is None:
+            print(
+                f"oebench: resuming the training {self.key} after epoch {saved['epoch']} "
+                f"(from {self.path})",
+                file=sys.stderr,
+            )
+            return saved
+        print(
+            f"oebench: ignoring {self.path} ({problem}); training from the start", file=sys.stderr
+        )
+        remove_cache_file(self.path)
+        return None
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Write ``state`` (a ``_snapshot``) atomically, with its key and a checksum."""
+        from oebench.outputs import write_cache_file
+
+        payload = {"format": PARTIAL_FORMAT, "key": self.key, **state}
+        payload["checksum"] = _partial_checksum(payload)
+        write_cache_file(self.cache, self.path, lambda tmp: torch.save(payload, tmp))
+
+    def discard(self) -> None:
+        """Delete the file, if any (a read-only folder keeps it)."""
+        from oebench.outputs import remove_cache_file
+
+        remove_cache_file(self.path)
+
+
+#: bump when the layout of a ``.partial.pt`` file changes
+PARTIAL_FORMAT = 1
+
+
+def _partial_checksum(payload: dict[str, Any]) -> str:
+    """``state_checksum`` over every tensor of a partial checkpoint (found by path)."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, torch.Tensor):
+            tensors[path] = value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{path}/{k}")
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(v, f"{path}/{i}")
+
+    walk({k: v for k, v in payload.items() if k != "checksum"}, "")
+    meta = f"{payload['epoch']}|{payload['step']}|{payload['total']}|{payload['rng']['numpy'][1:]}"
+    return state_checksum(f"{payload['key']}|{meta}", payload["seconds"], tensors)
+
+
+def _partial_problem(saved: Any, key: str, total: int) -> str | None:
+    """Why a loaded partial checkpoint cannot be resumed from for ``key`` (None when it can)."""
+    if not isinstance(saved, dict) or saved.get("format") != PARTIAL_FORMAT:
+        return "an old or unknown format"
+    if saved.get("key") != key:
+        return f"it holds the state of another training ({str(saved.get('key'))[:12]}...)"
+    epoch = saved.get("epoch")
+    if saved.get("total") != total or not isinstance(epoch, int) or epoch < 1:
+        return "it was made for another number of steps"
+    if saved.get("checksum") != _partial_checksum(saved):
+        return "checksum mismatch: the file was damaged"
+    return None
 
 
 class CheckpointCache:
@@ -169,6 +337,10 @@ class CheckpointCache:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.pt"
 
+    def partial(self, key: str) -> PartialCheckpoint | None:
+        """Where the training of ``key`` keeps its per-epoch state (None when disabled)."""
+        return PartialCheckpoint(self, key) if self.enabled else None
+
     def load(self, key: str) -> dict[str, Any] | None:
         """The verified checkpoint for ``key``, or None (a bad file is reported and removed)."""
         from oebench.outputs import remove_cache_file
@@ -182,6 +354,7 @@ class CheckpointCache:
         except Exception as exc:
             problem = f"unreadable: {type(exc).__name__}"
         if problem is None:
+            PartialCheckpoint(self, key).discard()  # left by a run killed as it finished
             return saved
         message = f"oebench: ignoring cached checkpoint {path} ({problem}); retraining"
         print(message, file=sys.stderr)
@@ -203,6 +376,8 @@ class CheckpointCache:
             "checksum": state_checksum(key, float(seconds), cpu),
         }
         write_cache_file(self, self.path(key), lambda tmp: torch.save(payload, tmp))
+        if self.path(key).exists():  # the final weights are safe: the per-epoch state goes
+            PartialCheckpoint(self, key).discard()
 
 
 #: bump when the layout of a cached checkpoint file changes

@@ -43,6 +43,8 @@ class TrainingSettings(BaseModel):
     compile: bool = False
     outlier_flip: bool = False
     evaluate_only: bool = False
+    #: CPU threads while training (the weights depend on it); 0: every core of the machine
+    threads: Annotated[int, Field(ge=0)] = 1
     #: evaluate the model's own weights (e.g. a `checkpoint`): no training, no cached weights
     evaluate_only: bool = False
     #: flip each outlier image horizontally at random (the reference's SVHN OE recipe)
@@ -67,6 +69,17 @@ class BenchmarkSettings(BaseModel):
     resamples: Positive = 10
     recall: Annotated[float, Field(gt=0, lt=1)] = 0.95
     fpr_rule: Literal["nearest", "first"] = "nearest"
+
+
+class ExecutorTable(BaseModel):
+    """The ``[executor]`` table: where a benchmark's cells run unless the command says."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    name: Literal["local", "dask", "ray"] = "local"
+    workers: Positive | None = None
+    address: str | None = None
+    gpus_per_task: Annotated[float, Field(ge=0)] = 0.0
 
 
 def problems(model: type[BaseModel], data: dict[str, Any], where: str) -> list[str]:
@@ -190,11 +203,13 @@ def _forward_once(net: Any, shape: tuple[int, int, int]) -> None:
     run with these options fails here, not at the start of a cell."""
     import torch
 
+    from oebench.data import example_inputs  # images in [0, 1], or token ids for text
+
     was_training = net.training
     net.eval()
     try:
         with torch.no_grad():
-            net.forward_head(net.forward_features(torch.rand(2, *shape)))
+            net.forward_head(net.forward_features(example_inputs(shape)))
     except RuntimeError as exc:
         raise ValueError(f"a test forward pass failed: {exc}") from exc
     finally:

@@ -10,7 +10,8 @@ from conftest import TINY, run_cli
 from oebench.errors import UserError
 from oebench.groups import with_group_means
 from oebench.metrics import METRICS
-from oebench.wide import wide_comparison, wide_text_table
+from oebench.render_text import wide_text_table
+from oebench.wide import wide_comparison
 
 SETS = {"a": 0, "b": 1, "c": 2}
 

@@ -24,6 +24,7 @@ import oebench
 from oebench.benchmark import Ref, load_benchmark
 from oebench.contracts import ContractError, check_split, checked_scores
 from oebench.data import TensorImages
+from oebench.executors import LocalExecutor, drive
 from oebench.plugins import get_plugin_manager
 from oebench.recorder import Recorder
 from oebench.report import results_frame
@@ -90,9 +91,8 @@ def run_rows(path, store=None, **changes) -> tuple[Runner, list[dict]]:
     runner = Runner(bench, device="cpu")
     if store is None:
         return runner, runner.run()
-    recorder = Recorder(store)
-    recorder.attach(runner)
-    runner.run(skip=recorder.skip, on_cell=recorder.record)
+    recorder = Recorder(store, bench)
+    drive(runner, LocalExecutor(), recorder.skip, recorder.record)
     return runner, recorder.rows()
 
 

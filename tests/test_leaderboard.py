@@ -324,7 +324,7 @@ def test_latex_export_is_escaped_with_best_bold_accuracy_and_seeds(tiny, tmp_pat
 
 
 def test_latex_escape():
-    from oebench.report import latex_escape
+    from oebench.render_text import latex_escape
 
     assert latex_escape("a_b & 50% ± Δ #1 {x} ~") == (
         "a\\_b \\& 50\\% $\\pm$ $\\Delta$ \\#1 \\{x\\} \\textasciitilde{}"

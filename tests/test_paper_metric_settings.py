@@ -66,6 +66,7 @@ def test_cli_fpr_rule_and_recall_reach_the_metrics(tmp_path):
         "run", str(path), "--fpr-rule", "first", "--recall", "0.9", "--csv", str(out)
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert "FPR90↓" in result.stdout and "FPR95↓" not in result.stdout  # the headers say 90
     got = {r["ood_dataset"]: float(r["fpr95"]) for r in csv.DictReader(out.open())}
     rows, _, _ = run(replace(load_benchmark(str(path)), recall=0.9, fpr_rule="first"))
     assert got == pytest.approx({r["ood_dataset"]: r["fpr95"] for r in rows})
@@ -76,7 +77,7 @@ def test_cli_fpr_rule_and_recall_reach_the_metrics(tmp_path):
 def test_footer_names_a_non_default_recall_and_rule():
     import pandas as pd
 
-    from oebench.report import _fpr_note
+    from oebench.render import _fpr_note
 
     assert _fpr_note(pd.DataFrame({"recall": [0.95], "fpr_rule": ["nearest"]})) == ""
     note = _fpr_note(pd.DataFrame({"recall": [0.9, 0.9], "fpr_rule": ["first", "first"]}))

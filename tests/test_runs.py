@@ -233,8 +233,8 @@ def test_oe_paper_protocol_resamples_ood_sets():
 def test_cache_keys_follow_the_code_that_makes_the_data(tmp_path, monkeypatch):
     import oebench
     from oebench.benchmark import Ref
+    from oebench.fingerprints import clear_caches
     from oebench.plugins import get_plugin_manager
-    from oebench.runner import _file_digest
 
     module = tmp_path / "oebench_test_source.py"
     module.write_text(
@@ -255,8 +255,13 @@ def test_cache_keys_follow_the_code_that_makes_the_data(tmp_path, monkeypatch):
         where = ("dataset", Ref("code-test"), "test", (1, 28, 28), 0)
         before = runner._fingerprint(*where)
         assert runner._fingerprint(*where) == before
-        module.write_text(module.read_text() + "# a change to how the images are made\n")
-        _file_digest.cache_clear()
-        assert runner._fingerprint(*where) != before
+        # a comment elsewhere in the file is not the source's code (oebench.fingerprints)
+        module.write_text(module.read_text() + "# a note after the class\n")
+        clear_caches()  # code is read once per process: as a new process would read it
+        assert runner._fingerprint(*where) == before
+        module.write_text(module.read_text().replace("NotImplementedError", "RuntimeError"))
+        assert runner._fingerprint(*where) == before  # not half-way through a run
+        clear_caches()
+        assert runner._fingerprint(*where) != before  # a change to how the images are made
     finally:
         get_plugin_manager().unregister(name="code-test-plugin")

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from oebench.report import comparison, render
+from oebench.render import render
+from oebench.report import comparison
 
 #: AUROC of (training, OOD set, seed); FPR95 is 100 − AUROC, AUPR-Out is AUROC / 2
 AUROC = {

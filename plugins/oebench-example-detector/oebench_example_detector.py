@@ -3,7 +3,7 @@ as the built-in ones. Copy this folder to start your own plugin."""
 
 import numpy as np
 
-import oebench
+import oebench.api as oebench
 
 
 class LogitMargin(oebench.Detector):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from importlib import resources
 
-import oebench
+import oebench.api as oebench
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-import oebench
-from oebench.detectors import Detector, Head, Outputs, log_softmax64, logsumexp64
+import oebench.api as oebench
+from oebench.api import Detector, Head, Outputs, log_softmax64, logsumexp64
 
 CHUNK = 4096
 KNN_QUERY_CHUNK = 1024

@@ -12,9 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import oebench
-from oebench.data import ImageSource, TensorImages, adapt_images, cache_dir, download_allowed
-from oebench.errors import DataNotFoundError, UserError
+import oebench.api as oebench
+from oebench.api import (
+    DataNotFoundError,
+    ImageSource,
+    TensorImages,
+    UserError,
+    adapt_images,
+    cache_dir,
+    download_allowed,
+)
 
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F", "P;L")
 
@@ -256,9 +263,9 @@ class HfOutliers(HfImages):
     unlabelled = True
 
 
-def local_files(data_files: Any) -> list[Path]:
-    """The files the Parquet paths and globs match, sorted; a one-line DataNotFoundError when
-    one of them matches nothing."""
+def local_files(data_files: Any, what: str = "hf: Parquet file(s)") -> list[Path]:
+    """The files the paths and globs match, sorted; a one-line DataNotFoundError naming
+    ``what`` when one of them matches nothing."""
     if isinstance(data_files, dict):
         patterns = [p for v in data_files.values() for p in ([v] if isinstance(v, str) else v)]
     else:
@@ -266,7 +273,7 @@ def local_files(data_files: Any) -> list[Path]:
     matches = {p: glob.glob(str(Path(p).expanduser())) for p in patterns}
     missing = [p for p, found in matches.items() if not found]
     if missing:
-        raise DataNotFoundError(f"hf: Parquet file(s) not found: {', '.join(map(str, missing))}")
+        raise DataNotFoundError(f"{what} not found: {', '.join(map(str, missing))}")
     return sorted({Path(f) for found in matches.values() for f in found})
 
 

@@ -7,8 +7,8 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import oebench
-from oebench.data import ImageSource, TensorImages, adapt_images
+import oebench.api as oebench
+from oebench.api import ImageSource, TensorImages, adapt_images
 
 if TYPE_CHECKING:
     import torch

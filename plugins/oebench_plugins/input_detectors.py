@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-import oebench
-from oebench.detectors import Detector, msp_log_odds
+import oebench.api as oebench
+from oebench.api import Detector, msp_log_odds
 
 if TYPE_CHECKING:
     import torch
 
-    from oebench.models import Classifier
+    from oebench.api import Classifier
 
 
 class ODIN(Detector):
@@ -80,4 +80,6 @@ def register_detectors(register):
         "odin",
         ODIN,
         description="ODIN, T=1000, epsilon=0.0014 on [0, 1] pixels (Liang et al. 2018)",
+        # perturbs pixels along the input gradient: token ids have none (skipped on text)
+        modalities=["image"],
     )

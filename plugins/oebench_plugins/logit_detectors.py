@@ -6,8 +6,8 @@ import warnings
 
 import numpy as np
 
-import oebench
-from oebench.detectors import Detector, Head, Outputs, log_softmax64, logsumexp64, msp_log_odds
+import oebench.api as oebench
+from oebench.api import Detector, Head, Outputs, log_softmax64, logsumexp64, msp_log_odds
 
 
 class MSP(Detector):

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-import oebench
-from oebench.detectors import Detector, Head, Outputs
+import oebench.api as oebench
+from oebench.api import Detector, Head, Outputs
 
 if TYPE_CHECKING:
     import torch
 
-    from oebench.models import Classifier
+    from oebench.api import Classifier
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
@@ -496,6 +496,7 @@ def register_detectors(register):
         RankFeat,
         description="energy after removing the rank-1 part of the last feature map; needs the "
         "model (Song et al. 2022)",
+        modalities=["image"],  # feature maps / input gradients of images
     )
     register(
         "mc-dropout",
@@ -508,16 +509,19 @@ def register_detectors(register):
         MahalanobisPreprocessed,
         description="Mahalanobis with Lee et al.'s input preprocessing, eps=0.002, penultimate "
         "layer; needs the model (Lee et al. 2018)",
+        modalities=["image"],  # feature maps / input gradients of images
     )
     register(
         "gram",
         Gram,
         description="Gram-matrix deviations from ID train bounds, 4 deepest stages, p=1..10; "
         "needs the model (Sastry & Oore 2020)",
+        modalities=["image"],  # feature maps / input gradients of images
     )
     register(
         "mahalanobis-ensemble",
         MahalanobisEnsemble,
         description="Mahalanobis summed over the 4 deepest stages, equal-weighted by rank, "
         "no preprocessing; needs the model (Lee et al. 2018)",
+        modalities=["image"],  # feature maps / input gradients of images
     )

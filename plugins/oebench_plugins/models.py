@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import oebench
+import oebench.api as oebench
 
 
 def small_cnn(num_classes: int, shape: tuple[int, int, int], width: int = 16, dropout: float = 0.0):

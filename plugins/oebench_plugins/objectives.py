@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import oebench
-from oebench.errors import UserError
-from oebench.objectives import (
+import oebench.api as oebench
+from oebench.api import (
     Objective,
+    UserError,
     cross_entropy,
     energy,
     soft_cross_entropy,

@@ -5,10 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import oebench
-from oebench.data import ImageSource, TensorImages
-from oebench.datafiles import content_digest, fetch, find_dir
-from oebench.errors import DataNotFoundError
+import oebench.api as oebench
+from oebench.api import (
+    DataNotFoundError,
+    ImageSource,
+    TensorImages,
+    content_digest,
+    fetch,
+    find_dir,
+)
 
 RANDOM_300K_FILE = "300K_random_images.npy"
 RANDOM_300K_URL = "https://people.eecs.berkeley.edu/~hendrycks/300K_random_images.npy"

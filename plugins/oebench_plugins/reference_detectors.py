@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-import oebench
-from oebench.detectors import Detector
+import oebench.api as oebench
+from oebench.api import Detector
 
 
 class MSPReference(Detector):

@@ -28,9 +28,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-import oebench
-from oebench.data import ImageSource, TensorImages
-from oebench.errors import UserError
+import oebench.api as oebench
+from oebench.api import ImageSource, TensorImages, UserError
 
 SPACES = ("auto", "normalised", "unit")
 #: the range of recipe values per space

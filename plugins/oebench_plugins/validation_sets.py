@@ -21,10 +21,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import oebench
-from oebench.data import ImageSource, TensorImages, adapt_images, to_float
-from oebench.errors import UserError
-from oebench.sweep import VALIDATION_SETS
+import oebench.api as oebench
+from oebench.api import (
+    VALIDATION_SETS,
+    ImageSource,
+    TensorImages,
+    UserError,
+    adapt_images,
+    to_float,
+)
 
 #: the transforms `val-ood` offers: the OE paper's validation sets, named once in oebench.sweep
 KINDS = VALIDATION_SETS

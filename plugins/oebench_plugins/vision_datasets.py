@@ -39,10 +39,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import oebench
-from oebench.data import ImageSource, TensorImages, adapt_images, cache_dir
-from oebench.datafiles import find_dir, present
-from oebench.errors import DataNotFoundError, UserError
+import oebench.api as oebench
+from oebench.api import (
+    DataNotFoundError,
+    ImageSource,
+    TensorImages,
+    UserError,
+    adapt_images,
+    cache_dir,
+    find_dir,
+    present,
+)
 
 CIFAR_MEAN = tuple(v / 255 for v in (125.3, 123.0, 113.9))
 CIFAR_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))

@@ -11,9 +11,8 @@ import functools
 from pathlib import Path
 from typing import Any
 
-import oebench
-from oebench.data import data_root
-from oebench.errors import DataNotFoundError, UserError
+import oebench.api as oebench
+from oebench.api import DataNotFoundError, UserError, data_root
 
 
 @functools.lru_cache(maxsize=1)
@@ -299,7 +298,7 @@ def torchvision_model(
 
     names = torchvision.models.list_models(module=torchvision.models)
     if arch not in names:
-        from oebench.errors import UnknownNameError
+        from oebench.api import UnknownNameError
 
         raise UnknownNameError("torchvision model", arch, names)
     if weights is not None and path is not None:
@@ -326,7 +325,7 @@ def _torchvision_weights(arch: str, name: str) -> Any:
     import torch
     import torchvision
 
-    from oebench.data import download_allowed
+    from oebench.api import download_allowed
 
     enum = torchvision.models.get_model_weights(arch)
     try:
@@ -364,10 +363,10 @@ def timm_model(
         import timm
     except ImportError:
         raise UserError("model 'timm' needs timm: pip install 'oebench[timm]'") from None
-    from oebench.data import download_allowed
+    from oebench.api import download_allowed
 
     if not timm.is_model(arch):
-        from oebench.errors import UnknownNameError
+        from oebench.api import UnknownNameError
 
         raise UnknownNameError("timm model", arch, timm.list_models())
     kwargs = dict(options, num_classes=num_classes)

@@ -4,9 +4,7 @@ import numpy as np
 import oebench_example_detector as plugin
 import pytest
 
-from oebench.detectors import Outputs
-from oebench.registry import create_detector, list_detectors
-from oebench.testing import check_detector
+from oebench.api import Outputs, check_detector, create_detector, list_detectors
 
 
 @pytest.fixture(autouse=True)
