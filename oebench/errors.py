@@ -48,3 +48,18 @@ def unknown_name_message(kind: str, name: str, available: list[str]) -> str:
         msg += f" Did you mean: {', '.join(close)}?"
     shown = ", ".join(available[:20]) + (", ..." if len(available) > 20 else "")
     return msg + f" Available: {shown or '(none)'}"
+
+
+class PluginFailed(UserError):
+    """A plugin raised while oebench called it; the message names the plugin."""
+
+
+def describe_exception(exc: BaseException, where: bool = False) -> str:
+    """``Type: message`` (``SystemExit: 3`` too), and with ``where`` the innermost frame."""
+    text = f"{type(exc).__name__}: {exc}"
+    if where and exc.__traceback__ is not None:
+        import traceback
+
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        text += f" (raised at {frame.filename}:{frame.lineno})"
+    return text + debug_traceback(exc)

@@ -57,10 +57,10 @@ def run_job(job: Job, *after: Any) -> TaskResult:
     except UserError as exc:
         return TaskResult(job.task.key, error=str(exc))
     except Exception as exc:  # oebench's own bug on the worker: say where, stop the run
-        from oebench.runner import _describe
+        from oebench.errors import describe_exception
 
         return TaskResult(job.task.key, error=f"worker failed on {job.task.label}: "
-                          f"{_describe(exc, where=True)}")  # fmt: skip
+                          f"{describe_exception(exc, where=True)}")  # fmt: skip
 
 
 _RUNNERS: dict[tuple, Any] = {}
@@ -289,12 +289,15 @@ def drive(
     advance = runner.progress.start(f"benchmark {runner.bench.name}", plan.cells())
     advance(plan.cells() - sum(t.kind == "cell" for t in todo))
     by_key = {task.key: task for task in todo}
+    trainings: dict[str, dict] = {}
     for result in executor.run(runner, todo):
         task = by_key[result.key]
         if result.error:
             raise UserError(result.error)
         if task.kind == "train":  # a failed training is reported by its cells
+            trainings[task.cell_key] = result.provenance
             continue
+        _credit_training(result, trainings.get(task.key))
         if executor.name != "local":  # the local runner logged and counted these already
             for line in result.logs:
                 runner.progress.log(line)
@@ -303,6 +306,14 @@ def drive(
         on_result(task, result)
         advance(1, task.label)
     return plan.keys()
+
+
+def _credit_training(result: TaskResult, training: dict | None) -> None:
+    """A cell whose checkpoint a ``train`` task made in this run says it was trained, and
+    how long it took (the cell itself only loaded it)."""
+    if training and training.get("trained"):
+        for row in result.rows:
+            row.update(trained=True, train_seconds=round(training["train_seconds"], 3))
 
 
 def _needed(tasks: list[Task], cells: set[str]) -> list[Task]:

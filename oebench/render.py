@@ -117,7 +117,7 @@ def _fpr_note(sub: pd.DataFrame) -> str:
         return ""
     rules = {"nearest": "ROC point nearest that recall", "first": "first ROC point reaching it"}
     said = "; ".join(f"at {100 * r:g}% OOD recall, {rules.get(f, f)}" for r, f in sorted(settings))
-    return f"\nHere the FPR95 columns hold FPR {said}."
+    return f"\nHere the FPR columns hold FPR {said} (the CSV keeps the column name fpr95)."
 
 
 def _comparison_table(

@@ -17,18 +17,17 @@ import numpy as np
 from oebench.benchmark import Benchmark, Ref, Training, canonical_hash
 from oebench.contracts import checked_metrics
 from oebench.detectors import Detector, Head, Outputs
-from oebench.errors import UserError, debug_traceback
+from oebench.errors import PluginFailed, UserError, describe_exception
 from oebench.metrics import METRICS, ood_metrics
 from oebench.progress import Progress
 from oebench.registry import (
     check_options,
-    create_dataset,
     create_detector,
     create_model,
     create_objective,
-    create_outlier_source,
     get_component,
 )
+from oebench.sources import Sources
 from oebench.validation import chance_warning
 
 
@@ -75,7 +74,8 @@ class Runner:
         self.outputs = OutputCache(cache_root, enabled=use_cache)
         self.checkpoints = CheckpointCache(cache_root, enabled=use_cache)
         self._states: dict[str, dict] = {}
-        self._data: dict[Any, Any] = {}
+        #: the datasets and outlier sources this run reads, each made and loaded once
+        self.sources = Sources(bench)
         #: called as ``score_sink(cell, detector_key, dataset_key, scores)`` for every score
         #: array; ``dataset_key`` is ``"id"`` for the ID test set
         self.score_sink: Callable[[Cell, str, str, np.ndarray], None] | None = None
@@ -94,7 +94,7 @@ class Runner:
         check_benchmark(self.bench)  # every problem at once, in one message
         b = self.bench
         for ref in b.id_datasets[:1]:  # e.g. input-gradient detectors (ODIN) on text
-            kind = getattr(self._source("dataset", ref), "modality", "image")
+            kind = getattr(self.sources.source("dataset", ref), "modality", "image")
             for key in skipped_detectors(b, kind):
                 self.progress.log(f"note: detector {key!r} does not apply to {kind} data: skipped")
         for ref in b.id_datasets + b.ood_datasets:
@@ -113,15 +113,15 @@ class Runner:
                 )
             if t.outliers is not None:
                 check_options(get_component("outlier source", t.outliers.name), t.outliers.kwargs)
-        for kind, ref in self._all_sources():
-            self._files(kind, ref)  # missing files fail here, before any training
+        for kind, ref in self.sources.all():
+            self.sources.files(kind, ref)  # missing files fail here, before any training
         for ref in b.ood_datasets:  # network-space sets vs every ID normalisation
-            check = getattr(self._source("dataset", ref), "check_norm", None)
+            check = getattr(self.sources.source("dataset", ref), "check_norm", None)
             for id_ref in b.id_datasets if check is not None else []:
-                id_source = self._source("dataset", id_ref)
+                id_source = self.sources.source("dataset", id_ref)
                 check(id_source.mean, id_source.std, id_source.shape[0])
         for ref in b.id_datasets:
-            source = self._source("dataset", ref)
+            source = self.sources.source("dataset", ref)
             if not source.num_classes or "train" not in source.splits:
                 raise UserError(
                     f"dataset {ref.key!r} cannot be an ID dataset: it has no labelled train split"
@@ -178,12 +178,16 @@ class Runner:
         self.prepare()
         start = time.perf_counter()
         try:
-            self.trained_model(cell)
+            _, seconds, cached = self.trained_model(cell)
         except UserError:
             raise
         except (Exception, SystemExit) as exc:  # the cell itself reports it again, by name
-            return TaskResult(cell.key, failed=_describe(exc))
-        return TaskResult(cell.key, provenance={"wall_seconds": time.perf_counter() - start})
+            return TaskResult(cell.key, failed=describe_exception(exc))
+        wall = round(time.perf_counter() - start, 3)
+        return TaskResult(
+            cell.key,
+            provenance={"trained": not cached, "train_seconds": seconds, "wall_seconds": wall},
+        )
 
     def execute(self, cell: Cell) -> Any:
         """Run one cell and return its TaskResult: rows, scores, messages, provenance."""
@@ -274,7 +278,7 @@ class Runner:
         except UserError:
             raise
         except (Exception, SystemExit) as exc:  # a plugin's bug must not stop the other cells
-            rows, reason = [], _describe(exc, where=True)
+            rows, reason = [], describe_exception(exc, where=True)
         else:
             reason = "every detector failed" if not rows else ""
         if not rows:
@@ -312,31 +316,12 @@ class Runner:
             "names": self._names(cell),
             # the code of every component and the files of every data source the cell uses:
             # an edited detector or a replaced dataset file gives the cell another key
-            "fingerprints": cell_fingerprints(b, cell, self._files),
+            "fingerprints": cell_fingerprints(b, cell, self.sources.files),
         }
-        files = self._model_files(cell.model_ref)
+        files = self.sources.model_files(cell.model_ref)
         if files:  # a file a model reads (a `checkpoint`'s weights) is keyed by its content
             cell.config["model_files"] = files
         cell.key = canonical_hash(cell.config)
-
-    def _model_files(self, ref: Ref) -> dict[str, str]:
-        """Option -> sha256 of the file for every model option naming an existing file."""
-        from oebench.datafiles import content_digest
-        from oebench.settings import data_root
-
-        key = ("model files", canonical_hash(ref.config()))
-        if key not in self._data:
-            found = {}
-            for option, value in sorted(ref.kwargs.items()):
-                if not isinstance(value, str) or not value:
-                    continue
-                path = Path(value).expanduser()
-                for candidate in (path, data_root() / path):
-                    if candidate.is_file():
-                        found[option] = content_digest(candidate)
-                        break
-            self._data[key] = found
-        return self._data[key]
 
     def _names(self, cell: Cell) -> dict[str, Any]:
         """The labels a cell's result rows carry, so that renaming one changes the key."""
@@ -363,96 +348,6 @@ class Runner:
             "init": self._training_config(init) if init else None,
         }
 
-    # -- data ------------------------------------------------------------------------------
-    def _source(self, kind: str, ref: Ref) -> Any:
-        """The ImageSource for a dataset or outlier-source reference (memoised)."""
-        key = (kind, canonical_hash(ref.config()))
-        if key not in self._data:
-            make = create_dataset if kind == "dataset" else create_outlier_source
-            self._data[key] = self._plugin_call(
-                kind, ref, "creation", lambda: make(ref.name, **ref.kwargs)
-            )
-        return self._data[key]
-
-    @staticmethod
-    def _plugin_call(kind: str, ref: Ref, what: str, call: Callable[[], Any]) -> Any:
-        """``call()``; an exception (or SystemExit) becomes a one-line error naming the plugin."""
-        try:
-            return call()
-        except UserError:
-            raise
-        except (Exception, SystemExit) as exc:
-            plugin = get_component(kind, ref.name).plugin
-            raise PluginFailed(
-                f"{kind} {ref.key!r} (plugin {plugin!r}) failed in {what}: {_describe(exc)}"
-            ) from exc
-
-    def _all_sources(self) -> list[tuple[str, Ref]]:
-        b = self.bench
-        sources = [("dataset", r) for r in b.id_datasets + b.ood_datasets]
-        return sources + [("outlier source", t.outliers) for t in b.trainings if t.outliers]
-
-    def _files(self, kind: str, ref: Ref) -> list[tuple[str, Any]]:
-        """(name, content digest) of every file a source reads; resolved once per run."""
-        from oebench.datafiles import file_fingerprints
-
-        key = ("files", kind, canonical_hash(ref.config()))
-        if key not in self._data:
-            paths = self._plugin_call(kind, ref, "files", lambda: self._source(kind, ref).files())
-            self._data[key] = file_fingerprints(paths)
-        return self._data[key]
-
-    def _fingerprint(
-        self, kind: str, ref: Ref, split: str, shape: Any, seed: int, norm: Any = None
-    ) -> str:
-        """What determines a split's images: source configuration, plugin version and code,
-        split, seed (and the ID normalisation a network-space set is expressed for)."""
-        from oebench.plugins import get_plugin_manager
-
-        comp = get_component(kind, ref.name)
-        info = get_plugin_manager().infos.get(comp.plugin)
-        return canonical_hash(
-            ({"norm": norm} if norm is not None else {})
-            | {
-                "kind": kind,
-                "ref": ref.config(),
-                "source": self._source(kind, ref).config(),
-                "plugin": [comp.plugin, info.version if info else None],
-                "code": code_digest(comp.factory),
-                "files": self._files(kind, ref),
-                "split": split,
-                "shape": shape,
-                "seed": seed,
-            }
-        )
-
-    def _load(
-        self, kind: str, ref: Ref, split: str, shape: Any, seed: int, norm: Any = None
-    ) -> Any:
-        """A dataset split, loaded on first use and kept for the run."""
-        key = (kind, canonical_hash(ref.config()), split, shape, seed, norm)
-        if key not in self._data:
-            from oebench.contracts import check_split
-
-            extra = {"norm": norm} if norm is not None else {}
-            source = self._source(kind, ref)
-            is_id = kind == "dataset" and shape is None  # ID splits: their labels are used
-
-            def load() -> Any:
-                data = source.load(split, shape=shape, seed=seed, **extra)
-                check_split(data, split, source.num_classes if is_id else None, source.shape[0])
-                return data
-
-            self._data[key] = self._plugin_call(kind, ref, f"split {split!r}", load)
-        return self._data[key]
-
-    def _norm(self, kind: str, ref: Ref, id_source: Any) -> Any:
-        """``(mean, std)`` of the ID dataset for a network-space set (``network_space =
-        True``, e.g. the OE paper's synthetic sets, which un-normalise with it); else ``None``."""
-        if not getattr(self._source(kind, ref), "network_space", False):
-            return None
-        return (tuple(id_source.mean), tuple(id_source.std))
-
     # -- one cell ------------------------------------------------------------------------------
     def trained_model(self, cell: Cell) -> tuple[Any, float, bool]:
         """The cell's model with its trained weights: (model, training seconds, cached)."""
@@ -460,7 +355,7 @@ class Runner:
 
         from oebench.models import Classifier
 
-        source = self._source("dataset", cell.id_ref)
+        source = self.sources.source("dataset", cell.id_ref)
         shape = tuple(source.shape)
         torch.manual_seed(cell.seed)
         net = create_model(cell.model_ref.name, source.num_classes, shape, **cell.model_ref.kwargs)
@@ -474,7 +369,7 @@ class Runner:
         from oebench.data import skipped_detectors
         from oebench.outputs import model_digest
 
-        source = self._source("dataset", cell.id_ref)
+        source = self.sources.source("dataset", cell.id_ref)
         shape = tuple(source.shape)
         model, train_seconds, cached = self.trained_model(cell)
         model.to(self.device).eval()
@@ -495,7 +390,7 @@ class Runner:
         )
         oods = {}
         for ref in self.bench.ood_datasets:
-            norm = self._norm("dataset", ref, source)
+            norm = self.sources.norm("dataset", ref, source)
             where = ("dataset", ref, "test", shape, cell.seed, norm)
             oods[ref.key] = (where, self._outputs(model, digest, where, shape))
             passes(1, ref.key)
@@ -562,14 +457,14 @@ class Runner:
                 train_out if "fit" in det.needs else None,
                 self._head(model, ref) if "head" in det.needs else None,
             )
-        shape = tuple(self._source("dataset", cell.id_ref).shape)
+        shape = tuple(self.sources.source("dataset", cell.id_ref).shape)
         prepare = None  # fit_inputs runs once, and only when some score is not cached
         if {"model", "fit"} <= det.needs and callable(getattr(det, "fit_inputs", None)):
             prepare = functools.cache(lambda: self._fit_inputs(det, model, cell, shape))
         # a model detector's cached scores also depend on its code and on what it was fitted to
         made_by = {
             "code": code_digest(get_component("detector", ref.name).factory),
-            "fit": self._fingerprint("dataset", cell.id_ref, "train", None, cell.seed)
+            "fit": self.sources.fingerprint("dataset", cell.id_ref, "train", None, cell.seed)
             if "fit" in det.needs
             else None,
         }
@@ -593,18 +488,18 @@ class Runner:
         """Record a detector that raised, naming it and the plugin that registered it."""
         plugin = get_component("detector", ref.name).plugin
         message = (
-            f"detector {ref.key!r} (plugin {plugin!r}) failed on {cell.id_ref.key} / "
-            f"{cell.model_ref.key} / {cell.training.name} / seed {cell.seed}: {_describe(exc)}"
+            f"detector {ref.key!r} (plugin {plugin!r}) failed on {self.describe(cell)}: "
+            f"{describe_exception(exc)}"
         )
         self.failures.append(message)
         self.progress.log(message)
 
     def _training_data_fingerprints(self, t: Training, cell: Cell, shape: tuple) -> list[str]:
         """Fingerprints of the ID training split and outliers behind a training and its init."""
-        prints = [self._fingerprint("dataset", cell.id_ref, "train", None, cell.seed)]
+        prints = [self.sources.fingerprint("dataset", cell.id_ref, "train", None, cell.seed)]
         if t.outliers is not None:
             prints.append(
-                self._fingerprint("outlier source", t.outliers, "train", shape, cell.seed)
+                self.sources.fingerprint("outlier source", t.outliers, "train", shape, cell.seed)
             )
         init = next((x for x in self.bench.trainings if x.name == t.init), None)
         return prints + (self._training_data_fingerprints(init, cell, shape) if init else [])
@@ -657,11 +552,11 @@ class Runner:
             )
             self._configure(init_cell)
             self._train(init_cell, model, shape)
-        train_set = self._load("dataset", cell.id_ref, "train", None, cell.seed)
+        train_set = self.sources.load("dataset", cell.id_ref, "train", None, cell.seed)
         objective = create_objective(t.objective.name, **t.objective.kwargs)
         outliers = None
         if t.outliers is not None:
-            outliers = self._load("outlier source", t.outliers, "train", shape, cell.seed)
+            outliers = self.sources.load("outlier source", t.outliers, "train", shape, cell.seed)
         params = t.params
         steps = self.progress.start(
             f"train {cell.model_ref.key} on {cell.id_ref.key} [{t.name}, seed {cell.seed}]",
@@ -694,7 +589,7 @@ class Runner:
         """Pass the ID *training* images, batch by batch, to a model detector's ``fit_inputs``."""
         from oebench.outputs import iterate_batches
 
-        data = self._load("dataset", cell.id_ref, "train", None, cell.seed)
+        data = self.sources.load("dataset", cell.id_ref, "train", None, cell.seed)
         det.fit_inputs(
             model, (x for x, _ in iterate_batches(data, self._eval_batch(), shape, self.device))
         )
@@ -703,10 +598,12 @@ class Runner:
         """Logits and features of ``model`` on the split ``where`` names: cached, else one pass."""
         from oebench.outputs import forward
 
-        key = canonical_hash({"model": digest, "data": self._fingerprint(*where), "shape": shape})
+        key = canonical_hash(
+            {"model": digest, "data": self.sources.fingerprint(*where), "shape": shape}
+        )
         batch = self._eval_batch()
         return self.outputs.get_or_compute(
-            key, lambda: forward(model, self._load(*where), shape, self.device, batch)
+            key, lambda: forward(model, self.sources.load(*where), shape, self.device, batch)
         )
 
     def _eval_batch(self) -> int:
@@ -757,14 +654,14 @@ class Runner:
         def compute() -> Outputs:
             if prepare is not None:
                 prepare()
-            data = self._load(*where)
+            data = self.sources.load(*where)
             batches = (x for x, _ in iterate_batches(data, self._eval_batch(), shape, self.device))
             return Outputs(checked_scores(det.score_inputs(model, batches), n)[:, None])
 
         key = canonical_hash(
             {
                 "model": digest,
-                "data": self._fingerprint(*where),
+                "data": self.sources.fingerprint(*where),
                 "shape": shape,
                 "detector": det.config(),
                 **({"made_by": made_by} if made_by else {}),
@@ -876,21 +773,6 @@ def cache_lock(cache: Any, key: str) -> Any:
     except OSError:  # an unwritable cache: no one can save it, so no one waits for it
         return contextlib.nullcontext()
     return FileLock(str(path) + ".lock")
-
-
-class PluginFailed(UserError):
-    """A plugin raised while oebench called it; the message names the plugin."""
-
-
-def _describe(exc: BaseException, where: bool = False) -> str:
-    """``Type: message`` (``SystemExit: 3`` too), and with ``where`` the innermost frame."""
-    text = f"{type(exc).__name__}: {exc}"
-    if where and exc.__traceback__ is not None:
-        import traceback
-
-        frame = traceback.extract_tb(exc.__traceback__)[-1]
-        text += f" (raised at {frame.filename}:{frame.lineno})"
-    return text + debug_traceback(exc)
 
 
 def _calibration(id_out: Outputs, oods: dict[str, Outputs]) -> dict[str, dict[str, float]]:

@@ -786,7 +786,7 @@ def cifar_fingerprint(root: Path) -> str:
     from oebench.runner import Runner
 
     runner = Runner(load_benchmark(str(TINY)))
-    return runner._fingerprint(
+    return runner.sources.fingerprint(
         "dataset", Ref("cifar10", (("root", str(root)),)), "test", (3, 32, 32), 0
     )
 

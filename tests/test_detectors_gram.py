@@ -194,11 +194,11 @@ def test_runner_passes_only_id_training_images_to_fit_inputs(monkeypatch):
     runner = Runner(bench, device="cpu")
     rows = runner.run()
     cell_ref, shape = bench.id_datasets[0], (1, 28, 28)
-    train = runner._load("dataset", cell_ref, "train", None, 0)
+    train = runner.sources.load("dataset", cell_ref, "train", None, 0)
     want = torch.cat([x for x, _ in iterate_batches(train, 500, shape, torch.device("cpu"))])
     assert len(seen) >= 1
     torch.testing.assert_close(torch.cat(seen), want, rtol=0, atol=0)
-    assert len(want) != len(runner._load("dataset", cell_ref, "test", None, 0))
+    assert len(want) != len(runner.sources.load("dataset", cell_ref, "test", None, 0))
     aurocs = {(r["detector"], r["ood_dataset"]): r["auroc"] for r in rows}
     assert {d for d, _ in aurocs} == {"gram", "mahalanobis-ensemble"}
     assert all(0 <= v <= 100 for v in aurocs.values())

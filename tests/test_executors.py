@@ -195,3 +195,19 @@ def test_ctrl_c_cancels_the_dask_cluster_cleanly(tmp_path):
     assert "Traceback" not in err
     gone, alive = psutil.wait_procs(workers, timeout=30)
     assert not alive, f"worker processes left running: {alive}"
+
+
+def test_a_cell_whose_checkpoint_a_train_task_made_says_it_was_trained(tmp_path):
+    from oebench.executors import LocalExecutor, drive
+    from oebench.recorder import Recorder
+    from oebench.store import ResultStore
+
+    bench = load_benchmark(str(TINY))
+    runner = Runner(bench, device="cpu", cache_root=tmp_path / "cache")
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        recorder = Recorder(store, bench)
+        drive(runner, LocalExecutor(), recorder.skip, recorder.record)
+        rows = recorder.rows()
+    trained = {r["training"]: (r["trained"], r["train_seconds"]) for r in rows}
+    assert trained["baseline"][0] and trained["baseline"][1] > 0  # by its train task
+    assert trained["oe"][0] and trained["oe"][1] > 0

@@ -208,7 +208,7 @@ def test_fit_sees_only_id_training_outputs():
         runner.run()
     finally:
         pm.unregister(name="fit-spy-plugin")
-    train = runner._load("dataset", bench.id_datasets[0], "train", None, 0)
+    train = runner.sources.load("dataset", bench.id_datasets[0], "train", None, 0)
     assert len(seen) == 2  # once per trained model (baseline, oe)
     for n, labels, head_shape in seen:
         assert n == len(train) and np.array_equal(labels, train.labels.numpy())
@@ -253,15 +253,15 @@ def test_cache_keys_follow_the_code_that_makes_the_data(tmp_path, monkeypatch):
     try:
         runner = Runner(load_benchmark(str(TINY)), device="cpu")
         where = ("dataset", Ref("code-test"), "test", (1, 28, 28), 0)
-        before = runner._fingerprint(*where)
-        assert runner._fingerprint(*where) == before
+        before = runner.sources.fingerprint(*where)
+        assert runner.sources.fingerprint(*where) == before
         # a comment elsewhere in the file is not the source's code (oebench.fingerprints)
         module.write_text(module.read_text() + "# a note after the class\n")
         clear_caches()  # code is read once per process: as a new process would read it
-        assert runner._fingerprint(*where) == before
+        assert runner.sources.fingerprint(*where) == before
         module.write_text(module.read_text().replace("NotImplementedError", "RuntimeError"))
-        assert runner._fingerprint(*where) == before  # not half-way through a run
+        assert runner.sources.fingerprint(*where) == before  # not half-way through a run
         clear_caches()
-        assert runner._fingerprint(*where) != before  # a change to how the images are made
+        assert runner.sources.fingerprint(*where) != before  # a change to how the images are made
     finally:
         get_plugin_manager().unregister(name="code-test-plugin")

@@ -90,6 +90,6 @@ def test_text_quickstart_validates_with_the_gru_and_skips_nothing():
     runner = Runner(load_benchmark("text-quickstart"), device="cpu", progress=Notes())
     runner.validate()
     assert notes == [] and runner.bench.recall == 0.9
-    source = runner._source("dataset", runner.bench.id_datasets[0])
+    source = runner.sources.source("dataset", runner.bench.id_datasets[0])
     length, size, digest = source.shape
     assert (length, size) == (48, 10002) and len(digest) == 20

@@ -179,5 +179,5 @@ outlier_batch_size = 8
     rows = runner.run()
     assert not runner.failures and [r["ood_dataset"] for r in rows] == ["imdb", "mean"]
     assert rows[0]["n_id"] == 8 and rows[0]["n_ood"] == 6
-    vocab = runner._source("dataset", bench.id_datasets[0]).vocabulary()
+    vocab = runner.sources.source("dataset", bench.id_datasets[0]).vocabulary()
     assert "great" in vocab.words and "plot" not in vocab.words and "river" not in vocab.words
