@@ -137,7 +137,7 @@ class DaskExecutor(Executor):
         workers = self.settings.workers or os.cpu_count() or 1
         threads = str(max(1, (os.cpu_count() or 1) // workers))
         # Dask's default pre-spawn environment sets MALLOC_TRIM_THRESHOLD_, which makes torch
-        # cells ~1.7x slower here; keep only the thread limits (one share of the cores each).
+        # runs ~1.9x slower here; keep only the thread limits (one share of the cores each).
         limits = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
         environ = dict.fromkeys(limits, threads)
         dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
