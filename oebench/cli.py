@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -536,9 +538,9 @@ def _run_with_store(
         try:
             with RichProgress(Console(stderr=True)) as progress:
                 runner.progress = progress
-                order = drive(runner, executor, recorder.skip, recorder.record)
+                say = functools.partial(_report_changes, recorder, progress.log)
+                order = drive(runner, executor, recorder.skip, recorder.record, say)
         except KeyboardInterrupt:
-            _report_changes(recorder)
             keys = [cell.key for cell in runner.cells()]
             click.secho(
                 f"Interrupted: {store.count(keys)} of {len(keys)} cells are kept in the results "
@@ -547,7 +549,6 @@ def _run_with_store(
                 err=True,
             )
             return recorder.rows(keys), True
-        _report_changes(recorder)
         if recorder.reused:
             click.echo(
                 f"{recorder.reused} of {recorder.reused + recorder.new} cells came from the "
@@ -557,12 +558,11 @@ def _run_with_store(
         return recorder.rows(order), False
 
 
-def _report_changes(recorder: Any) -> None:
-    """One line per code or data change that made stored cells stale."""
+def _report_changes(recorder: Any, log: Callable[[str], None]) -> None:
+    """One line per code or data change that made stored cells stale (before any work)."""
     warn = recorder.changes.on_change == "warn"
     for line in recorder.changes.lines():
-        click.secho(f"{'Warning' if warn else 'Note'}: {line}", fg="yellow" if warn else None,
-                    err=True)  # fmt: skip
+        log(f"{'Warning' if warn else 'Note'}: {line}")
 
 
 def filter_options(command: Any) -> Any:

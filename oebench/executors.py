@@ -278,14 +278,18 @@ def drive(
     executor: Executor,
     skip: Callable[[Task], bool],
     on_result: Callable[[Task, TaskResult], None],
+    on_planned: Callable[[], None] | None = None,
 ) -> list[str]:
     """Plan the runner's matrix, run what ``skip`` leaves on ``executor`` and hand each cell's
-    result to ``on_result`` as it arrives (in the driver); returns the cells' keys in order."""
+    result to ``on_result`` as it arrives (in the driver); returns the cells' keys in order.
+    ``on_planned`` is called once the stored cells are known, before any work."""
     from oebench.plan import make_plan
 
     runner.prepare()
     plan = make_plan(runner)
     todo = _needed(plan.tasks, {t.key for t in plan.tasks if t.kind == "cell" and not skip(t)})
+    if on_planned is not None:
+        on_planned()
     advance = runner.progress.start(f"benchmark {runner.bench.name}", plan.cells())
     advance(plan.cells() - sum(t.kind == "cell" for t in todo))
     by_key = {task.key: task for task in todo}
