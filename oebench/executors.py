@@ -146,7 +146,7 @@ class DaskExecutor(Executor):
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
-            silence_logs=40,  # logging.ERROR
+            silence_logs=50,  # logging.CRITICAL: no heartbeat tracebacks when Ctrl-C closes it
         )
         return _ClusterClient(distributed.Client(cluster, set_as_default=False), cluster)
 
