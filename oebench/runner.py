@@ -253,20 +253,22 @@ class Runner:
         skip: Callable[[Cell], bool] | None = None,
         on_cell: Callable[[Cell, list[dict]], None] | None = None,
     ) -> list[dict]:
-        """Run every cell (unless ``skip`` says it is done); ``on_cell`` receives its rows."""
-        self.prepare()
-        cells = list(self.cells())
-        advance = self.progress.start(f"benchmark {self.bench.name}", len(cells))
+        """Run every cell here (unless ``skip`` says it is done), as ``oebench run`` does with
+        the local executor; ``on_cell`` receives each cell's rows, ``score_sink`` its scores."""
+        from oebench.executors import LocalExecutor, drive
+
         rows: list[dict] = []
-        for cell in cells:
-            if skip is not None and skip(cell):
-                advance(1)
-                continue
-            cell_rows = self._run_cell_safely(cell)
-            rows += cell_rows
-            if on_cell is not None and cell_rows:
-                on_cell(cell, cell_rows)
-            advance(1)
+
+        def record(task: Any, result: Any) -> None:
+            cell = self.cell_for(task)
+            for detector, dataset, values in result.scores if self.score_sink else []:
+                self.score_sink(cell, detector, dataset, values)
+            rows.extend(result.rows)
+            if on_cell is not None and result.rows:
+                on_cell(cell, result.rows)
+
+        skipped = (lambda task: skip(self.cell_for(task))) if skip else (lambda task: False)
+        drive(self, LocalExecutor(), skipped, record)
         return rows
 
     def _run_cell_safely(self, cell: Cell) -> list[dict]:
