@@ -1,0 +1,46 @@
+"""The CLI's exit once torch is loaded: the same status and output, without module teardown."""
+
+import subprocess
+import sys
+import textwrap
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_status_output_and_atexit_handlers_survive_the_fast_exit():
+    out = _python(
+        """
+        import atexit, sys, torch
+        from oebench.cli import _exit
+        atexit.register(lambda: print("atexit ran"))
+        print("result", end=" ")
+        sys.stderr.write("note")
+        _exit(3)
+        """
+    )
+    assert (out.returncode, out.stdout, out.stderr) == (3, "result atexit ran\n", "note")
+
+
+def test_a_message_as_exit_code_goes_to_stderr_with_status_1():
+    out = _python("import torch\nfrom oebench.cli import _exit\n_exit('Error: bad input')")
+    assert (out.returncode, out.stderr.strip()) == (1, "Error: bad input")
+
+
+def test_other_threads_are_joined_by_the_normal_exit():
+    # a non-daemon thread still writing must finish, as with sys.exit
+    out = _python(
+        """
+        import threading, time, torch
+        from oebench.cli import _exit
+        def late():
+            time.sleep(0.3)
+            print("thread finished", flush=True)
+        threading.Thread(target=late).start()
+        _exit(0)
+        """
+    )
+    assert (out.returncode, out.stdout) == (0, "thread finished\n")
