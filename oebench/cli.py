@@ -308,7 +308,8 @@ def run(
     Finished cells (seed x ID dataset x model x training) go to the results store at once;
     cells already there are not run again, and their stored results join the table.
     """
-    from oebench.benchmark import Ref, load_benchmark
+    from oebench.benchmark import load_benchmark
+    from oebench.matrix import Ref
     from oebench.output_files import check_output_file, check_output_folder
 
     check_output_file(csv_path, force)  # before the run, not after hours of it
@@ -524,7 +525,8 @@ def _run_with_store(
     """
     from rich.console import Console
 
-    from oebench.executors import ExecutorSettings, drive, make_executor
+    from oebench.execute import drive
+    from oebench.executors import ExecutorSettings, make_executor
     from oebench.progress import RichProgress
     from oebench.recorder import Recorder
     from oebench.store import ResultStore

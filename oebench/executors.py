@@ -1,5 +1,6 @@
-"""Executors run a plan's tasks: in this process (``local``), on a Dask cluster (``dask``) or
-on a Ray cluster (``ray``). Each yields TaskResults as tasks finish; the driver records them.
+"""The distributed executors: a plan's tasks on a Dask cluster (``dask``) or a Ray cluster
+(``ray``); the in-process one (``local``) and the driver loop are in ``oebench.execute``.
+Each yields TaskResults as tasks finish; the driver records them.
 
 A worker rebuilds the runner from the (pickled) benchmark once per process, rebuilds each
 cell from its task and checks that it computes the same cell key as the driver, so a worker
@@ -16,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from oebench.errors import UserError
+from oebench.execute import Executor, LocalExecutor, drive
 from oebench.plan import Task, TaskResult
+
+__all__ = ["Executor", "LocalExecutor", "drive", "make_executor", "run_job"]
 
 EXECUTORS = ("local", "dask", "ray")
 #: retries of a task whose worker died (a killed or pre-empted process)
@@ -76,27 +80,6 @@ def _worker_runner(job: Job) -> Any:
         root = Path(job.cache_root) if job.cache_root else None
         _RUNNERS[key] = Runner(job.bench, job.device, use_cache=job.use_cache, cache_root=root)
     return _RUNNERS[key]
-
-
-class Executor:
-    """Runs tasks and yields their results as they finish (any order)."""
-
-    name = "executor"
-
-    def run(self, runner: Any, tasks: list[Task]) -> Iterator[TaskResult]:
-        raise NotImplementedError
-
-
-class LocalExecutor(Executor):
-    """Today's behaviour: every task in this process, in plan order, with live progress."""
-
-    name = "local"
-
-    def run(self, runner: Any, tasks: list[Task]) -> Iterator[TaskResult]:
-        for task in tasks:
-            result = runner.execute_task(task)
-            result.provenance["executor"] = self.name
-            yield result
 
 
 class DaskExecutor(Executor):
@@ -271,62 +254,3 @@ def _require(*modules: str) -> tuple[Any, ...]:
         raise UserError(
             f"the {extra} executor needs {extra}: pip install 'oebench[{extra}]'"
         ) from None
-
-
-def drive(
-    runner: Any,
-    executor: Executor,
-    skip: Callable[[Task], bool],
-    on_result: Callable[[Task, TaskResult], None],
-    on_planned: Callable[[], None] | None = None,
-) -> list[str]:
-    """Plan the runner's matrix, run what ``skip`` leaves on ``executor`` and hand each cell's
-    result to ``on_result`` as it arrives (in the driver); returns the cells' keys in order.
-    ``on_planned`` is called once the stored cells are known, before any work."""
-    from oebench.plan import make_plan
-
-    runner.prepare()
-    plan = make_plan(runner)
-    todo = _needed(plan.tasks, {t.key for t in plan.tasks if t.kind == "cell" and not skip(t)})
-    if on_planned is not None:
-        on_planned()
-    advance = runner.progress.start(f"benchmark {runner.bench.name}", plan.cells())
-    advance(plan.cells() - sum(t.kind == "cell" for t in todo))
-    by_key = {task.key: task for task in todo}
-    trainings: dict[str, dict] = {}
-    for result in executor.run(runner, todo):
-        task = by_key[result.key]
-        if result.error:
-            raise UserError(result.error)
-        if task.kind == "train":  # a failed training is reported by its cells
-            trainings[task.cell_key] = result.provenance
-            continue
-        _credit_training(result, trainings.get(task.key))
-        if executor.name != "local":  # the local runner logged and counted these already
-            for line in result.logs:
-                runner.progress.log(line)
-            runner.failures += result.failures
-            runner.failed_cells += [result.failed] if result.failed else []
-        on_result(task, result)
-        advance(1, task.label)
-    return plan.keys()
-
-
-def _credit_training(result: TaskResult, training: dict | None) -> None:
-    """A cell whose checkpoint a ``train`` task made in this run says it was trained, and
-    how long it took (the cell itself only loaded it)."""
-    if training and training.get("trained"):
-        for row in result.rows:
-            row.update(trained=True, train_seconds=round(training["train_seconds"], 3))
-
-
-def _needed(tasks: list[Task], cells: set[str]) -> list[Task]:
-    """The ``cells`` to run and the trainings they wait for, in plan order."""
-    by_key = {task.key: task for task in tasks}
-    needed, stack = set(), list(cells)
-    while stack:
-        key = stack.pop()
-        if key not in needed:
-            needed.add(key)
-            stack += by_key[key].after
-    return [task for task in tasks if task.key in needed]

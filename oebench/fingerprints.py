@@ -24,8 +24,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from oebench.benchmark import canonical_hash
 from oebench.datafiles import content_digest, content_digests, file_fingerprints
+from oebench.matrix import canonical_hash
 
 __all__ = [
     "canonical_hash",

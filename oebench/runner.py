@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from oebench.benchmark import Benchmark, Ref, Training, canonical_hash
 from oebench.contracts import checked_metrics
 from oebench.detectors import Detector, Head, Outputs
 from oebench.errors import PluginFailed, UserError, describe_exception
+from oebench.matrix import Benchmark, Ref, Training, canonical_hash
 from oebench.metrics import METRICS, ood_metrics
 from oebench.progress import Progress
 from oebench.registry import (
@@ -255,7 +255,7 @@ class Runner:
     ) -> list[dict]:
         """Run every cell here (unless ``skip`` says it is done), as ``oebench run`` does with
         the local executor; ``on_cell`` receives each cell's rows, ``score_sink`` its scores."""
-        from oebench.executors import LocalExecutor, drive
+        from oebench.execute import LocalExecutor, drive
 
         rows: list[dict] = []
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from oebench.benchmark import Benchmark, Ref, canonical_hash
 from oebench.errors import PluginFailed, UserError, describe_exception
 from oebench.fingerprints import code_digest
+from oebench.matrix import Benchmark, Ref, canonical_hash
 from oebench.registry import create_dataset, create_outlier_source, get_component
 
 

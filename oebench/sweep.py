@@ -18,8 +18,8 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from oebench.benchmark import Benchmark, Ref, Training
 from oebench.errors import UserError
+from oebench.matrix import Benchmark, Ref, Training
 from oebench.metrics import LOWER_IS_BETTER, METRICS
 
 #: the validation OOD sets, as in the OE paper's appendix

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from oebench.errors import UserError
 
 if TYPE_CHECKING:
-    from oebench.benchmark import Benchmark, Ref
+    from oebench.matrix import Benchmark, Ref
     from oebench.plugins import Component
 
 #: the largest seed SQLite's INTEGER (signed 64 bits) can hold
