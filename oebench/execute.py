@@ -50,6 +50,8 @@ def drive(
     runner.prepare()
     plan = make_plan(runner)
     todo = _needed(plan.tasks, {t.key for t in plan.tasks if t.kind == "cell" and not skip(t)})
+    if todo:  # a model that cannot be built with its options: one line, before any work
+        runner.check_models_for(todo)
     if on_planned is not None:
         on_planned()
     advance = runner.progress.start(f"benchmark {runner.bench.name}", plan.cells())

@@ -67,13 +67,21 @@ class Runner:
     ):
         from oebench.outputs import OutputCache
         from oebench.training import CheckpointCache
+        from oebench.weights import WeightNotes
 
         self.bench = bench
         self.device_name = device
         self.progress = progress or Progress()
         self.outputs = OutputCache(cache_root, enabled=use_cache)
         self.checkpoints = CheckpointCache(cache_root, enabled=use_cache)
+        #: the digests of weights already seen, so that a cached cell needs no model
+        self.notes = WeightNotes(self.checkpoints)
         self._states: dict[str, dict] = {}
+        #: cell key -> checkpoint key, and checkpoint key -> the training's seconds
+        self._checkpoint_keys: dict[str, str] = {}
+        self._seconds: dict[str, float] = {}
+        self._prepared = self._models_checked = False
+        self._device: Any = None
         #: the datasets and outlier sources this run reads, each made and loaded once
         self.sources = Sources(bench)
         #: called as ``score_sink(cell, detector_key, dataset_key, scores)`` for every score
@@ -91,7 +99,7 @@ class Runner:
         from oebench.validation import check_benchmark
 
         check_modalities(self.bench)  # text data with an image model etc.: one line, first
-        check_benchmark(self.bench)  # every problem at once, in one message
+        check_benchmark(self.bench, models=False)  # every problem at once, in one message
         b = self.bench
         for ref in b.id_datasets[:1]:  # e.g. input-gradient detectors (ODIN) on text
             kind = getattr(self.sources.source("dataset", ref), "modality", "image")
@@ -142,10 +150,35 @@ class Runner:
                         index += 1
 
     def prepare(self) -> None:
-        """Validate the benchmark and pick the device, once, before the first cell."""
-        if not hasattr(self, "device"):
+        """Validate the benchmark, once, before the first cell."""
+        if not self._prepared:
             self.validate()
-            self.device = resolve_device(self.device_name)
+            if self.device_name not in ("auto", "cpu"):  # `--device cuda` without a GPU: now
+                _ = self.device
+            self._prepared = True
+
+    @property
+    def device(self) -> Any:
+        """The torch device, picked when first needed (a cell whose outputs and scores are
+        all cached needs none, nor torch)."""
+        if self._device is None:
+            self._device = resolve_device(self.device_name)
+        return self._device
+
+    def check_models_for(self, tasks: list[Any]) -> None:
+        """Before any work: build every model once (see ``_check_models``) unless the weights
+        of every task's cell are noted, i.e. a warm run that may need no model at all."""
+        if any(self._noted_weights(self.cell_for(task)) is None for task in tasks):
+            self._check_models()
+
+    def _check_models(self) -> None:
+        """Build every model once with its options (a test forward pass), before the first
+        model of the run is made: only then is torch needed."""
+        from oebench.validation import model_problems, raise_problems
+
+        if not self._models_checked:
+            raise_problems(model_problems(self.bench), self.bench.source)
+            self._models_checked = True
 
     def cell_for(self, task: Any) -> Cell:
         """The cell a plan's task stands for, configured here (its key must match)."""
@@ -178,7 +211,8 @@ class Runner:
         self.prepare()
         start = time.perf_counter()
         try:
-            _, seconds, cached = self.trained_model(cell)
+            noted = self._noted_weights(cell)  # a checkpoint already there: nothing to load
+            _, seconds, cached = (None, noted[1], True) if noted else self.trained_model(cell)
         except UserError:
             raise
         except (Exception, SystemExit) as exc:  # the cell itself reports it again, by name
@@ -219,15 +253,15 @@ class Runner:
 
     def provenance(self, cell: Cell) -> dict[str, Any]:
         """Versions of oebench, torch and every plugin the cell uses, and the device."""
-        import torch
-
         import oebench
+        from oebench.weights import torch_version
 
         return {
             "oebench_version": oebench.__version__,
-            "torch_version": str(torch.__version__),
+            "torch_version": torch_version(),
             "plugins": self.plugin_versions(cell),
-            "device": str(getattr(self, "device", self.device_name)),
+            # ``cache``: every output and score came from the cache; no device was used
+            "device": str(self._device) if self._device is not None else "cache",
         }
 
     def plugin_versions(self, cell: Cell) -> dict[str, str | None]:
@@ -356,28 +390,68 @@ class Runner:
         import torch
 
         from oebench.models import Classifier
+        from oebench.outputs import model_digest
+        from oebench.weights import init_note_key
 
+        self._check_models()
         source = self.sources.source("dataset", cell.id_ref)
         shape = tuple(source.shape)
         torch.manual_seed(cell.seed)
         net = create_model(cell.model_ref.name, source.num_classes, shape, **cell.model_ref.kwargs)
         model = Classifier(net, source.mean, source.std)
+        self.notes.note_init(init_note_key(cell.config), model_digest(model))
         train_seconds, cached = self._train(cell, model, shape)
         return model, train_seconds, cached
 
-    def run_cell(self, cell: Cell) -> list[dict]:
+    def _placed_model(self, cell: Cell, expect: str | None = None) -> tuple[Any, str, float, bool]:
+        """The trained model on the device, in eval mode: (model, digest, seconds, cached).
+        The digest is noted for the next run; ``expect``: the digest a note promised."""
         import torch
 
-        from oebench.data import skipped_detectors
         from oebench.outputs import model_digest
 
-        source = self.sources.source("dataset", cell.id_ref)
-        shape = tuple(source.shape)
-        model, train_seconds, cached = self.trained_model(cell)
+        model, seconds, cached = self.trained_model(cell)
         model.to(self.device).eval()
         if self.device.type == "cuda":
             model.to(memory_format=torch.channels_last)
         digest = model_digest(model)
+        if expect is not None and digest != expect:
+            raise RuntimeError(
+                f"the weights of {self.describe(cell)} hash to {digest}, not to the {expect} "
+                f"noted in {self.notes.root}; delete that folder and run again"
+            )
+        key = self._checkpoint_keys.get(cell.key)
+        if key in self._seconds:  # the checkpoint's own seconds (0 here when trained earlier)
+            self.notes.note_trained(key, digest, self._seconds[key])
+        return model, digest, seconds, cached
+
+    def _noted_weights(self, cell: Cell) -> tuple[str, float] | None:
+        """(digest, training seconds) of the cell's weights from the notes, without building
+        the model; None when they cannot be trusted (see oebench.weights)."""
+        from oebench.weights import init_note_key
+
+        if not self.notes.enabled:
+            return None
+        init = self.notes.init_digest(init_note_key(cell.config))
+        if init is None:
+            return None
+        if cell.training.params.get("evaluate_only"):
+            return init, 0.0
+        shape = tuple(self.sources.source("dataset", cell.id_ref).shape)
+        return self.notes.trained(self._checkpoint_key(cell, init, shape))
+
+    def run_cell(self, cell: Cell) -> list[dict]:
+        from oebench.data import skipped_detectors
+
+        source = self.sources.source("dataset", cell.id_ref)
+        shape = tuple(source.shape)
+        noted = self._noted_weights(cell)
+        if noted is None:
+            placed, digest, train_seconds, cached = self._placed_model(cell)
+            model: Callable[[], Any] = lambda: placed  # noqa: E731
+        else:  # the model is built only if some output or score is not cached
+            (digest, train_seconds), cached = noted, True
+            model = functools.cache(lambda: self._placed_model(cell, expect=digest)[0])
 
         start = time.perf_counter()
         id_test = ("dataset", cell.id_ref, "test", None, cell.seed)
@@ -396,16 +470,14 @@ class Runner:
             where = ("dataset", ref, "test", shape, cell.seed, norm)
             oods[ref.key] = (where, self._outputs(model, digest, where, shape))
             passes(1, ref.key)
-        train_out = None
         skip = set(skipped_detectors(self.bench, getattr(source, "modality", "image")))
         detectors = [
             (ref, create_detector(ref.name, **ref.kwargs))
             for ref in self.bench.detectors
             if ref.key not in skip
         ]
-        if any("fit" in det.needs for _, det in detectors):
-            id_train = ("dataset", cell.id_ref, "train", None, cell.seed)
-            train_out = self._outputs(model, digest, id_train, shape)
+        id_train = ("dataset", cell.id_ref, "train", None, cell.seed)
+        train_out = functools.cache(lambda: self._outputs(model, digest, id_train, shape))
 
         rows = []
         fitting = self.progress.start(
@@ -446,30 +518,25 @@ class Runner:
         cell: Cell,
         ref: Ref,
         det: Detector,
-        model: Any,
+        model: Callable[[], Any],
         digest: str,
         id_data: tuple,
         oods: dict,
-        train_out: Outputs | None,
+        train_out: Callable[[], Outputs],
         accuracy: float,
     ) -> tuple[list[dict], list[tuple[str, np.ndarray]]]:
-        """Fit one detector, score ID and every OOD set: its rows and its score arrays."""
-        if det.needs & {"fit", "head"}:
-            det.fit(
-                train_out if "fit" in det.needs else None,
-                self._head(model, ref) if "head" in det.needs else None,
-            )
+        """Fit one detector, score ID and every OOD set: its rows and its score arrays.
+        Scores are cached; the detector is fitted only when some score is not."""
         shape = tuple(self.sources.source("dataset", cell.id_ref).shape)
-        prepare = None  # fit_inputs runs once, and only when some score is not cached
-        if {"model", "fit"} <= det.needs and callable(getattr(det, "fit_inputs", None)):
-            prepare = functools.cache(lambda: self._fit_inputs(det, model, cell, shape))
-        # a model detector's cached scores also depend on its code and on what it was fitted to
+        # cached scores depend on the detector's options, its code and what it was fitted to
         made_by = {
+            "options": det.config(),  # before fitting, which may add attributes
             "code": code_digest(get_component("detector", ref.name).factory),
             "fit": self.sources.fingerprint("dataset", cell.id_ref, "train", None, cell.seed)
             if "fit" in det.needs
             else None,
         }
+        prepare = functools.cache(lambda: self._fit(det, ref, model, cell, shape, train_out))
         id_scores = self._score(det, model, digest, id_data[1], id_data[0], shape, made_by, prepare)
         scores, rows, per_set = [("id", id_scores)], [], []
         for ood_key, (where, out) in oods.items():
@@ -513,7 +580,17 @@ class Runner:
         t = cell.training
         if t.params.get("evaluate_only"):
             return 0.0, True  # the model's own weights (e.g. `checkpoint`), never trained
-        key = canonical_hash(
+        key = self._checkpoint_key(cell, model_digest(model), shape)
+        self._checkpoint_keys[cell.key] = key
+        if key in self._states:
+            model.load_state_dict(self._states[key])
+            return 0.0, True
+        with cache_lock(self.checkpoints, key):  # workers sharing a cache train it once
+            return self._load_or_train(key, cell, model, shape)
+
+    def _checkpoint_key(self, cell: Cell, init_weights: str, shape: tuple) -> str:
+        """What the cell's trained weights are cached under: all that makes them."""
+        return canonical_hash(
             {
                 "version": _training_version(),
                 "seed": cell.seed,
@@ -521,7 +598,7 @@ class Runner:
                 "model": cell.config["model"],
                 "model_files": cell.config.get("model_files"),
                 # the weights training starts from (a checkpoint's, or the seeded init)
-                "init_weights": model_digest(model),
+                "init_weights": init_weights,
                 "training": cell.config["training"],
                 "data": self._training_data_fingerprints(cell.training, cell, shape),
                 # the model's, the objectives' (init chain included) and the training loop's own
@@ -529,11 +606,6 @@ class Runner:
                 "code": weights_code(cell.config["fingerprints"]),
             }
         )
-        if key in self._states:
-            model.load_state_dict(self._states[key])
-            return 0.0, True
-        with cache_lock(self.checkpoints, key):  # workers sharing a cache train it once
-            return self._load_or_train(key, cell, model, shape)
 
     def _load_or_train(self, key: str, cell: Cell, model: Any, shape: tuple) -> tuple[float, bool]:
         """The checkpoint ``key`` from the cache, else trained now and saved."""
@@ -544,7 +616,8 @@ class Runner:
         if saved is not None:
             model.load_state_dict(saved["state_dict"])
             self._states[key] = saved["state_dict"]
-            return float(saved.get("seconds", 0.0)), True
+            self._seconds[key] = float(saved.get("seconds", 0.0))
+            return self._seconds[key], True
         if t.init is not None:
             init_cell = Cell(
                 cell.seed,
@@ -585,27 +658,47 @@ class Runner:
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         self.checkpoints.save(key, state, seconds)
         self._states[key] = state
+        self._seconds[key] = seconds
         return seconds, False
 
-    def _fit_inputs(self, det: Detector, model: Any, cell: Cell, shape: tuple) -> None:
-        """Pass the ID *training* images, batch by batch, to a model detector's ``fit_inputs``."""
+    def _fit(
+        self,
+        det: Detector,
+        ref: Ref,
+        model: Callable[[], Any],
+        cell: Cell,
+        shape: tuple,
+        train_out: Callable[[], Outputs],
+    ) -> None:
+        """Fit a detector: ID training outputs and the head as it needs them, then the ID
+        *training* images, batch by batch, to a model detector's ``fit_inputs``."""
         from oebench.outputs import iterate_batches
 
-        data = self.sources.load("dataset", cell.id_ref, "train", None, cell.seed)
-        det.fit_inputs(
-            model, (x for x, _ in iterate_batches(data, self._eval_batch(), shape, self.device))
-        )
+        if det.needs & {"fit", "head"}:
+            det.fit(
+                train_out() if "fit" in det.needs else None,
+                self._head(model(), ref) if "head" in det.needs else None,
+            )
+        if {"model", "fit"} <= det.needs and callable(getattr(det, "fit_inputs", None)):
+            data = self.sources.load("dataset", cell.id_ref, "train", None, cell.seed)
+            batches = iterate_batches(data, self._eval_batch(), shape, self.device)
+            det.fit_inputs(model(), (x for x, _ in batches))
 
-    def _outputs(self, model: Any, digest: str, where: tuple, shape: tuple) -> Outputs:
-        """Logits and features of ``model`` on the split ``where`` names: cached, else one pass."""
+    def _outputs(
+        self, model: Callable[[], Any], digest: str, where: tuple, shape: tuple
+    ) -> Outputs:
+        """Logits and features of the model on the split ``where`` names: cached, else one
+        pass (``model()`` builds the model only then)."""
         from oebench.outputs import forward
 
         key = canonical_hash(
             {"model": digest, "data": self.sources.fingerprint(*where), "shape": shape}
         )
-        batch = self._eval_batch()
         return self.outputs.get_or_compute(
-            key, lambda: forward(model, self.sources.load(*where), shape, self.device, batch)
+            key,
+            lambda: forward(
+                model(), self.sources.load(*where), shape, self.device, self._eval_batch()
+            ),
         )
 
     def _eval_batch(self) -> int:
@@ -616,60 +709,49 @@ class Runner:
     def _score(
         self,
         det: Detector,
-        model: Any,
+        model: Callable[[], Any],
         digest: str,
         out: Outputs,
         where: tuple,
         shape: tuple,
-        made_by: dict | None = None,
-        prepare: Callable[[], None] | None = None,
+        made_by: dict,
+        prepare: Callable[[], None],
     ) -> np.ndarray:
-        """A detector's scores, checked: one real number (±inf allowed) per sample."""
+        """A detector's scores, checked (one real number, ±inf allowed, per sample) and cached
+        under the weights, the data and ``made_by``; ``prepare()`` fits it on a miss."""
         from oebench.contracts import ContractError, checked_scores
 
         n = len(out.logits)
-        try:
-            raw = self._raw_scores(det, model, digest, n, out, where, shape, made_by, prepare)
-            return checked_scores(raw, n)
-        except ContractError as exc:
-            raise ContractError(f"{exc} on {where[1].key} ({where[2]})") from None
-
-    def _raw_scores(
-        self,
-        det: Detector,
-        model: Any,
-        digest: str,
-        n: int,
-        out: Outputs,
-        where: tuple,
-        shape: tuple,
-        made_by: dict | None = None,
-        prepare: Callable[[], None] | None = None,
-    ) -> Any:
-        """What the detector returns; scores of those that need the model are cached."""
-        from oebench.contracts import checked_scores
-        from oebench.outputs import iterate_batches
-
-        if "model" not in det.needs:
-            return det.score(out)
 
         def compute() -> Outputs:
-            if prepare is not None:
-                prepare()
-            data = self.sources.load(*where)
-            batches = (x for x, _ in iterate_batches(data, self._eval_batch(), shape, self.device))
-            return Outputs(checked_scores(det.score_inputs(model, batches), n)[:, None])
+            prepare()
+            try:
+                raw = self._raw_scores(det, model, out, where, shape)
+                return Outputs(checked_scores(raw, n)[:, None])
+            except ContractError as exc:
+                raise ContractError(f"{exc} on {where[1].key} ({where[2]})") from None
 
         key = canonical_hash(
             {
                 "model": digest,
                 "data": self.sources.fingerprint(*where),
                 "shape": shape,
-                "detector": det.config(),
-                **({"made_by": made_by} if made_by else {}),
+                "made_by": made_by,
             }
         )
-        return self.outputs.get_or_compute(key, compute).logits[:, 0]
+        return checked_scores(self.outputs.get_or_compute(key, compute).logits[:, 0], n)
+
+    def _raw_scores(
+        self, det: Detector, model: Callable[[], Any], out: Outputs, where: tuple, shape: tuple
+    ) -> Any:
+        """What the fitted detector returns: from the outputs, or from the model's inputs."""
+        from oebench.outputs import iterate_batches
+
+        if "model" not in det.needs:
+            return det.score(out)
+        data = self.sources.load(*where)
+        batches = iterate_batches(data, self._eval_batch(), shape, self.device)
+        return det.score_inputs(model(), (x for x, _ in batches))
 
     @staticmethod
     def _head(model: Any, ref: Ref) -> Head:

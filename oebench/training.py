@@ -9,14 +9,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from oebench.objectives import Objective
 from oebench.outputs import iterate_batches
 from oebench.sampling import epoch_outliers
 from oebench.settings import cache_dir
+
+if TYPE_CHECKING:
+    import torch
 
 #: bump when a change to the training loop changes what a checkpoint contains
 TRAINING_VERSION = 1
@@ -49,6 +50,8 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
     """Random horizontal flip and random crop with zero padding ``pad`` (CIFAR recipe)."""
+    import torch
+
     n, _, h, w = x.shape
     flip = torch.rand(n, generator=generator) < 0.5
     x = torch.where(to_device(flip, x.device).view(-1, 1, 1, 1), x.flip(-1), x)
@@ -90,6 +93,8 @@ def train(
     after its epoch, with the same weights as had it never stopped. ``on_epoch(done, epochs)``
     is called after each epoch (and its save).
     """
+    import torch
+
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     on_gpu = device.type == "cuda"
@@ -189,6 +194,7 @@ def _snapshot(
     import random
 
     import numpy as np
+    import torch
 
     np_state = np.random.get_state(legacy=True)
     return {
@@ -220,6 +226,7 @@ def _restore(
     import random
 
     import numpy as np
+    import torch
 
     model.load_state_dict(saved["model"])
     opt.load_state_dict(saved["optimizer"])
@@ -251,6 +258,8 @@ class PartialCheckpoint:
     def load(self, total: int) -> dict[str, Any] | None:
         """The saved state of this training (``total`` steps in all), or None; a file that
         cannot be trusted is reported and removed."""
+        import torch
+
         from oebench.outputs import remove_cache_file
 
         if not self.path.exists():
@@ -275,6 +284,8 @@ class PartialCheckpoint:
 
     def save(self, state: dict[str, Any]) -> None:
         """Write ``state`` (a ``_snapshot``) atomically, with its key and a checksum."""
+        import torch
+
         from oebench.outputs import write_cache_file
 
         payload = {"format": PARTIAL_FORMAT, "key": self.key, **state}
@@ -294,6 +305,8 @@ PARTIAL_FORMAT = 1
 
 def _partial_checksum(payload: dict[str, Any]) -> str:
     """``state_checksum`` over every tensor of a partial checkpoint (found by path)."""
+    import torch
+
     tensors: dict[str, torch.Tensor] = {}
 
     def walk(value: Any, path: str) -> None:
@@ -343,6 +356,8 @@ class CheckpointCache:
 
     def load(self, key: str) -> dict[str, Any] | None:
         """The verified checkpoint for ``key``, or None (a bad file is reported and removed)."""
+        import torch
+
         from oebench.outputs import remove_cache_file
 
         path = self.path(key)
@@ -363,6 +378,8 @@ class CheckpointCache:
 
     def save(self, key: str, state_dict: dict[str, torch.Tensor], seconds: float) -> None:
         """Store weights with their key and a checksum inside the file (atomically)."""
+        import torch
+
         from oebench.outputs import write_cache_file
 
         if not self.enabled:
@@ -386,6 +403,8 @@ CHECKPOINT_FORMAT = 2
 
 def state_checksum(key: str, seconds: float, state: dict[str, torch.Tensor]) -> str:
     """sha256 over the key, the seconds and every tensor's name, dtype, shape and bytes."""
+    import torch
+
     h = hashlib.sha256(f"{key}|{seconds!r}".encode())
     for name in sorted(state):
         tensor = state[name].detach().cpu().contiguous()
@@ -412,6 +431,8 @@ class _Stats:
     """Running loss and accuracy on the device, reported every ``every`` steps."""
 
     def __init__(self, report: Callable[[float, float], None] | None, every: int, device: Any):
+        import torch
+
         self.report, self.every, self.steps = report, every, 0
         self.loss = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device)

@@ -190,10 +190,11 @@ def _fits_lax(annotation: Any, value: Any) -> bool:
 
 
 # -- the whole benchmark, against the registry ------------------------------------------------
-def check_benchmark(bench: Benchmark) -> None:
-    """Raise one UserError listing every problem found before any work starts."""
+def check_benchmark(bench: Benchmark, models: bool = True) -> None:
+    """Raise one UserError listing every problem found before any work starts; ``models``:
+    also build every model (needs torch; the runner does it before it first builds one)."""
     found = settings_problems(bench) + component_problems(bench) + data_problems(bench)
-    if not found:  # models need their ID data's classes and shape
+    if not found and models:  # models need their ID data's classes and shape
         found = model_problems(bench)
     raise_problems(found, bench.source)
 

@@ -493,17 +493,24 @@ def test_sigkill_at_random_points_loses_nothing_and_stores_no_wrong_number(
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.3, 1.0])
-def test_sigint_in_the_first_second_reports_like_later_and_exits_130(bench_file, delay):
+def test_sigint_in_the_first_second_reports_like_later_and_exits_130(bench_file, delay, tmp_path):
     """Ctrl-C while plugins load, the benchmark is read or torch is imported: not click's
     "Aborted!" with exit 1, but the run's own message and 130."""
     marked = (
         "import sys\nfrom oebench.cli import main\nprint('in main', file=sys.stderr, flush=True)\n"
     )
+    # an empty cache: the run has to train, so it is still going after the delay (a run
+    # served from a filled cache can finish within a second)
+    env = os.environ | {
+        "OEBENCH_CACHE_DIR": str(tmp_path / "c"),
+        "OEBENCH_STORE": str(tmp_path / "s"),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-c", marked + "main()", "run", str(bench_file)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     assert proc.stderr.readline().strip() == "in main"  # oebench's code is running now
     time.sleep(delay)
