@@ -6,8 +6,11 @@
 
 Each run is a cold ``oebench run`` in a fresh subprocess with its own empty cache and store,
 so every executor trains and scores everything; the script prints wall seconds, the ratio to
-the local run, whether each CSV is byte-identical to the local one, and the load average
-(other work on the machine distorts the figures). ``dask-2-malloc`` gives the workers Dask's default
+the local run, the CPU seconds of the processes the run waited for (workers a cluster leaves
+to exit after the run, and Ray's daemons, are not counted, so a cluster's figure is a lower
+bound), whether each CSV is byte-identical to the local one, and the load average (other work
+on the machine distorts the figures). On N cores a run cannot take less than its CPU seconds
+/ N, which bounds what more workers can gain. ``dask-2-malloc`` gives the workers Dask's default
 ``MALLOC_TRIM_THRESHOLD_=65536`` (through the environment they inherit), to show what leaving
 it out is worth.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -32,8 +36,14 @@ RUNS = {
 }
 
 
-def run(name: str, bench: str, seeds: int, folder: Path) -> tuple[float, bytes]:
-    """One cold run; returns (wall seconds, CSV bytes)."""
+def cpu_seconds() -> float:
+    """User + system seconds of the waited-for child processes so far."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def run(name: str, bench: str, seeds: int, folder: Path) -> tuple[float, float, bytes]:
+    """One cold run; returns (wall seconds, CPU seconds, CSV bytes)."""
     csv = folder / f"{name}.csv"
     env = {
         **os.environ,
@@ -44,12 +54,12 @@ def run(name: str, bench: str, seeds: int, folder: Path) -> tuple[float, bytes]:
         env["MALLOC_TRIM_THRESHOLD_"] = "65536"  # what Dask's default sets; workers inherit it
     seed_args = [a for s in range(seeds) for a in ("--seed", str(s))]
     command = ["oebench", "run", bench, *seed_args, "--csv", str(csv), *RUNS[name]]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=folder)
     seconds = time.perf_counter() - start
     if out.returncode:
         raise RuntimeError(f"{name}: {out.stderr[-2000:]}")
-    return seconds, csv.read_bytes()
+    return seconds, cpu_seconds() - cpu, csv.read_bytes()
 
 
 def main() -> None:
@@ -62,12 +72,14 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="oebench-executors-"))
     results, local = {}, None
     for name in ["local", *[r for r in args.runs if r != "local"]]:
-        seconds, csv = run(name, args.benchmark, args.seeds, folder)
+        seconds, cpu, csv = run(name, args.benchmark, args.seeds, folder)
         local = csv if name == "local" else local
-        results[name] = {"seconds": round(seconds, 2), "same_csv": csv == local}
+        results[name] = {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 1)}
+        results[name]["same_csv"] = csv == local
         print(
             f"{name:14s} {seconds:7.1f} s  x{seconds / results['local']['seconds']:.2f} of local"
-            f"  CSV {'identical' if csv == local else 'DIFFERENT'}  load {os.getloadavg()[0]:.2f}",
+            f"  CPU {cpu:6.1f} s  CSV {'identical' if csv == local else 'DIFFERENT'}"
+            f"  load {os.getloadavg()[0]:.2f}",
             flush=True,
         )
     if args.json:
