@@ -122,13 +122,27 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+#: the most recent outputs and scores kept in memory as well, in bytes: a cell reads each of
+#: its outputs once, so a run of many cells needs no more (the rest is on disk)
+MEMORY_BYTES = 256 * 2**20
+
+
+def _nbytes(out: Outputs) -> int:
+    arrays = (out.logits, out.features, out.labels)
+    return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
+
+
 class OutputCache:
-    """Outputs on disk under ``<cache>/outputs/<key>.npz``, verified by checksum on read."""
+    """Outputs (and detector scores) on disk under ``<cache>/outputs/<key>.npz``, verified by
+    checksum on read; the most recent also in memory, up to ``MEMORY_BYTES``."""
 
     def __init__(self, root: Path | None = None, enabled: bool = True):
+        from collections import OrderedDict
+
         self.root = (root or cache_dir()) / "outputs"
         self.enabled = enabled
-        self._memory: dict[str, Outputs] = {}
+        self._memory: OrderedDict[str, Outputs] = OrderedDict()
+        self._memory_bytes = 0
         #: set after a failed write: the cache is read but no longer written
         self.write_failed = False
         self.hits = self.misses = 0
@@ -140,6 +154,7 @@ class OutputCache:
         """Outputs for ``key``: from memory, from a verified file, or computed and stored."""
         if key in self._memory:
             self.hits += 1
+            self._memory.move_to_end(key)
             return self._memory[key]
         out = self._read(key) if self.enabled else None
         if out is None:
@@ -149,8 +164,16 @@ class OutputCache:
                 self._write(key, out)
         else:
             self.hits += 1
-        self._memory[key] = out
+        self._keep(key, out)
         return out
+
+    def _keep(self, key: str, out: Outputs) -> None:
+        """Hold ``out`` in memory, letting the oldest go beyond ``MEMORY_BYTES``."""
+        self._memory[key] = out
+        self._memory_bytes += _nbytes(out)
+        while len(self._memory) > 1 and self._memory_bytes > MEMORY_BYTES:
+            _, old = self._memory.popitem(last=False)
+            self._memory_bytes -= _nbytes(old)
 
     def _read(self, key: str) -> Outputs | None:
         path = self.path(key)

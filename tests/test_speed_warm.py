@@ -113,3 +113,25 @@ def test_cached_scores_follow_the_detector_options(bench, tmp_path):
     hot_rows = _rows(Runner(hot, device="cpu", cache_root=cache))
     plain_energy = plain[plain.detector == "energy"].reset_index(drop=True)
     assert not hot_rows["auroc"].equals(plain_energy["auroc"])
+
+
+def test_outputs_held_in_memory_stay_under_the_bound(monkeypatch):
+    import numpy as np
+
+    from oebench import outputs
+    from oebench.detectors import Outputs
+
+    monkeypatch.setattr(outputs, "MEMORY_BYTES", 10 * 8_000)
+    cache = outputs.OutputCache(enabled=False)
+    made = []
+
+    def make(i: int):
+        made.append(i)
+        return Outputs(np.full((1000, 1), float(i)))  # 8,000 bytes
+
+    for i in range(30):
+        cache.get_or_compute(f"k{i}", lambda i=i: make(i))
+    assert cache._memory_bytes <= 10 * 8_000 and len(cache._memory) == 10
+    assert cache.get_or_compute("k29", lambda: make(-1)).logits[0, 0] == 29  # still held
+    cache.get_or_compute("k0", lambda: make(0))  # long gone (and no disk cache): made again
+    assert made == [*range(30), 0]
