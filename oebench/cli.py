@@ -6,6 +6,7 @@ import fnmatch
 import functools
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -825,21 +826,40 @@ def main() -> None:
     """Entry point: add plugin commands, then run the CLI."""
     from oebench.plugins import get_plugin_manager
 
+    interrupted: Callable[[], bool] = lambda: False  # noqa: E731
     try:
+        interrupted = _watch_interrupts()
         get_plugin_manager().add_commands(cli)
-    except KeyboardInterrupt:  # Ctrl-C while plugins load: as if it came a moment later
+        cli.main(prog_name="oebench")
+    except SystemExit as exc:
+        _exit(exc.code)
+    except BaseException as exc:
+        # Ctrl-C while plugins load or a module is imported: as if it came a moment later.
+        # (An extension module can turn the KeyboardInterrupt into an error of its own, as
+        # pydantic does while it builds a schema; the signal was seen all the same.)
+        if not isinstance(exc, KeyboardInterrupt) and not interrupted():
+            raise
         args = sys.argv[1:]
         if args[:1] == ["run"]:
             store = args[args.index("--store") + 1] if "--store" in args[:-1] else None
             _report_interrupt(store, None)
         else:
             click.secho("Interrupted.", fg="yellow", err=True)
-        sys.exit(130)
-    try:
-        cli.main(prog_name="oebench")
-    except SystemExit as exc:
-        _exit(exc.code)
+        _exit(130)
     _exit(0)
+
+
+def _watch_interrupts() -> Callable[[], bool]:
+    """Note every Ctrl-C (raising KeyboardInterrupt as Python does); returns whether one came."""
+    seen: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, handler)
+    return lambda: bool(seen)
 
 
 def _exit(code: int | str | None) -> None:

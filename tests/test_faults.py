@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 import zipfile
 from pathlib import Path
@@ -511,6 +512,7 @@ def test_sigint_in_the_first_second_reports_like_later_and_exits_130(bench_file,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
     )
     assert proc.stderr.readline().strip() == "in main"  # oebench's code is running now
     time.sleep(delay)
@@ -519,6 +521,41 @@ def test_sigint_in_the_first_second_reports_like_later_and_exits_130(bench_file,
     assert proc.returncode == 130, err
     assert "Aborted!" not in err and "Traceback" not in err
     assert "Interrupted: 0 of " in err and "run the same command again to resume" in err
+
+
+@pytest.mark.parametrize("signalled", [True, False])
+def test_an_error_that_a_ctrl_c_caused_is_reported_as_the_interrupt(tmp_path, signalled):
+    """Extension modules (pydantic building a schema) can turn Ctrl-C into an error of their
+    own: after a SIGINT that is still "Interrupted" and 130; without one, a real error."""
+    code = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        import oebench.benchmark
+
+        def load(*args, **kwargs):
+            try:
+                if {signalled}:
+                    os.kill(os.getpid(), signal.SIGINT)
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise RuntimeError("SchemaError: KeyboardInterrupt") from None
+
+        oebench.benchmark.load_benchmark = load
+        from oebench.cli import main
+        sys.argv = ["oebench", "run", "quickstart"]
+        main()
+        """
+    )
+    env = os.environ | {"OEBENCH_STORE": str(tmp_path / "s")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    if signalled:
+        assert out.returncode == 130 and "Traceback" not in out.stderr, out.stderr
+        assert "Interrupted: 0 of " in out.stderr
+    else:
+        assert out.returncode == 1 and "RuntimeError: SchemaError" in out.stderr
 
 
 def _store_with_one_cell(path) -> ResultStore:
