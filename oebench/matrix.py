@@ -112,3 +112,17 @@ def canonical_hash(obj: Any) -> str:
     """A stable short hash of a JSON-able object."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
+
+
+@dataclass
+class Cell:
+    """One trained model of the matrix; its rows cover every detector x OOD set."""
+
+    seed: int
+    id_ref: Ref
+    model_ref: Ref
+    training: Training
+    key: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    #: position in the matrix for one seed (ID dataset x model x training), for ordering rows
+    index: int = 0

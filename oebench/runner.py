@@ -3,13 +3,10 @@ every detector on the cached outputs, metrics per OOD set."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,17 +14,18 @@ import numpy as np
 from oebench.contracts import checked_metrics
 from oebench.detectors import Detector, Head, Outputs
 from oebench.errors import PluginFailed, UserError, describe_exception
-from oebench.matrix import Benchmark, Ref, Training, canonical_hash
+from oebench.fingerprints import cell_fingerprints, code_digest
+from oebench.matrix import Benchmark, Cell, Ref, Training, canonical_hash
 from oebench.metrics import METRICS, ood_metrics
 from oebench.progress import Progress
 from oebench.registry import (
     check_options,
     create_detector,
-    create_model,
     create_objective,
     get_component,
 )
 from oebench.sources import Sources
+from oebench.trained import TrainedModels, training_version
 from oebench.validation import chance_warning
 
 
@@ -42,20 +40,6 @@ def resolve_device(name: str = "auto") -> Any:
     return torch.device(name)
 
 
-@dataclass
-class Cell:
-    """One trained model of the matrix; its rows cover every detector x OOD set."""
-
-    seed: int
-    id_ref: Ref
-    model_ref: Ref
-    training: Training
-    key: str = ""
-    config: dict[str, Any] = field(default_factory=dict)
-    #: position in the matrix for one seed (ID dataset x model x training), for ordering rows
-    index: int = 0
-
-
 class Runner:
     def __init__(
         self,
@@ -66,21 +50,15 @@ class Runner:
         cache_root: Any = None,
     ):
         from oebench.outputs import OutputCache
-        from oebench.training import CheckpointCache
-        from oebench.weights import WeightNotes
 
         self.bench = bench
         self.device_name = device
         self.progress = progress or Progress()
         self.outputs = OutputCache(cache_root, enabled=use_cache)
-        self.checkpoints = CheckpointCache(cache_root, enabled=use_cache)
-        #: the digests of weights already seen, so that a cached cell needs no model
-        self.notes = WeightNotes(self.checkpoints)
-        self._states: dict[str, dict] = {}
-        #: cell key -> checkpoint key, and checkpoint key -> the training's seconds
-        self._checkpoint_keys: dict[str, str] = {}
-        self._seconds: dict[str, float] = {}
-        self._prepared = self._models_checked = False
+        #: each cell's model: built, trained or loaded, and its weights' digest
+        self.models = TrainedModels(self, use_cache, cache_root)
+        self.checkpoints = self.models.checkpoints
+        self._prepared = False
         self._device: Any = None
         #: the datasets and outlier sources this run reads, each made and loaded once
         self.sources = Sources(bench)
@@ -168,17 +146,8 @@ class Runner:
     def check_models_for(self, tasks: list[Any]) -> None:
         """Before any work: build every model once (see ``_check_models``) unless the weights
         of every task's cell are noted, i.e. a warm run that may need no model at all."""
-        if any(self._noted_weights(self.cell_for(task)) is None for task in tasks):
-            self._check_models()
-
-    def _check_models(self) -> None:
-        """Build every model once with its options (a test forward pass), before the first
-        model of the run is made: only then is torch needed."""
-        from oebench.validation import model_problems, raise_problems
-
-        if not self._models_checked:
-            raise_problems(model_problems(self.bench), self.bench.source)
-            self._models_checked = True
+        if any(self.models.noted(self.cell_for(task)) is None for task in tasks):
+            self.models.check()
 
     def cell_for(self, task: Any) -> Cell:
         """The cell a plan's task stands for, configured here (its key must match)."""
@@ -211,8 +180,8 @@ class Runner:
         self.prepare()
         start = time.perf_counter()
         try:
-            noted = self._noted_weights(cell)  # a checkpoint already there: nothing to load
-            _, seconds, cached = (None, noted[1], True) if noted else self.trained_model(cell)
+            noted = self.models.noted(cell)  # a checkpoint already there: nothing to load
+            _, seconds, cached = (None, noted[1], True) if noted else self.models.build(cell)
         except UserError:
             raise
         except (Exception, SystemExit) as exc:  # the cell itself reports it again, by name
@@ -348,7 +317,7 @@ class Runner:
                 if (b.recall, b.fpr_rule) != (0.95, "nearest")
                 else {}
             ),
-            "training_version": _training_version(),
+            "training_version": training_version(),
             "names": self._names(cell),
             # the code of every component and the files of every data source the cell uses:
             # an edited detector or a replaced dataset file gives the cell another key
@@ -385,73 +354,18 @@ class Runner:
         }
 
     # -- one cell ------------------------------------------------------------------------------
-    def trained_model(self, cell: Cell) -> tuple[Any, float, bool]:
-        """The cell's model with its trained weights: (model, training seconds, cached)."""
-        import torch
-
-        from oebench.models import Classifier
-        from oebench.outputs import model_digest
-        from oebench.weights import init_note_key
-
-        self._check_models()
-        source = self.sources.source("dataset", cell.id_ref)
-        shape = tuple(source.shape)
-        torch.manual_seed(cell.seed)
-        net = create_model(cell.model_ref.name, source.num_classes, shape, **cell.model_ref.kwargs)
-        model = Classifier(net, source.mean, source.std)
-        self.notes.note_init(init_note_key(cell.config), model_digest(model))
-        train_seconds, cached = self._train(cell, model, shape)
-        return model, train_seconds, cached
-
-    def _placed_model(self, cell: Cell, expect: str | None = None) -> tuple[Any, str, float, bool]:
-        """The trained model on the device, in eval mode: (model, digest, seconds, cached).
-        The digest is noted for the next run; ``expect``: the digest a note promised."""
-        import torch
-
-        from oebench.outputs import model_digest
-
-        model, seconds, cached = self.trained_model(cell)
-        model.to(self.device).eval()
-        if self.device.type == "cuda":
-            model.to(memory_format=torch.channels_last)
-        digest = model_digest(model)
-        if expect is not None and digest != expect:
-            raise RuntimeError(
-                f"the weights of {self.describe(cell)} hash to {digest}, not to the {expect} "
-                f"noted in {self.notes.root}; delete that folder and run again"
-            )
-        key = self._checkpoint_keys.get(cell.key)
-        if key in self._seconds:  # the checkpoint's own seconds (0 here when trained earlier)
-            self.notes.note_trained(key, digest, self._seconds[key])
-        return model, digest, seconds, cached
-
-    def _noted_weights(self, cell: Cell) -> tuple[str, float] | None:
-        """(digest, training seconds) of the cell's weights from the notes, without building
-        the model; None when they cannot be trusted (see oebench.weights)."""
-        from oebench.weights import init_note_key
-
-        if not self.notes.enabled:
-            return None
-        init = self.notes.init_digest(init_note_key(cell.config))
-        if init is None:
-            return None
-        if cell.training.params.get("evaluate_only"):
-            return init, 0.0
-        shape = tuple(self.sources.source("dataset", cell.id_ref).shape)
-        return self.notes.trained(self._checkpoint_key(cell, init, shape))
-
     def run_cell(self, cell: Cell) -> list[dict]:
         from oebench.data import skipped_detectors
 
         source = self.sources.source("dataset", cell.id_ref)
         shape = tuple(source.shape)
-        noted = self._noted_weights(cell)
+        noted = self.models.noted(cell)
         if noted is None:
-            placed, digest, train_seconds, cached = self._placed_model(cell)
+            placed, digest, train_seconds, cached = self.models.placed(cell)
             model: Callable[[], Any] = lambda: placed  # noqa: E731
         else:  # the model is built only if some output or score is not cached
             (digest, train_seconds), cached = noted, True
-            model = functools.cache(lambda: self._placed_model(cell, expect=digest)[0])
+            model = functools.cache(lambda: self.models.placed(cell, expect=digest)[0])
 
         start = time.perf_counter()
         id_test = ("dataset", cell.id_ref, "test", None, cell.seed)
@@ -563,103 +477,9 @@ class Runner:
         self.failures.append(message)
         self.progress.log(message)
 
-    def _training_data_fingerprints(self, t: Training, cell: Cell, shape: tuple) -> list[str]:
-        """Fingerprints of the ID training split and outliers behind a training and its init."""
-        prints = [self.sources.fingerprint("dataset", cell.id_ref, "train", None, cell.seed)]
-        if t.outliers is not None:
-            prints.append(
-                self.sources.fingerprint("outlier source", t.outliers, "train", shape, cell.seed)
-            )
-        init = next((x for x in self.bench.trainings if x.name == t.init), None)
-        return prints + (self._training_data_fingerprints(init, cell, shape) if init else [])
-
-    def _train(self, cell: Cell, model: Any, shape: tuple) -> tuple[float, bool]:
-        """Load the cell's weights from the checkpoint cache, or train them; returns (s, cached)."""
-        from oebench.outputs import model_digest
-
-        t = cell.training
-        if t.params.get("evaluate_only"):
-            return 0.0, True  # the model's own weights (e.g. `checkpoint`), never trained
-        key = self._checkpoint_key(cell, model_digest(model), shape)
-        self._checkpoint_keys[cell.key] = key
-        if key in self._states:
-            model.load_state_dict(self._states[key])
-            return 0.0, True
-        with cache_lock(self.checkpoints, key):  # workers sharing a cache train it once
-            return self._load_or_train(key, cell, model, shape)
-
-    def _checkpoint_key(self, cell: Cell, init_weights: str, shape: tuple) -> str:
-        """What the cell's trained weights are cached under: all that makes them."""
-        return canonical_hash(
-            {
-                "version": _training_version(),
-                "seed": cell.seed,
-                "id": cell.config["id_dataset"],
-                "model": cell.config["model"],
-                "model_files": cell.config.get("model_files"),
-                # the weights training starts from (a checkpoint's, or the seeded init)
-                "init_weights": init_weights,
-                "training": cell.config["training"],
-                "data": self._training_data_fingerprints(cell.training, cell, shape),
-                # the model's, the objectives' (init chain included) and the training loop's own
-                # code; never a detector's, so editing a detector retrains nothing
-                "code": weights_code(cell.config["fingerprints"]),
-            }
-        )
-
-    def _load_or_train(self, key: str, cell: Cell, model: Any, shape: tuple) -> tuple[float, bool]:
-        """The checkpoint ``key`` from the cache, else trained now and saved."""
-        from oebench.training import train
-
-        t = cell.training
-        saved = self.checkpoints.load(key)
-        if saved is not None:
-            model.load_state_dict(saved["state_dict"])
-            self._states[key] = saved["state_dict"]
-            self._seconds[key] = float(saved.get("seconds", 0.0))
-            return self._seconds[key], True
-        if t.init is not None:
-            init_cell = Cell(
-                cell.seed,
-                cell.id_ref,
-                cell.model_ref,
-                next(x for x in self.bench.trainings if x.name == t.init),
-            )
-            self._configure(init_cell)
-            self._train(init_cell, model, shape)
-        train_set = self.sources.load("dataset", cell.id_ref, "train", None, cell.seed)
-        objective = create_objective(t.objective.name, **t.objective.kwargs)
-        outliers = None
-        if t.outliers is not None:
-            outliers = self.sources.load("outlier source", t.outliers, "train", shape, cell.seed)
-        params = t.params
-        steps = self.progress.start(
-            f"train {cell.model_ref.key} on {cell.id_ref.key} [{t.name}, seed {cell.seed}]",
-            params["epochs"]
-            * -(
-                -min(len(train_set), params.get("max_train") or len(train_set))
-                // params["batch_size"]
-            ),
-        )
-        with torch_threads(params.get("threads", 0)):  # same weights on any machine/executor
-            seconds = train(
-                model,
-                train_set,
-                objective,
-                params,
-                cell.seed,
-                shape,
-                self.device,
-                outliers,
-                on_step=lambda step, total: steps(1),
-                on_stats=lambda loss, acc: steps(0, f"loss {loss:.3f}, train acc {acc:.1f}%"),
-                partial=self.checkpoints.partial(key),  # per-epoch state: resumable
-            )
-        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        self.checkpoints.save(key, state, seconds)
-        self._states[key] = state
-        self._seconds[key] = seconds
-        return seconds, False
+    def trained_model(self, cell: Cell) -> tuple[Any, float, bool]:
+        """The cell's model with its trained weights: (model, training seconds, cached)."""
+        return self.models.build(cell)
 
     def _fit(
         self,
@@ -831,34 +651,6 @@ def _differences(a: Any, b: Any, path: str = "") -> list[str]:
     return [] if a == b else [path.lstrip("/") or "configuration"]
 
 
-@contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run with ``count`` intra-op CPU threads (0: leave torch's choice), then restore."""
-    import torch
-
-    before = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def cache_lock(cache: Any, key: str) -> Any:
-    """An inter-process lock on a cache entry (a no-op for a disabled cache)."""
-    if not cache.enabled:
-        return contextlib.nullcontext()
-    from filelock import FileLock
-
-    path = Path(cache.path(key))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError:  # an unwritable cache: no one can save it, so no one waits for it
-        return contextlib.nullcontext()
-    return FileLock(str(path) + ".lock")
-
-
 def _calibration(id_out: Outputs, oods: dict[str, Outputs]) -> dict[str, dict[str, float]]:
     """Per OOD set: ID calibration (ECE, RMS, MAD) and the paper's mixed ID + OOD RMS / MAD;
     under ``mean``, the mean over OOD sets (whole OOD sets, whatever the protocol; see
@@ -876,19 +668,3 @@ def _calibration(id_out: Outputs, oods: dict[str, Outputs]) -> dict[str, dict[st
 def _ap_baseline(n_id: int, n_ood: int) -> float:
     """The AUPR-Out of a detector that guesses: the OOD share, in % (the reference's baseline)."""
     return 100.0 * n_ood / (n_ood + n_id)
-
-
-# fingerprints live in oebench.fingerprints; the runner's names stay for existing callers
-from oebench.fingerprints import (  # noqa: E402
-    _file_digest,  # noqa: F401
-    cell_fingerprints,
-    code_digest,
-    weights_code,
-)
-from oebench.fingerprints import training_code as _training_code  # noqa: E402,F401
-
-
-def _training_version() -> int:
-    from oebench.training import TRAINING_VERSION
-
-    return TRAINING_VERSION

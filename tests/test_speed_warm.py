@@ -78,7 +78,7 @@ def test_a_replaced_checkpoint_is_not_vouched_for_by_its_old_note(bench, tmp_pat
     runner = Runner(bench, device="cpu", cache_root=cache)
     again = _rows(runner)
     # the note no longer matches the file: the model was loaded, found damaged and retrained
-    assert runner._states, "the model was not loaded"
+    assert runner.models._states, "the model was not loaded"
     pd.testing.assert_frame_equal(
         again.drop(columns="train_seconds"), first.drop(columns="train_seconds")
     )
