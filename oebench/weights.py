@@ -19,6 +19,7 @@ makes the runner load the model and compute the digest as before, and write the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -55,12 +56,17 @@ def _file_sha256(path: Path) -> str | None:
         return None
 
 
+@functools.cache
+def _wrapper_digest() -> str | None:
+    """sha256 of ``oebench/models.py`` (the ``Classifier`` wrapper), read once per process."""
+    spec = find_spec("oebench.models")
+    return _file_sha256(Path(spec.origin)) if spec and spec.origin else None
+
+
 def init_note_key(config: dict[str, Any]) -> str:
     """The key of the note on a cell's seeded initial weights (``config``: the cell's)."""
     prints = config.get("fingerprints") or {}
     code = {k: v for k, v in (prints.get("code") or {}).items() if not k.startswith("detector:")}
-    spec = find_spec("oebench.models")
-    wrapper = _file_sha256(Path(spec.origin)) if spec and spec.origin else None
     return canonical_hash(
         {
             "format": NOTE_FORMAT,
@@ -71,7 +77,7 @@ def init_note_key(config: dict[str, Any]) -> str:
             "code": code,
             "data": prints.get("data"),
             "torch": torch_version(),
-            "classifier": wrapper,
+            "classifier": _wrapper_digest(),
         }
     )
 

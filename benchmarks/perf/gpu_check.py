@@ -122,19 +122,10 @@ def step_flops(model: Any, n_in: int, n_out: int, device: torch.device) -> float
 
 
 def params(**kw: Any) -> dict[str, Any]:
-    base = {
-        "epochs": 1,
-        "batch_size": 128,
-        "outlier_batch_size": 256,
-        "lr": 0.1,
-        "momentum": 0.9,
-        "nesterov": True,
-        "weight_decay": 5e-4,
-        "augment": True,
-        "max_train": None,
-        "amp": "off",
-        "compile": False,
-    }
+    """oebench's training defaults for one epoch of the CIFAR recipe (augmented), eager fp32."""
+    from oebench.matrix import DEFAULT_TRAINING
+
+    base = {**DEFAULT_TRAINING, "epochs": 1, "augment": True, "amp": "off", "compile": False}
     return {**base, **kw}
 
 
