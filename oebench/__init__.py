@@ -6,7 +6,7 @@ import importlib
 from typing import Any
 
 from oebench.hookspecs import hookimpl
-from oebench.registry import (
+from oebench.registry.lookup import (
     create_dataset,
     create_detector,
     create_model,
@@ -23,18 +23,18 @@ from oebench.registry import (
 __version__ = "0.1.0"
 
 _LAZY = {
-    "ImageSource": "oebench.data",
-    "TensorImages": "oebench.data",
-    "Detector": "oebench.detectors",
-    "Outputs": "oebench.detectors",
-    "Head": "oebench.detectors",
-    "Objective": "oebench.objectives",
-    "Classifier": "oebench.models",
+    "ImageSource": "oebench.contracts.data",
+    "TensorImages": "oebench.contracts.data",
+    "Detector": "oebench.contracts.detector",
+    "Outputs": "oebench.contracts.detector",
+    "Head": "oebench.contracts.detector",
+    "Objective": "oebench.contracts.objective",
+    "Classifier": "oebench.contracts.model",
     "ood_metrics": "oebench.metrics",
-    "load_results": "oebench.results",
-    "load_scores": "oebench.results",
-    "leaderboard": "oebench.results",
-    "ResultStore": "oebench.store",
+    "load_results": "oebench.report.results",
+    "load_scores": "oebench.report.results",
+    "leaderboard": "oebench.report.results",
+    "ResultStore": "oebench.record.store",
 }
 
 __all__ = [

@@ -15,9 +15,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from oebench.core.settings import cache_dir, data_root, download_allowed
 from oebench.errors import DataNotFoundError, UnknownNameError, UserError
 from oebench.hookspecs import hookimpl
-from oebench.registry import (
+from oebench.registry.lookup import (
     create_dataset,
     create_detector,
     create_model,
@@ -30,39 +31,38 @@ from oebench.registry import (
     list_objectives,
     list_outlier_sources,
 )
-from oebench.settings import cache_dir, data_root, download_allowed
 
 #: name -> the module that defines it, imported on first use
 _LAZY = {
     # datasets: image sources and helpers to shape images
-    "ImageSource": "oebench.data",
-    "TensorImages": "oebench.data",
-    "adapt_images": "oebench.data",
-    "to_float": "oebench.data",
-    # text datasets: token sequences (see oebench.text)
-    "TextSource": "oebench.text",
-    "TensorTokens": "oebench.text",
+    "ImageSource": "oebench.contracts.data",
+    "TensorImages": "oebench.contracts.data",
+    "adapt_images": "oebench.contracts.data",
+    "to_float": "oebench.contracts.data",
+    # text datasets: token sequences (see oebench.contracts.text)
+    "TextSource": "oebench.contracts.text",
+    "TensorTokens": "oebench.contracts.text",
     # dataset files: find, fetch and fingerprint them
-    "content_digest": "oebench.datafiles",
-    "fetch": "oebench.datafiles",
-    "find_dir": "oebench.datafiles",
-    "present": "oebench.datafiles",
+    "content_digest": "oebench.core.datafiles",
+    "fetch": "oebench.core.datafiles",
+    "find_dir": "oebench.core.datafiles",
+    "present": "oebench.core.datafiles",
     # detectors: the contract, the network outputs they score, numerically safe helpers
-    "Detector": "oebench.detectors",
-    "Head": "oebench.detectors",
-    "Outputs": "oebench.detectors",
-    "log_softmax64": "oebench.detectors",
-    "logsumexp64": "oebench.detectors",
-    "msp_log_odds": "oebench.detectors",
+    "Detector": "oebench.contracts.detector",
+    "Head": "oebench.contracts.detector",
+    "Outputs": "oebench.contracts.detector",
+    "log_softmax64": "oebench.contracts.detector",
+    "logsumexp64": "oebench.contracts.detector",
+    "msp_log_odds": "oebench.contracts.detector",
     # models and training objectives
-    "Classifier": "oebench.models",
-    "Objective": "oebench.objectives",
-    "cross_entropy": "oebench.objectives",
-    "energy": "oebench.objectives",
-    "soft_cross_entropy": "oebench.objectives",
-    "uniform_cross_entropy": "oebench.objectives",
+    "Classifier": "oebench.contracts.model",
+    "Objective": "oebench.contracts.objective",
+    "cross_entropy": "oebench.contracts.objective",
+    "energy": "oebench.contracts.objective",
+    "soft_cross_entropy": "oebench.contracts.objective",
+    "uniform_cross_entropy": "oebench.contracts.objective",
     # the OE paper's validation OOD sets (val-ood transforms)
-    "VALIDATION_SETS": "oebench.sweep",
+    "VALIDATION_SETS": "oebench.execute.sweep",
     # contract checks for a plugin's own tests (the plugin kit)
     "check_dataset": "oebench.testing",
     "check_detector": "oebench.testing",

@@ -5,17 +5,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-from oebench.settings import debug_enabled
-
-
-def debug_traceback(exc: BaseException) -> str:
-    """The full traceback of ``exc`` after a newline under ``--debug``, else ``""``."""
-    if not debug_enabled():
-        return ""
-    import traceback
-
-    return "\n" + "".join(traceback.format_exception(exc)).rstrip()
-
 
 class UserError(Exception):
     """A mistake in the user's input: reported in one line, exit status 2."""
@@ -52,14 +41,3 @@ def unknown_name_message(kind: str, name: str, available: list[str]) -> str:
 
 class PluginFailed(UserError):
     """A plugin raised while oebench called it; the message names the plugin."""
-
-
-def describe_exception(exc: BaseException, where: bool = False) -> str:
-    """``Type: message`` (``SystemExit: 3`` too), and with ``where`` the innermost frame."""
-    text = f"{type(exc).__name__}: {exc}"
-    if where and exc.__traceback__ is not None:
-        import traceback
-
-        frame = traceback.extract_tb(exc.__traceback__)[-1]
-        text += f" (raised at {frame.filename}:{frame.lineno})"
-    return text + debug_traceback(exc)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from oebench.registry import (
+from oebench.registry.lookup import (
     create_dataset,
     create_detector,
     create_model,
@@ -43,7 +43,7 @@ def registered(plugin: object, name: str | None = None) -> Iterator[str]:
     """Register ``plugin`` (a module or object with hook implementations) for a ``with``
     block, and unregister it after, whatever happens inside."""
     from oebench.errors import PluginError
-    from oebench.plugins import get_plugin_manager
+    from oebench.registry.plugins import get_plugin_manager
 
     pm = get_plugin_manager()
     name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
@@ -98,7 +98,7 @@ with suppress(ImportError):  # a pytest plugin where pytest is installed (a test
 def fake_outputs(n: int = 64, classes: int = 10, dim: int = 16, seed: int = 0) -> Any:
     """Outputs of a made-up linear model (the head of ``fake_head``) on ``n`` samples:
     float64 logits, non-negative features, predicted labels. ``seed`` picks the samples."""
-    from oebench.detectors import Outputs
+    from oebench.contracts.detector import Outputs
 
     features = np.abs(np.random.default_rng(seed).normal(0, 1, (n, dim)))
     head = fake_head(classes, dim)
@@ -108,7 +108,7 @@ def fake_outputs(n: int = 64, classes: int = 10, dim: int = 16, seed: int = 0) -
 
 def fake_head(classes: int = 10, dim: int = 16) -> Any:
     """The final linear layer of the made-up model behind ``fake_outputs``."""
-    from oebench.detectors import Head
+    from oebench.contracts.detector import Head
 
     rng = np.random.default_rng([classes, dim])
     return Head(rng.normal(0, 1, (classes, dim)), rng.normal(0, 0.1, classes))
@@ -119,7 +119,7 @@ def tiny_classifier(classes: int = 10, shape: tuple[int, int, int] = SHAPE) -> A
     import torch
     from torch import nn
 
-    from oebench.models import Classifier
+    from oebench.contracts.model import Classifier
 
     class Net(nn.Module):
         def __init__(self) -> None:
@@ -164,7 +164,7 @@ def check_detector(name: str, n: int = 64, **options: Any) -> np.ndarray:
 
 
 def _checked_scores(name: str, raw: Any, n: int) -> np.ndarray:
-    from oebench.contracts import ContractError, checked_scores
+    from oebench.contracts.checks import ContractError, checked_scores
 
     try:
         return checked_scores(raw, n)
@@ -191,8 +191,8 @@ def check_outlier_source(name: str, **options: Any) -> Any:
 def _check_source(
     what: str, source: Any, split: str, classes: int | None, shape: Any = None
 ) -> None:
-    from oebench.contracts import ContractError, check_split
-    from oebench.data import ImageSource, modality_of
+    from oebench.contracts.checks import ContractError, check_split
+    from oebench.contracts.data import ImageSource, modality_of
 
     if modality_of(source) == "text":
         return _check_text_source(what, source, split, classes)
@@ -216,8 +216,8 @@ def _check_source(
 def _check_text_source(what: str, source: Any, split: str, classes: int | None) -> None:
     """A text source: a split encoded with its own vocabulary (an ID dataset's) or, for an
     OOD set or outliers, with one built from that split; the same tokens twice."""
-    from oebench.contracts import ContractError, check_split
-    from oebench.text import _VOCABULARIES, TextSource, build_vocabulary
+    from oebench.contracts.checks import ContractError, check_split
+    from oebench.contracts.text import _VOCABULARIES, TextSource, build_vocabulary
 
     assert isinstance(source, TextSource), f"{what}: factory must return an oebench.TextSource"
     assert split in source.splits, f"{what}: split {split!r} not in splits {source.splits}"
@@ -243,8 +243,8 @@ def check_model(
     model takes a text input spec, e.g. ``shape=(16, 100, "any-digest")``."""
     import torch
 
-    from oebench.data import example_inputs, is_text_shape
-    from oebench.models import Classifier
+    from oebench.contracts.data import example_inputs, is_text_shape
+    from oebench.contracts.model import Classifier
 
     net = create_model(name, classes, shape, **options)
     norm = None if is_text_shape(shape) else (0.5,) * shape[0]

@@ -13,10 +13,10 @@ from oebench_plugins.model_detectors import Gram, gram_rows, layer_maps
 from torch import nn
 
 from oebench import create_detector
-from oebench.benchmark import Ref, load_benchmark
-from oebench.detectors import Outputs
-from oebench.models import Classifier
-from oebench.runner import Runner
+from oebench.bench.parse import Ref, load_benchmark
+from oebench.contracts.detector import Outputs
+from oebench.contracts.model import Classifier
+from oebench.execute.runner import Runner
 
 
 class OneMap(nn.Module):
@@ -177,7 +177,7 @@ def test_mahalanobis_ensemble_rejects_images_without_labels():
 
 
 def test_runner_passes_only_id_training_images_to_fit_inputs(monkeypatch):
-    from oebench.outputs import iterate_batches
+    from oebench.execute.outputs import iterate_batches
 
     seen: list[torch.Tensor] = []
     fit_inputs = Gram.fit_inputs

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 import oebench
-from oebench.detectors import Head, Outputs
+from oebench.contracts.detector import Head, Outputs
+from oebench.contracts.model import Classifier
 from oebench.errors import UserError
-from oebench.models import Classifier
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 
@@ -71,7 +71,7 @@ def test_at_least_25_detectors_with_the_new_ones():
 
 @pytest.mark.parametrize("name", NEW)
 def test_descriptions_cite_a_paper(name):
-    from oebench.registry import get_component
+    from oebench.registry.lookup import get_component
 
     description = get_component("detector", name).description
     assert any(str(year) in description for year in range(2016, 2025)), description

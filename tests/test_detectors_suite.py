@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 import oebench
-from oebench.detectors import Head, Outputs, log_softmax64
+from oebench.contracts.detector import Head, Outputs, log_softmax64
+from oebench.contracts.model import Classifier
 from oebench.errors import UserError
-from oebench.models import Classifier
 
 LN3 = math.log(3.0)
 

@@ -82,9 +82,9 @@ def test_torchvision_weights_from_a_local_file(tmp_path):
 def test_tiny_torchvision_model_runs_end_to_end(tmp_path):
     """MobileNetV3-small with random weights on 28x28 grey digits: trained, OE fine-tuned, scored by
     logit detectors and one that uses the penultimate features and the head (ASH)."""
-    from oebench.benchmark import load_benchmark
-    from oebench.report import results_frame
-    from oebench.runner import Runner
+    from oebench.bench.parse import load_benchmark
+    from oebench.execute.runner import Runner
+    from oebench.report.tables import results_frame
 
     path = tmp_path / "tv.toml"
     path.write_text(

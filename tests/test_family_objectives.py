@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import oebench
-from oebench.data import TensorImages
+from oebench.contracts.data import TensorImages
 from oebench.errors import UserError
 
 PARAMS = {
@@ -56,7 +56,7 @@ def test_every_objective_keeps_the_contract(name):
 def test_the_oe_family_is_registered_with_citations():
     names = oebench.list_objectives()
     assert {"cross-entropy", "oe", "energy-margin", "mixoe", "logitnorm"} <= set(names)
-    from oebench.plugins import get_plugin_manager
+    from oebench.registry.plugins import get_plugin_manager
 
     comps = get_plugin_manager().components("objective")
     for name, year in (("energy-margin", "2020"), ("mixoe", "2023"), ("logitnorm", "2022")):
@@ -143,7 +143,7 @@ def test_bad_objective_options_are_user_errors():
 
 
 def _train(objective, sampling=None, seed=0):
-    from oebench.training import train
+    from oebench.execute.training import train
 
     gen = torch.Generator().manual_seed(1)
     ids = TensorImages(torch.rand(12, 1, 4, 4, generator=gen), torch.arange(12) % 3)
@@ -176,7 +176,7 @@ class MeanLogit(torch.nn.Module):
 
 
 def test_random_sampling_is_the_uniform_permutation():
-    from oebench.sampling import epoch_outliers
+    from oebench.execute.sampling import epoch_outliers
 
     order = epoch_outliers(None, None, list(range(7)), 16, (1, 2, 2), None, _gen(5))
     perm = torch.randperm(7, generator=_gen(5))
@@ -188,7 +188,7 @@ def _gen(seed):
 
 
 def test_ntom_keeps_the_quantile_band_of_the_ranking():
-    from oebench.sampling import epoch_outliers
+    from oebench.execute.sampling import epoch_outliers
 
     # outlier i has mean pixel i / 20 -> logit 10 i / 20 = i / 2; MSP grows with i, so
     # -MSP (the OOD score) falls with i: the most ID-like outliers are the highest i.
@@ -204,7 +204,7 @@ def test_ntom_keeps_the_quantile_band_of_the_ranking():
 
 
 def test_ntom_pool_smaller_than_needed_repeats_and_model_mode_is_restored():
-    from oebench.sampling import epoch_outliers
+    from oebench.execute.sampling import epoch_outliers
 
     outs = TensorImages(torch.rand(30, 1, 2, 2))
     model = MeanLogit().train()
@@ -236,7 +236,7 @@ def test_ntom_trains_any_objective_and_is_reproducible():
     ],
 )
 def test_bad_outlier_sampling_is_a_one_line_error(sampling, message):
-    from oebench.benchmark import parse_benchmark
+    from oebench.bench.parse import parse_benchmark
 
     text = f"""
 id_datasets = ["a"]
@@ -254,7 +254,7 @@ outlier_sampling = {sampling}
 
 
 def test_outlier_sampling_without_outliers_is_an_error():
-    from oebench.benchmark import parse_benchmark
+    from oebench.bench.parse import parse_benchmark
 
     text = """
 id_datasets = ["a"]

@@ -22,16 +22,16 @@ import torch
 from conftest import run_cli
 
 import oebench
-from oebench.benchmark import Ref, load_benchmark
-from oebench.contracts import ContractError, check_split, checked_scores
-from oebench.data import TensorImages
-from oebench.executors import LocalExecutor, drive
-from oebench.plugins import get_plugin_manager
-from oebench.recorder import Recorder
-from oebench.report import results_frame
-from oebench.results import load_results
-from oebench.runner import Runner
-from oebench.store import CELL_COLUMNS, ResultStore, StoreError
+from oebench.bench.parse import Ref, load_benchmark
+from oebench.contracts.checks import ContractError, check_split, checked_scores
+from oebench.contracts.data import TensorImages
+from oebench.execute.executors import LocalExecutor, drive
+from oebench.execute.runner import Runner
+from oebench.record.recorder import Recorder
+from oebench.record.store import CELL_COLUMNS, ResultStore, StoreError
+from oebench.registry.plugins import get_plugin_manager
+from oebench.report.results import load_results
+from oebench.report.tables import results_frame
 
 CLI = "from oebench.cli import main; main()"
 #: a smaller tiny benchmark: two cells (baseline, oe), two detectors, two real OOD sets
@@ -179,7 +179,7 @@ def test_flipped_and_swapped_checkpoints_are_detected_and_retrained(
 
 
 def save_small_cnn(path: Path, seed: int) -> None:
-    from oebench.registry import create_model
+    from oebench.registry.lookup import create_model
 
     torch.manual_seed(seed)
     net = create_model("small-cnn", 10, (1, 28, 28), width=8)
@@ -215,7 +215,7 @@ def test_replaced_checkpoint_model_file_is_keyed_by_content(tmp_path, own_cache)
 
 
 def test_file_content_digest_sees_a_replacement_with_the_same_size_and_mtime(tmp_path):
-    from oebench.datafiles import content_digest
+    from oebench.core.datafiles import content_digest
 
     path = tmp_path / "data.bin"
     path.write_bytes(b"a" * 100)
@@ -419,7 +419,7 @@ def test_cache_write_failure_warns_once_and_the_results_are_stored(
         def full(*args, **kwargs):
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr("oebench.outputs.tempfile.mkstemp", full)
+        monkeypatch.setattr("oebench.execute.outputs.tempfile.mkstemp", full)
     else:
         blocker = tmp_path / "cache"
         blocker.write_text("a file, not a folder")
@@ -530,7 +530,7 @@ def test_an_error_that_a_ctrl_c_caused_is_reported_as_the_interrupt(tmp_path, si
     code = textwrap.dedent(
         f"""
         import os, signal, sys
-        import oebench.benchmark
+        import oebench.bench.parse
 
         def load(*args, **kwargs):
             try:
@@ -540,7 +540,7 @@ def test_an_error_that_a_ctrl_c_caused_is_reported_as_the_interrupt(tmp_path, si
             except KeyboardInterrupt:
                 raise RuntimeError("SchemaError: KeyboardInterrupt") from None
 
-        oebench.benchmark.load_benchmark = load
+        oebench.bench.parse.load_benchmark = load
         from oebench.cli import main
         sys.argv = ["oebench", "run", "quickstart"]
         main()
@@ -587,7 +587,7 @@ def test_count_never_includes_an_uncommitted_cell(tmp_path):
 def test_ctrl_c_inside_the_transaction_commits_the_cell_whole_first(tmp_path, monkeypatch):
     from test_store import _record
 
-    import oebench.store as store_module
+    import oebench.record.store as store_module
 
     store = _store_with_one_cell(tmp_path / "s.sqlite")
     real = store_module.encode_scores
@@ -665,7 +665,7 @@ def test_a_read_only_store_without_wal_files_opens_immutable_for_queries(stored,
     assert not Path(f"{stored}-wal").exists()  # a clean close merged the WAL
     real = os.access
     monkeypatch.setattr(
-        "oebench.store.os.access",
+        "oebench.record.store.os.access",
         lambda p, mode: (
             False if mode & os.W_OK and Path(p) in (stored, stored.parent) else real(p, mode)
         ),
@@ -724,7 +724,7 @@ def test_downloads_are_verified_under_a_temporary_name_then_renamed(tmp_path, mo
 
     import torchvision.datasets.utils as tvu
 
-    from oebench.datafiles import fetch
+    from oebench.core.datafiles import fetch
     from oebench.errors import DataNotFoundError
 
     def killed(url, root, filename=None, md5=None):
@@ -754,7 +754,7 @@ def test_a_blank_300k_download_is_refused(tmp_path, monkeypatch):
     import torchvision.datasets.utils as tvu
 
     from oebench.errors import DataNotFoundError
-    from oebench.registry import create_outlier_source
+    from oebench.registry.lookup import create_outlier_source
 
     def black(url, root, filename=None, md5=None):
         with open(Path(root, filename), "wb") as fh:  # all black
@@ -773,7 +773,7 @@ def test_hf_download_failure_does_not_suggest_download(monkeypatch):
     import datasets
 
     from oebench.errors import DataNotFoundError
-    from oebench.registry import create_dataset
+    from oebench.registry.lookup import create_dataset
 
     def offline(*args, **kwargs):
         raise ConnectionError("no network")

@@ -4,9 +4,9 @@ import numpy as np
 from conftest import TINY
 
 import oebench
-from oebench.benchmark import Ref, load_benchmark
-from oebench.plugins import get_plugin_manager
-from oebench.runner import Runner
+from oebench.bench.parse import Ref, load_benchmark
+from oebench.execute.runner import Runner
+from oebench.registry.plugins import get_plugin_manager
 
 
 class CountingDetector(oebench.Detector):
@@ -46,7 +46,7 @@ def test_model_detector_scores_are_recomputed_when_its_code_changes(monkeypatch)
         _run_tiny()
         assert CountingDetector.calls == cold  # same code: every score from the cache
 
-        import oebench.runner as runner_module
+        import oebench.execute.runner as runner_module
 
         real = runner_module.code_digest
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import oebench
-from oebench.benchmark import load_benchmark, parse_benchmark
+from oebench.bench.parse import load_benchmark, parse_benchmark
 from oebench.calibration import calibration, mixed_calibration
-from oebench.runner import Runner
+from oebench.execute.runner import Runner
 
 BENCH = """
 name = "released"
@@ -30,7 +30,7 @@ evaluate_only = true
 
 
 def test_evaluate_only_scores_the_checkpoint_and_never_trains(tmp_path, monkeypatch):
-    from oebench.models import Classifier
+    from oebench.contracts.model import Classifier
 
     torch.manual_seed(7)
     net = oebench.create_model("small-cnn", 10, (1, 28, 28), width=4)
@@ -40,7 +40,7 @@ def test_evaluate_only_scores_the_checkpoint_and_never_trains(tmp_path, monkeypa
     def no_training(*args, **kwargs):
         raise AssertionError("evaluate_only must not train")
 
-    monkeypatch.setattr("oebench.training.train", no_training)
+    monkeypatch.setattr("oebench.execute.training.train", no_training)
     scores = {}
     runner = Runner(parse_benchmark(BENCH.format(path=path)), device="cpu")
     runner.score_sink = lambda cell, det, ds, values: scores.__setitem__(ds, values)

@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 from conftest import TINY, run_cli
 
-from oebench.benchmark import load_benchmark, parse_benchmark
+from oebench.bench.parse import load_benchmark, parse_benchmark
 from oebench.errors import UserError
+from oebench.execute.runner import Runner
 from oebench.metrics import ood_metrics
-from oebench.runner import Runner
 
 
 def tiny(**settings):
@@ -77,7 +77,7 @@ def test_cli_fpr_rule_and_recall_reach_the_metrics(tmp_path):
 def test_footer_names_a_non_default_recall_and_rule():
     import pandas as pd
 
-    from oebench.render import _fpr_note
+    from oebench.report.render import _fpr_note
 
     assert _fpr_note(pd.DataFrame({"recall": [0.95], "fpr_rule": ["nearest"]})) == ""
     note = _fpr_note(pd.DataFrame({"recall": [0.9, 0.9], "fpr_rule": ["first", "first"]}))

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import oebench
-from oebench.models import Classifier
-from oebench.training import train
+from oebench.contracts.model import Classifier
+from oebench.execute.training import train
 
 TOTAL = 3000
 LISTED = np.arange(0, TOTAL, 3)  # every third image "overlaps CIFAR" (0-based)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import oebench
-from oebench.benchmark import load_benchmark
-from oebench.detectors import Outputs
+from oebench.bench.parse import load_benchmark
+from oebench.contracts.detector import Outputs
 from oebench.metrics import ood_metrics
 
 PAPER = ["oe-cifar10", "oe-cifar100", "oe-svhn"]

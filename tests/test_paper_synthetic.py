@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import oebench
-from oebench.benchmark import parse_benchmark
+from oebench.bench.parse import parse_benchmark
 from oebench.errors import UserError
-from oebench.runner import Runner
+from oebench.execute.runner import Runner
 
 CIFAR = ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255))
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -69,7 +69,7 @@ class Plugin:
 
 @pytest.fixture(autouse=True)
 def _plugin():
-    from oebench.plugins import get_plugin_manager
+    from oebench.registry.plugins import get_plugin_manager
 
     pm = get_plugin_manager()
     pm.register(Plugin(), name="paper-spy-plugin")

@@ -11,15 +11,15 @@ import torch
 from PIL import Image
 
 import oebench
-from oebench.benchmark import load_benchmark
-from oebench.errors import DataNotFoundError, UserError
-from oebench.validation import (
+from oebench.bench.parse import load_benchmark
+from oebench.bench.validation import (
     check_benchmark,
     component_problems,
     data_problems,
     model_problems,
     settings_problems,
 )
+from oebench.errors import DataNotFoundError, UserError
 
 PAPER = ["oe-tinyimagenet", "oe-places365"]
 
@@ -264,8 +264,8 @@ def write_tiny_imagenet(top: Path, wnids: list[str]) -> None:
 
 
 def test_tiny_imagenet_run_with_image_folder_outliers(root, imagenet, tmp_path):
-    from oebench.report import results_frame
-    from oebench.runner import Runner
+    from oebench.execute.runner import Runner
+    from oebench.report.tables import results_frame
 
     write_tiny_imagenet(root / "tiny-imagenet-200", ["n001", "n005"])
     for wnid, grey in (("n001", 90), ("n006", 100), ("n007", 110)):

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from oebench.benchmark import load_benchmark
+from oebench.bench.parse import load_benchmark
 from oebench.errors import DataNotFoundError
-from oebench.registry import create_dataset, create_outlier_source
-from oebench.runner import Progress, Runner
+from oebench.execute.runner import Progress, Runner
+from oebench.registry.lookup import create_dataset, create_outlier_source
 
 FORTUNES = Path("/usr/share/games/fortunes")
 needs_debian_text = pytest.mark.skipif(

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from oebench.errors import DataNotFoundError, UserError
-from oebench.registry import create_dataset, create_outlier_source
+from oebench.registry.lookup import create_dataset, create_outlier_source
 
 pytest.importorskip("datasets")
 
@@ -143,8 +143,8 @@ def test_missing_local_file_and_bad_column(tmp_path):
 
 def test_sst2_imdb_wikitext_run_end_to_end_on_local_files(tmp_path):
     """The oe-sst recipe's components through the runner, on tiny local files."""
-    from oebench.benchmark import parse_benchmark
-    from oebench.runner import Runner
+    from oebench.bench.parse import parse_benchmark
+    from oebench.execute.runner import Runner
 
     good = ["a great , moving film", "wonderful acting", "charming and funny", "a joy"]
     bad = ["dull and flat", "a boring mess", "awful script", "tedious"]

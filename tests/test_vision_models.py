@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import oebench
+from oebench.contracts.model import Classifier
 from oebench.errors import DataNotFoundError, UserError
-from oebench.models import Classifier
 
 
 @pytest.fixture(autouse=True)

@@ -12,10 +12,10 @@ it measured; a section that fails records its error and the next one runs.
 Sections
 1. ``peak``: an 8192^3 bf16 matrix product, the ceiling achieved TFLOP/s are compared with.
 2. ``train_step``: OE training steps (128 ID + 256 outliers in one forward pass, augmentation,
-   SGD + cosine; exactly ``oebench.training.train``) in fp32 and bf16 autocast, eager and
+   SGD + cosine; exactly ``oebench.execute.training.train``) in fp32 and bf16 autocast, eager and
    ``torch.compile``; FLOPs per step counted by ``torch.utils.flop_counter`` (forward and
    backward), so TFLOP/s are achieved, not estimated.
-3. ``scoring``: ``oebench.outputs.forward`` over 50,000 CIFAR-shaped images, batch 2048.
+3. ``scoring``: ``oebench.execute.outputs.forward`` over 50,000 CIFAR-shaped images, batch 2048.
 4. ``epoch``: one full OE fine-tune epoch at CIFAR-10 scale (50,000 ID images, outliers from a
    300,000-image ``.npy`` read by the real ``300k-random-images`` source), GPU utilisation
    sampled by nvidia-smi, and the time not explained by the measured step time (data wait).
@@ -96,7 +96,7 @@ def peak_bf16(device: torch.device, n: int) -> dict[str, Any]:
 
 def make_model(num_classes: int = 10) -> Any:
     import oebench
-    from oebench.models import Classifier
+    from oebench.contracts.model import Classifier
 
     torch.manual_seed(0)
     net = oebench.create_model("wrn-40-2", num_classes, SHAPE)
@@ -123,7 +123,7 @@ def step_flops(model: Any, n_in: int, n_out: int, device: torch.device) -> float
 
 def params(**kw: Any) -> dict[str, Any]:
     """oebench's training defaults for one epoch of the CIFAR recipe (augmented), eager fp32."""
-    from oebench.matrix import DEFAULT_TRAINING
+    from oebench.bench.matrix import DEFAULT_TRAINING
 
     base = {**DEFAULT_TRAINING, "epochs": 1, "augment": True, "amp": "off", "compile": False}
     return {**base, **kw}
@@ -134,8 +134,8 @@ def timed_steps(
 ) -> dict[str, Any]:
     """Seconds per training step of the real loop, after a warm-up (and compilation)."""
     import oebench
-    from oebench.data import TensorImages
-    from oebench.training import train
+    from oebench.contracts.data import TensorImages
+    from oebench.execute.training import train
 
     model = make_model()
     objective = oebench.create_objective("oe" if n_out else "cross-entropy")
@@ -183,8 +183,8 @@ def train_step(device: torch.device, steps: int, do_compile: bool, peak: float) 
 def scoring(device: torch.device, n: int, peak: float) -> dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from oebench.data import TensorImages
-    from oebench.outputs import forward
+    from oebench.contracts.data import TensorImages
+    from oebench.execute.outputs import forward
 
     model = make_model().to(device).eval()
     if device.type == "cuda":
@@ -247,8 +247,8 @@ class GpuSampler:
 def epoch(device: torch.device, n_train: int, n_outliers: int, tmp: Path) -> dict[str, Any]:
     """One OE fine-tune epoch at CIFAR-10 scale through the real outlier-file source."""
     import oebench
-    from oebench.data import TensorImages
-    from oebench.training import train
+    from oebench.contracts.data import TensorImages
+    from oebench.execute.training import train
 
     rng = np.random.default_rng(0)
     root = tmp / "300k"
@@ -372,7 +372,7 @@ def compare_quickstarts(out: Path, device: torch.device) -> dict[str, Any]:
 def _synthetic_plugin(n_train: int, n_test: int) -> Any:
     """A plugin with a CIFAR-shaped synthetic ID set, its outliers and a near-OOD set."""
     from oebench import hookimpl
-    from oebench.data import ImageSource, TensorImages
+    from oebench.contracts.data import ImageSource, TensorImages
 
     def templates(seed: int, k: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
@@ -457,7 +457,7 @@ def ranking(device: torch.device, out: Path, tmp: Path, smoke: bool) -> dict[str
     from scipy.stats import kendalltau
 
     from oebench.cli import cli
-    from oebench.plugins import get_plugin_manager
+    from oebench.registry.plugins import get_plugin_manager
 
     n_train, n_test = (512, 256) if smoke else (20000, 5000)
     get_plugin_manager().register(_synthetic_plugin(n_train, n_test), name="gpu-check-synth")

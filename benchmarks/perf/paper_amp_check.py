@@ -19,12 +19,12 @@ from oebench_plugins.objectives import CrossEntropy, OutlierExposure
 from oebench_plugins.synthetic import Blobs, Gaussian, Rademacher
 from oebench_plugins.vision_models import wrn_40_2
 
-from oebench.data import TensorImages
-from oebench.detectors import logsumexp64, msp_log_odds
+from oebench.contracts.data import TensorImages
+from oebench.contracts.detector import logsumexp64, msp_log_odds
+from oebench.contracts.model import Classifier
+from oebench.execute.outputs import forward
+from oebench.execute.training import train
 from oebench.metrics import ood_metrics
-from oebench.models import Classifier
-from oebench.outputs import forward
-from oebench.training import train
 
 SMOKE = os.environ.get("SMOKE") == "1"
 dev = torch.device("cpu" if SMOKE else "cuda")

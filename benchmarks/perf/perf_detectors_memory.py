@@ -26,7 +26,7 @@ MIB = 1024 * 1024
 
 def make_data(n_train: int, n_test: int, dim: int, classes: int, seed: int = 0):
     """Train/test Outputs (float32 logits and features, int labels) and a float64 Head."""
-    from oebench.detectors import Head, Outputs
+    from oebench.contracts.detector import Head, Outputs
 
     rng = np.random.default_rng(seed)
     means = rng.normal(size=(classes, dim)) * 0.5

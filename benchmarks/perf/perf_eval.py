@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from oebench.benchmark import Ref, load_benchmark
-from oebench.outputs import OutputCache
-from oebench.runner import Runner
+from oebench.bench.parse import Ref, load_benchmark
+from oebench.execute.outputs import OutputCache
+from oebench.execute.runner import Runner
 
 
 def timed(name: str, detectors: list[str]) -> float:

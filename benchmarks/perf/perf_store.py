@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from oebench.bootstrap import replicates, rng_for
-from oebench.store import CELL_COLUMNS, METRIC_COLUMNS, ResultStore, ScoreArray
+from oebench.record.store import CELL_COLUMNS, METRIC_COLUMNS, ResultStore, ScoreArray
+from oebench.report.bootstrap import replicates, rng_for
 
 
 def fake_cell(i: int, detectors: int, n_id: int, oods: int, n_ood: int, rng: np.random.Generator):

@@ -5,7 +5,7 @@
 
 Training steps are OE steps: a batch of ``--batch`` ID images concatenated with ``--outliers``
 outlier images in one forward pass, SGD + cosine schedule, exactly the loop ``oebench run``
-uses (``oebench.training.train``). Scoring is the forward pass that fills the output cache.
+uses (``oebench.execute.training.train``). Scoring is the forward pass that fills the output cache.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import time
 import torch
 
 import oebench
-from oebench.data import TensorImages
-from oebench.models import Classifier
-from oebench.outputs import forward
-from oebench.training import train
+from oebench.contracts.data import TensorImages
+from oebench.contracts.model import Classifier
+from oebench.execute.outputs import forward
+from oebench.execute.training import train
 
 
 def flops_per_image(model: torch.nn.Module, shape: tuple[int, int, int]) -> float:

@@ -122,7 +122,7 @@ ODIN = """
 import json, time
 import numpy as np, torch
 import oebench
-from oebench.models import Classifier
+from oebench.contracts.model import Classifier
 torch.manual_seed(0)
 model = Classifier(oebench.create_model("small-cnn", 10, (1, 28, 28)), (0.1307,), (0.3081,))
 model.eval()

@@ -1,0 +1,1 @@
+"""A benchmark as values: parsing, validation and the plan of tasks."""

@@ -1,0 +1,147 @@
+"""The benchmark matrix as plain values: components (``Ref``), trainings and the benchmark.
+
+What a benchmark file becomes once parsed (``oebench.bench.parse`` reads the files); the plan,
+the runner and validation work on these values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+DEFAULT_TRAINING: dict[str, Any] = {
+    "epochs": 6,
+    "batch_size": 128,
+    "outlier_batch_size": 256,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "augment": False,
+    "max_train": None,
+    "eval_batch_size": None,
+    # CPU threads of a training: the weights depend on it (conv gradients are summed in
+    # per-thread chunks), so it is fixed, not the core count, and part of every key
+    "threads": 1,
+}
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A component named in a benchmark, with its options: ``"energy"`` or
+    ``{name = "energy", temperature = 1000, label = "energy-T1000"}``."""
+
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+    label: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "options": self.kwargs}
+
+    def __hash__(self) -> int:
+        # options may hold lists or tables (``data_files = [...]``): hash their canonical text
+        return hash((self.name, canonical_hash(self.kwargs), self.label))
+
+
+@dataclass(frozen=True)
+class Training:
+    """How one model variant is trained: the baseline, or OE with an outlier source."""
+
+    name: str
+    objective: Ref
+    outliers: Ref | None = None
+    init: str | None = None  # name of the training to fine-tune from
+    settings: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.settings)
+
+
+@dataclass
+class Benchmark:
+    name: str
+    id_datasets: list[Ref]
+    models: list[Ref]
+    trainings: list[Training]
+    detectors: list[Ref]
+    ood_datasets: list[Ref]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    protocol: str = "full"
+    resamples: int = 10
+    #: OOD recall level of the ``fpr95`` column and its threshold rule (see oebench.metrics)
+    recall: float = 0.95
+    fpr_rule: str = "nearest"
+    description: str = ""
+    source: str = ""
+    text: str = ""
+    defaults: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRAINING))
+    #: near-/far-OOD groups: group name -> OOD set keys (see oebench.report.groups)
+    ood_groups: dict[str, list[str]] = field(default_factory=dict)
+    #: where cells run by default (``[executor]``: name, workers, address, gpus_per_task);
+    #: never part of a cell's key, since every executor gives the same numbers
+    executor: dict[str, Any] = field(default_factory=dict)
+
+    def oe_from_scratch(self) -> Benchmark:
+        """The same benchmark with every fine-tuned training started from scratch instead,
+        with the ``[training]`` epochs and learning rate."""
+        trainings = []
+        for t in self.trainings:
+            if t.init is not None:
+                params = {**t.params, "epochs": self.defaults["epochs"], "lr": self.defaults["lr"]}
+                t = replace(t, init=None, settings=tuple(sorted(params.items())))
+            trainings.append(t)
+        return replace(self, trainings=trainings)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+
+    def training(self, name: str) -> Training:
+        """The training called ``name`` (a KeyError when there is none)."""
+        for t in self.trainings:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def lineage(self, training: Training) -> list[Training]:
+        """``training`` and the trainings it starts from (``from``), nearest first."""
+        chain = [training]
+        while chain[-1].init is not None:
+            chain.append(self.training(chain[-1].init))
+        return chain
+
+
+def canonical_hash(obj: Any) -> str:
+    """A stable short hash of a JSON-able object."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+@dataclass
+class Cell:
+    """One trained model of the matrix; its rows cover every detector x OOD set."""
+
+    seed: int
+    id_ref: Ref
+    model_ref: Ref
+    training: Training
+    key: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    #: position in the matrix for one seed (ID dataset x model x training), for ordering rows
+    index: int = 0
+
+    @property
+    def label(self) -> str:
+        """``mnist-5k / small-cnn / oe / seed 0``."""
+        return f"{self.id_ref.key} / {self.model_ref.key} / {self.training.name} / seed {self.seed}"

@@ -1,0 +1,306 @@
+"""Benchmark definitions: TOML files naming the matrix to run, parsed into plain dataclasses."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from oebench.bench.matrix import DEFAULT_TRAINING, Benchmark, Ref, Training, canonical_hash
+from oebench.errors import UserError
+
+__all__ = ["Benchmark", "Ref", "Training", "canonical_hash", "load_benchmark", "parse_benchmark"]
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PROTOCOLS = ("full", "oe-paper")
+TRAINING_KEYS = {
+    "epochs",
+    "batch_size",
+    "outlier_batch_size",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "augment",
+    "max_train",
+    "eval_batch_size",
+    "amp",
+    "channels_last",
+    "compile",
+    "outlier_sampling",
+    "evaluate_only",
+    "outlier_flip",
+    "threads",
+}
+
+
+def parse_ref(value: Any, where: str, base: Path | None = None) -> Ref:
+    """A component reference from a name or a table; relative paths resolve against ``base``."""
+    if isinstance(value, str):
+        return Ref(value)
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        opts = {k: v for k, v in value.items() if k not in ("name", "label")}
+        if base is not None:
+            opts = resolve_paths(opts, base)
+        return Ref(
+            value["name"],
+            tuple(sorted(opts.items(), key=lambda kv: kv[0])),
+            str(value.get("label", "")),
+        )
+    raise UserError(f"{where}: expected a name or a table with 'name', got {value!r}")
+
+
+#: options that name files or folders: relative values resolve against the benchmark's folder
+PATH_OPTIONS = ("root", "data_dir", "data_files")
+
+
+def resolve_paths(options: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``options`` with relative paths made absolute against ``base``; ``path`` only where it
+    names something that exists there (it may be a Hugging Face hub name)."""
+    out = dict(options)
+    for key in PATH_OPTIONS:
+        if key in out:
+            out[key] = _absolute(out[key], base)
+    path = out.get("path")
+    if isinstance(path, str) and not Path(path).is_absolute() and (base / path).exists():
+        out["path"] = str((base / path).resolve())
+    return out
+
+
+def _absolute(value: Any, base: Path) -> Any:
+    """Strings become absolute paths; lists and tables are resolved item by item."""
+    if isinstance(value, str):
+        return value if Path(value).expanduser().is_absolute() else str((base / value).resolve())
+    if isinstance(value, list):
+        return [_absolute(v, base) for v in value]
+    if isinstance(value, dict):
+        return {k: _absolute(v, base) for k, v in value.items()}
+    return value
+
+
+class _Problems(list):
+    """Problems found in a benchmark file, collected so that all are reported at once."""
+
+    def attempt(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args)``, or None with its UserError recorded."""
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            self.append(str(exc))
+            return None
+
+
+def _refs(data: dict, key: str, base: Path | None, problems: _Problems) -> list[Ref]:
+    values = data.get(key)
+    if not isinstance(values, list) or not values:
+        problems.append(f"'{key}' must be a non-empty list")
+        return []
+    refs = [problems.attempt(parse_ref, v, key, base) for v in values]
+    refs = [r for r in refs if r is not None]
+    keys = [r.key for r in refs]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        problems.append(f"'{key}' lists {', '.join(dupes)} twice; give one a 'label'")
+    return refs
+
+
+def _training(data: Any, defaults: dict, base: Path | None, problems: _Problems) -> Training | None:
+    from oebench.bench.validation import TrainingSettings
+    from oebench.bench.validation import problems as schema_problems
+
+    where = "training"
+    if not isinstance(data, dict) or "name" not in data or "objective" not in data:
+        problems.append("[[trainings]]: every training needs 'name' and 'objective'")
+        return None
+    if not isinstance(data["name"], str) or not data["name"]:
+        problems.append(f"[[trainings]]: name = {data['name']!r}: must be a non-empty string")
+        return None
+    where = f"{where} {data['name']!r}"
+    unknown = set(data) - TRAINING_KEYS - {"name", "objective", "outliers", "from"}
+    if unknown:
+        problems.append(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"settings: {', '.join(sorted(TRAINING_KEYS))}"
+        )
+    own = {k: v for k, v in data.items() if k in TRAINING_KEYS}
+    settings = {**defaults, **own}
+    # a bad [training] default is reported once, for [training], not for every training
+    inherited = {line.split(": ", 1)[1] for line in _default_lines(defaults)}
+    for line in schema_problems(TrainingSettings, settings, where):
+        message = line.split(": ", 1)[1]
+        if message not in inherited or message.split(" =")[0] in own:
+            problems.append(line)
+    if "outlier_sampling" in own:  # outlier mining (oebench.execute.sampling)
+        from oebench.execute.sampling import check_sampling
+
+        problems.attempt(check_sampling, own["outlier_sampling"], where)
+        if "outliers" not in data:
+            problems.append(f"{where}: outlier_sampling needs 'outliers' (an outlier source)")
+    objective = problems.attempt(parse_ref, data["objective"], where, base)
+    outliers = (
+        problems.attempt(parse_ref, data["outliers"], where, base) if "outliers" in data else None
+    )
+    if objective is None:
+        return None
+    return Training(
+        data["name"], objective, outliers, data.get("from"), tuple(sorted(settings.items()))
+    )
+
+
+def _default_lines(defaults: dict) -> list[str]:
+    from oebench.bench.validation import TrainingSettings, problems
+
+    return problems(TrainingSettings, defaults, "[training]")
+
+
+KNOWN_KEYS = {
+    "name",
+    "description",
+    "id_datasets",
+    "models",
+    "trainings",
+    "detectors",
+    "ood_datasets",
+    "seeds",
+    "protocol",
+    "resamples",
+    "training",
+    "ood_groups",
+    "recall",
+    "fpr_rule",
+    "executor",
+}
+
+
+def parse_benchmark(text: str, source: str = "<string>", base: Path | None = None) -> Benchmark:
+    """Parse and validate a benchmark TOML document (component names are checked later).
+
+    Every problem found is reported in one UserError, one line each; relative paths in
+    component options resolve against ``base`` (the file's folder).
+    """
+    from oebench.bench.validation import (
+        BenchmarkSettings,
+        ExecutorTable,
+        problems,
+        raise_problems,
+        seed_problems,
+    )
+    from oebench.report.groups import group_problems, groups_in_text
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{source}: invalid TOML: {exc}") from None
+    found = _Problems()
+    unknown = set(data) - KNOWN_KEYS
+    if unknown:
+        found.append(
+            f"unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(KNOWN_KEYS))}"
+        )
+    defaults = dict(DEFAULT_TRAINING)
+    section = data.get("training", {})
+    if not isinstance(section, dict):
+        found.append("[training] must be a table of settings")
+        section = {}
+    extra = set(section) - TRAINING_KEYS
+    if extra:
+        found.append(f"[training] has unknown key(s) {', '.join(sorted(extra))}")
+    defaults.update({k: v for k, v in section.items() if k in TRAINING_KEYS})
+    found += _default_lines(defaults)
+    trainings = _trainings(data, defaults, base, found)
+    settings = {
+        k: data[k]
+        for k in ("name", "description", "protocol", "resamples", "recall", "fpr_rule")
+        if k in data
+    }
+    found += problems(BenchmarkSettings, settings, "")
+    executor = data.get("executor", {})
+    if isinstance(executor, dict):
+        found += problems(ExecutorTable, executor, "[executor]")
+    else:
+        found.append("[executor] must be a table: name, workers, address, gpus_per_task")
+    seeds = data.get("seeds", [0])
+    if isinstance(seeds, list):
+        found += seed_problems(seeds, "")
+    else:
+        found.append(f"seeds = {seeds!r}: must be a non-empty list of integers")
+    refs = {key: _refs(data, key, base, found) for key in REF_LISTS}
+    found += group_problems(data.get("ood_groups"), [r.key for r in refs["ood_datasets"]])
+    raise_problems(found + _component_problems(found, trainings, refs), source)
+    return Benchmark(
+        name=str(data.get("name", Path(source).stem)),
+        trainings=trainings,
+        seeds=seeds,
+        protocol=data.get("protocol", "full"),
+        resamples=data.get("resamples", 10),
+        recall=data.get("recall", 0.95),
+        fpr_rule=data.get("fpr_rule", "nearest"),
+        description=str(data.get("description", "")),
+        source=source,
+        text=text,
+        defaults=defaults,
+        ood_groups=groups_in_text(text),
+        executor=executor if isinstance(executor, dict) else {},
+        **refs,
+    )
+
+
+REF_LISTS = ("id_datasets", "models", "detectors", "ood_datasets")
+
+
+def _component_problems(found: list[str], trainings: list[Training], refs: dict) -> list[str]:
+    """When the file has problems already, those of its components and data too, so that
+    one message lists them all (a file without problems gets these checks at run time)."""
+    if not found or not trainings or not all(refs.values()):
+        return []
+    from oebench.bench.validation import component_problems, data_problems
+
+    partial = Benchmark(name="", trainings=trainings, **refs)
+    try:
+        return component_problems(partial) + data_problems(partial)
+    except Exception:  # best effort: the run-time check reports anything missed here
+        return []
+
+
+def _trainings(data: dict, defaults: dict, base: Path | None, found: _Problems) -> list[Training]:
+    """The ``[[trainings]]``: each checked, names unique, ``from`` naming an earlier one."""
+    entries = data.get("trainings", [])
+    if not isinstance(entries, list) or not entries:
+        found.append("needs at least one [[trainings]] entry")
+        return []
+    trainings = [_training(t, defaults, base, found) for t in entries]
+    trainings = [t for t in trainings if t is not None]
+    names = [t.name for t in trainings]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        found.append(
+            f"training name(s) {', '.join(map(repr, dupes))} used twice; "
+            "every training needs its own name"
+        )
+    for i, t in enumerate(trainings):
+        if t.init is not None and t.init not in names[:i]:
+            found.append(
+                f"training {t.name!r} starts from {t.init!r}, which must be an earlier training"
+            )
+    return trainings
+
+
+def load_benchmark(name_or_path: str) -> Benchmark:
+    """A benchmark by registered name, or from a path to a TOML file."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise UserError(f"benchmark file not found: {path.resolve()}")
+        return parse_benchmark(path.read_text(), str(path), path.resolve().parent)
+    from oebench.registry.lookup import get_component
+
+    comp = get_component("benchmark", name_or_path)
+    target = comp.factory() if callable(comp.factory) else comp.factory
+    if isinstance(target, Benchmark):
+        return target
+    target = Path(target)
+    return parse_benchmark(target.read_text(), str(target), target.resolve().parent)

@@ -1,0 +1,366 @@
+"""Up-front checks of a benchmark: settings (a pydantic schema) and every component's options
+(the factories' own annotations), so that no mistake surfaces after hours of training."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import typing
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from oebench.errors import UserError
+
+if TYPE_CHECKING:
+    from oebench.bench.matrix import Benchmark, Ref
+    from oebench.registry.plugins import Component
+
+#: the largest seed SQLite's INTEGER (signed 64 bits) can hold
+MAX_SEED = 2**63 - 1
+Positive = Annotated[int, Field(ge=1)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+
+class TrainingSettings(BaseModel):
+    """Types and ranges of the settings of one training (``[training]`` and ``[[trainings]]``)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    epochs: Positive
+    batch_size: Positive
+    outlier_batch_size: Positive
+    lr: Annotated[float, Field(gt=0)]
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    nesterov: bool
+    weight_decay: Annotated[float, Field(ge=0)]
+    augment: bool = False
+    max_train: Positive | None = None
+    eval_batch_size: Positive | None = None
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    outlier_flip: bool = False
+    evaluate_only: bool = False
+    #: CPU threads while training (the weights depend on it); 0: every core of the machine
+    threads: Annotated[int, Field(ge=0)] = 1
+    #: evaluate the model's own weights (e.g. a `checkpoint`): no training, no cached weights
+    evaluate_only: bool = False
+    #: flip each outlier image horizontally at random (the reference's SVHN OE recipe)
+    outlier_flip: bool = False
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> TrainingSettings:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov = true needs momentum > 0 (or set nesterov = false)")
+        return self
+
+
+class BenchmarkSettings(BaseModel):
+    """Types and ranges of the top-level settings of a benchmark file."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    name: str = ""
+    description: str = ""
+    seeds: Annotated[list[Seed], Field(min_length=1)] = [0]
+    protocol: Literal["full", "oe-paper"] = "full"
+    resamples: Positive = 10
+    recall: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    fpr_rule: Literal["nearest", "first"] = "nearest"
+
+
+class ExecutorTable(BaseModel):
+    """The ``[executor]`` table: where a benchmark's cells run unless the command says."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    name: Literal["local", "dask", "ray"] = "local"
+    workers: Positive | None = None
+    address: str | None = None
+    gpus_per_task: Annotated[float, Field(ge=0)] = 0.0
+
+
+def problems(model: type[BaseModel], data: dict[str, Any], where: str) -> list[str]:
+    """One line per value of ``data`` that ``model`` rejects, prefixed by ``where``."""
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        return [_line(where, err, data) for err in exc.errors()]
+    return []
+
+
+def _line(where: str, err: Any, data: dict[str, Any]) -> str:
+    loc = list(err["loc"])
+    msg = err["msg"].replace("Value error, ", "")
+    prefix = f"{where}: " if where else ""
+    if not loc:
+        return prefix + msg
+    key, value = str(loc[0]), data.get(str(loc[0]), err.get("input"))
+    if len(loc) > 1 and isinstance(loc[1], int):
+        key, value = f"{key}[{loc[1]}]", err.get("input")
+    return f"{prefix}{key} = {_toml(value)}: {msg}"
+
+
+def _toml(value: Any) -> str:
+    """A value as it reads in TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def seed_problems(seeds: Iterable[Any], where: str) -> list[str]:
+    """A line per seed that is not an integer in [0, 2**63 - 1], and per repeated seed."""
+    seeds = list(seeds)
+    lines = problems(BenchmarkSettings, {"seeds": seeds}, where)
+    repeated = sorted({s for s in seeds if isinstance(s, int) and seeds.count(s) > 1})
+    if repeated:
+        lines.append(f"{where}{': ' if where else ''}seeds repeat {', '.join(map(str, repeated))}")
+    return lines
+
+
+# -- component options, checked against the factories' annotations ----------------------------
+def option_problems(
+    comp: Component, options: dict[str, Any], where: str, *positional: str
+) -> list[str]:
+    """A line per option the factory does not accept or whose value its annotation rejects."""
+    try:
+        sig = inspect.signature(comp.factory)
+    except (TypeError, ValueError):
+        return []
+    params = {
+        name: p
+        for name, p in sig.parameters.items()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and name not in positional
+    }
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    hints = _hints(comp.factory)
+    lines = []
+    for name, value in options.items():
+        if name not in params:
+            if not takes_any:
+                close = difflib.get_close_matches(name, params, n=1, cutoff=0.5)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                lines.append(
+                    f"{where}: unknown option {name!r}{hint}. Options it accepts: "
+                    f"{', '.join(params) or 'none'}"
+                )
+            continue
+        message = _type_problem(hints.get(name), value)
+        if message:
+            lines.append(f"{where}: {name} = {_toml(value)}: {message}")
+    return lines
+
+
+def _hints(factory: Callable) -> dict[str, Any]:
+    """Resolved annotations of a factory (a class's ``__init__``); {} when they do not resolve."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # unresolvable forward references: fall back to no type checks
+        return {}
+
+
+def _type_problem(annotation: Any, value: Any) -> str | None:
+    """Why ``value`` does not fit ``annotation`` (None when it does or cannot be checked)."""
+    if annotation is None or annotation is Any:
+        return None
+    try:
+        adapter = TypeAdapter(annotation, config=ConfigDict(strict=True))
+    except Exception:  # a type pydantic cannot build a validator for
+        return None
+    try:
+        adapter.validate_python(value)
+    except ValidationError as exc:
+        if isinstance(value, (list, tuple)) and _fits_lax(annotation, value):
+            return None  # a TOML array for a tuple parameter
+        return exc.errors()[0]["msg"]
+    return None
+
+
+def _fits_lax(annotation: Any, value: Any) -> bool:
+    try:
+        TypeAdapter(annotation).validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
+# -- the whole benchmark, against the registry ------------------------------------------------
+def check_benchmark(bench: Benchmark, models: bool = True) -> None:
+    """Raise one UserError listing every problem found before any work starts; ``models``:
+    also build every model (needs torch; the runner does it before it first builds one)."""
+    found = settings_problems(bench) + component_problems(bench) + data_problems(bench)
+    if not found and models:  # models need their ID data's classes and shape
+        found = model_problems(bench)
+    raise_problems(found, bench.source)
+
+
+def _forward_once(net: Any, shape: tuple[int, int, int]) -> None:
+    """One forward pass on two random images (eval mode, no gradients): a model that cannot
+    run with these options fails here, not at the start of a cell."""
+    import torch
+
+    from oebench.contracts.data import example_inputs  # images in [0, 1], or token ids for text
+
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net.forward_head(net.forward_features(example_inputs(shape)))
+    except RuntimeError as exc:
+        raise ValueError(f"a test forward pass failed: {exc}") from exc
+    finally:
+        net.train(was_training)
+
+
+def model_problems(bench: Benchmark) -> list[str]:
+    """Build every model once for each ID dataset's classes and shape (cheap, no training):
+    option values its factory rejects are problems of the file."""
+    from oebench.registry.lookup import create_dataset, get_component
+
+    lines = []
+    for id_ref in bench.id_datasets:
+        source = create_dataset(id_ref.name, **id_ref.kwargs)
+        for ref in bench.models:
+            comp = get_component("model", ref.name)
+            label = f"model {ref.key!r} on {id_ref.key!r}"
+            try:
+                net = comp.factory(source.num_classes, tuple(source.shape), **ref.kwargs)
+                _forward_once(net, tuple(source.shape))
+            except (UserError, ValueError, TypeError) as exc:
+                lines.append(f"{label}: {exc}")
+            except Exception as exc:  # a plugin's bug: name it
+                lines.append(f"{label} (plugin {comp.plugin!r}) failed: {_broken(exc)}")
+    return lines
+
+
+def settings_problems(bench: Benchmark) -> list[str]:
+    """Settings of a Benchmark built in Python (files are checked when parsed already)."""
+    lines = seed_problems(bench.seeds, "")
+    names = [t.name for t in bench.trainings]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        lines.append(f"training name(s) {', '.join(map(repr, repeated))} used twice")
+    for t in bench.trainings:
+        lines += problems(TrainingSettings, t.params, f"training {t.name!r}")
+    return lines
+
+
+def raise_problems(lines: list[str], source: str = "") -> None:
+    """One line for one problem; a count and one line per problem for several."""
+    if not lines:
+        return
+    where = f"{source}: " if source else ""
+    if len(lines) == 1:
+        raise UserError(where + lines[0])
+    raise UserError(f"{where}{len(lines)} problems:\n  " + "\n  ".join(lines))
+
+
+def component_problems(bench: Benchmark) -> list[str]:
+    """Unknown names, unknown options, option types and values, and objectives without outliers."""
+    lines: list[str] = []
+    for ref in bench.id_datasets + bench.ood_datasets:
+        lines += _ref_problems("dataset", ref)
+    for ref in bench.models:
+        lines += _ref_problems("model", ref, "num_classes", "shape")
+    for ref in bench.detectors:
+        lines += _ref_problems("detector", ref)
+    for t in bench.trainings:
+        found = _ref_problems("objective", t.objective, where=f"training {t.name!r}: objective")
+        lines += found
+        if t.outliers is not None:
+            lines += _ref_problems(
+                "outlier source", t.outliers, where=f"training {t.name!r}: outliers"
+            )
+        if not found:
+            lines += _objective_problems(t)
+    return lines
+
+
+def _ref_problems(kind: str, ref: Ref, *positional: str, where: str = "") -> list[str]:
+    """Problems of one named component: its name, its options' names and types, its values."""
+    from oebench.registry.lookup import get_component
+
+    where = where or kind
+    try:
+        comp = get_component(kind, ref.name)
+    except UserError as exc:
+        return [f"{where}: {exc}" if where != kind else str(exc)]
+    label = f"{where} {ref.key!r}" if where == kind else f"{where} {ref.name!r}"
+    lines = option_problems(comp, ref.kwargs, label, *positional)
+    if lines or positional:
+        return lines
+    try:  # factories are cheap; a value they reject is a problem of the file
+        comp.factory(**ref.kwargs)
+    except (UserError, ValueError, TypeError) as exc:
+        lines.append(f"{label}: {exc}")
+    except Exception as exc:  # a plugin's bug: name it, keep checking the rest
+        lines.append(f"{label} (plugin {comp.plugin!r}) failed: {_broken(exc)}")
+    return lines
+
+
+def _broken(exc: BaseException) -> str:
+    from oebench.core.failures import debug_traceback
+
+    return f"{type(exc).__name__}: {exc}{debug_traceback(exc)}"
+
+
+def _objective_problems(t: Any) -> list[str]:
+    from oebench.registry.lookup import create_objective
+
+    objective = create_objective(t.objective.name, **t.objective.kwargs)
+    if getattr(objective, "uses_outliers", False) and t.outliers is None:
+        return [
+            f"training {t.name!r}: objective {t.objective.name!r} needs 'outliers' "
+            "(an outlier source)"
+        ]
+    return []
+
+
+def data_problems(bench: Benchmark) -> list[str]:
+    """Every dataset and outlier source whose files are missing, and ID sets without labels."""
+    from oebench.registry.lookup import create_dataset, create_outlier_source, get_component
+
+    lines: list[str] = []
+    sources = [("dataset", r) for r in bench.id_datasets + bench.ood_datasets]
+    sources += [("outlier source", t.outliers) for t in bench.trainings if t.outliers]
+    seen: set[tuple[str, Any]] = set()
+    for kind, ref in sources:
+        if (kind, ref) in seen or _ref_problems(kind, ref):
+            continue  # an unknown name or a bad option is reported already
+        seen.add((kind, ref))
+        make = create_dataset if kind == "dataset" else create_outlier_source
+        try:
+            source = make(ref.name, **ref.kwargs)
+            source.files()
+            if ref in bench.id_datasets and (
+                not source.num_classes or "train" not in source.splits
+            ):
+                lines.append(
+                    f"dataset {ref.key!r} cannot be an ID dataset: it has no labelled train split"
+                )
+        except UserError as exc:  # missing files, or a plugin's own check of its options
+            lines.append(f"{kind} {ref.key!r}: {exc}")
+        except Exception as exc:  # a plugin's bug: name it, keep checking the rest
+            plugin = get_component(kind, ref.name).plugin
+            lines.append(f"{kind} {ref.key!r} (plugin {plugin!r}) failed: {_broken(exc)}")
+    return lines
+
+
+def chance_warning(what: str, accuracy: float, num_classes: int | None) -> str | None:
+    """A warning when an ID model's test accuracy (%) is near chance: within a tenth of the way
+    from chance (100 / classes) to 100%. Its OOD numbers then mean little."""
+    if not num_classes or num_classes < 2:
+        return None
+    chance = 100.0 / num_classes
+    if accuracy >= chance + 0.1 * (100.0 - chance):
+        return None
+    return (
+        f"Warning: {what}: ID test accuracy {accuracy:.1f}% is near chance "
+        f"({chance:.1f}% for {num_classes} classes); its OOD numbers mean little. "
+        "Train longer (epochs, max_train) or check the data."
+    )

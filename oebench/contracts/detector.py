@@ -1,0 +1,91 @@
+"""The detector contract. Scores are float64 and higher means more anomalous."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from oebench.contracts.model import Classifier
+
+
+@dataclass
+class Outputs:
+    """What one forward pass of a model over a dataset produced (float64 numpy arrays)."""
+
+    logits: np.ndarray
+    features: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+
+@dataclass
+class Head:
+    """The final linear layer: ``logits = features @ weight.T + bias``."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+
+
+class Detector:
+    """An OOD detector. Declare what it needs in ``needs``; the engine provides exactly that.
+
+    - ``"logits"`` / ``"features"``: arrays in the ``Outputs`` passed to ``score``.
+    - ``"fit"``: ``fit(train, head)`` is called once per model with ID *training* outputs.
+    - ``"head"``: the final linear layer is passed to ``fit`` (``None`` otherwise); a detector
+      that needs the head but not ``"fit"`` gets ``fit(None, head)``.
+    - ``"model"``: ``score_inputs(model, batches)`` is called instead of ``score``. With
+      ``"fit"`` too, ``fit(train, None)`` comes first with the ID training outputs;
+      ``"logits"`` / ``"features"`` then name what ``fit`` reads (the head is never passed).
+    - ``fit_inputs(model, batches)`` (optional, for ``"model"`` with ``"fit"``): called once per
+      model after ``fit`` and before scoring, with [0, 1] image batches of the ID *training*
+      split, in the order of the train outputs ``fit`` got (never ID test or OOD data), for
+      statistics of intermediate layers.
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset({"logits"})
+
+    def fit(self, train: Outputs | None, head: Head | None) -> None:
+        """Learn statistics from ID training outputs (never OOD or ID test data)."""
+
+    def score(self, outputs: Outputs) -> np.ndarray:
+        """One anomaly score per sample, float64, higher = more anomalous."""
+        raise NotImplementedError
+
+    def score_inputs(self, model: Classifier, batches) -> np.ndarray:
+        """Score from raw [0, 1] image batches with the model at hand (for ``"model"``)."""
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        return {
+            "class": type(self).__qualname__,
+            **{k: v for k, v in vars(self).items() if not k.startswith("_")},
+        }
+
+
+def log_softmax64(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def logsumexp64(logits: np.ndarray, axis: int = 1) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    m = z.max(axis=axis, keepdims=True)
+    return (m + np.log(np.exp(z - m).sum(axis=axis, keepdims=True))).squeeze(axis)
+
+
+def msp_log_odds(logits: np.ndarray) -> np.ndarray:
+    """``log((1 - MSP) / MSP)`` per row in float64: monotone in ``-MSP`` and exact where a
+    float32 softmax would round to 1.0 (``logsumexp`` of the other logits minus the top one)."""
+    z = np.asarray(logits, dtype=np.float64)
+    rows = np.arange(len(z))
+    top = z.argmax(axis=1)
+    rest = z.copy()
+    rest[rows, top] = -np.inf
+    return logsumexp64(rest) - z[rows, top]

@@ -1,0 +1,1 @@
+"""Shared plumbing: settings, progress, file helpers, failure messages."""

@@ -1,0 +1,272 @@
+"""Finding dataset files: explicit root, data root, system locations, then (if allowed) download.
+
+A dataset names the files it needs relative to a directory. ``find_dir`` looks for a directory
+holding all of them, in this order: the ``root`` option given in a benchmark file, the data root
+(``--data-root`` / ``$OEBENCH_DATA_ROOT`` / ``~/.cache/oebench/data``), well-known system
+locations (such as Debian's ``/usr/share/datasets``), and last a download when the user allowed
+one (``--download``). When nothing is found it raises a one-line ``DataNotFoundError`` that says
+which files go where and how to get them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from oebench.core.settings import DATA_ROOT_ENV, cache_dir, data_root, download_allowed
+from oebench.errors import DataNotFoundError
+
+#: a required file, or a tuple of acceptable alternatives (e.g. a file or its ``.gz``)
+Required = str | tuple[str, ...]
+
+
+def search_dirs(
+    subdir: str = "",
+    root: str | os.PathLike | None = None,
+    system: Sequence[str | os.PathLike] = (),
+) -> list[Path]:
+    """Directories to look in, in order: ``root/subdir`` and ``root``, data root, system ones."""
+    dirs: list[Path] = []
+    if root:
+        explicit = Path(root).expanduser()
+        dirs += [explicit / subdir, explicit]
+    dirs.append(data_root() / subdir)
+    dirs += [Path(s) for s in system]
+    unique: list[Path] = []
+    for d in dirs:
+        if d not in unique:
+            unique.append(d)
+    return unique
+
+
+def present(directory: Path, required: Required) -> Path | None:
+    """The first alternative of ``required`` that exists under ``directory``."""
+    for name in (required,) if isinstance(required, str) else required:
+        if (directory / name).exists():
+            return directory / name
+    return None
+
+
+def find_dir(
+    what: str,
+    required: Sequence[Required],
+    *,
+    subdir: str = "",
+    root: str | os.PathLike | None = None,
+    system: Sequence[str | os.PathLike] = (),
+    download: Callable[[Path], None] | None = None,
+    how: str = "",
+) -> Path:
+    """The first search directory holding every ``required`` file; else download or raise.
+
+    ``download(target)`` is called with the first search directory (``root/subdir``, or the data
+    root's ``subdir``) only when ``download_allowed()``; ``how`` tells the user how to get the
+    files by hand (a URL, an apt package); ``{target}`` in it becomes that first directory.
+    """
+    dirs = search_dirs(subdir, root, system)
+    for d in dirs:
+        if all(present(d, r) for r in required):
+            return d
+    target = dirs[0]
+    if download is not None and download_allowed():
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            download(target)
+        except Exception as exc:  # network errors, checksum mismatches
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise DataNotFoundError(
+                f"{what}: download into {target} failed: {type(exc).__name__}: {first}"
+            ) from exc
+        if all(present(target, r) for r in required):
+            return target
+    raise DataNotFoundError(
+        missing_message(what, required, dirs, target, can_download=download is not None, how=how)
+    )
+
+
+def missing_message(
+    what: str,
+    required: Sequence[Required],
+    dirs: Sequence[Path],
+    target: Path,
+    *,
+    can_download: bool,
+    how: str = "",
+) -> str:
+    """One line: which files, where they were looked for, where to put them, how to get them."""
+    files = describe_files(required)
+    places = ", ".join(str(d) for d in dirs)
+    msg = f"{what} not found: expected {files} in one of: {places}."
+    if how:
+        msg += " " + how.replace("{target}", str(target)).rstrip(".") + "."
+    if can_download:
+        if download_allowed():
+            msg += f" The download into {target} did not produce them."
+        else:
+            msg += f" Rerun with --download to fetch them into {target}."
+    msg += f" Or point --data-root (${DATA_ROOT_ENV}) or the dataset's 'root' option at them."
+    return msg
+
+
+def describe_files(required: Sequence[Required]) -> str:
+    """``cifar-10-batches-py/{data_batch_1, test_batch}``: names grouped by folder."""
+    groups: dict[str, list[str]] = {}
+    for r in required:
+        alternatives = (r,) if isinstance(r, str) else r
+        parent, _, _ = alternatives[0].rpartition("/")
+        names = [
+            a[len(parent) + 1 :] if parent and a.startswith(parent + "/") else a
+            for a in alternatives
+        ]
+        if len(names) == 2 and names[1].startswith(names[0]):
+            names = [f"{names[0]}[{names[1][len(names[0]) :]}]"]
+        groups.setdefault(parent, []).append(" or ".join(names))
+    parts = []
+    for parent, names in groups.items():
+        if not parent:
+            parts += names
+        elif len(names) == 1:
+            parts.append(f"{parent}/{names[0]}")
+        else:
+            parts.append(f"{parent}/{{{', '.join(names)}}}")
+    return ", ".join(parts)
+
+
+def fetch(url: str, dest: Path, *, md5: str | None = None, sha256: str | None = None) -> Path:
+    """Download ``url`` to a temporary name next to ``dest``, verify it, then rename it.
+
+    A killed or failed download never leaves a partial ``dest`` behind; with neither checksum
+    the file is kept and its sha256 printed so that it can be pinned.
+    """
+    from torchvision.datasets.utils import download_url
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dest.parent.glob(f".{dest.stem}.*.part{dest.suffix}"):  # a killed download's
+        stale.unlink(missing_ok=True)
+    part = dest.parent / f".{dest.stem}.{os.getpid()}.part{dest.suffix}"
+    try:
+        download_url(url, str(dest.parent), filename=part.name, md5=md5)
+        digest = file_sha256(part)
+        if sha256 is not None and digest != sha256.lower():
+            raise DataNotFoundError(
+                f"{dest}: sha256 {digest} does not match the pinned {sha256}; nothing was kept"
+            )
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
+    if md5 is None and sha256 is None:
+        print(
+            f"oebench: warning: {dest} has no pinned checksum; its sha256 is {digest} "
+            "(pin it with the source's sha256 option)",
+            file=sys.stderr,
+        )
+    return dest
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _stamp(path: Path) -> list[int]:
+    """What changes whenever a file's content may have: size, mtime, ctime and inode."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def content_digests(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """The sha256 of each file's content, remembered (in the cache folder) by its stamp.
+
+    The stamp includes the inode change time, which no tool can set back, so a file replaced
+    by another with the same size and modification time is hashed again.
+    """
+    on_disk: dict[str, list] | None = None
+    digests, new = [], False
+    for path in paths:
+        resolved = Path(path).resolve()
+        stamp = _stamp(resolved)
+        known = _DIGESTS.get(str(resolved))
+        if known is None or known[:-1] != stamp:
+            on_disk = _load_digests() if on_disk is None else on_disk
+            known = on_disk.get(str(resolved))
+        if known is None or known[:-1] != stamp:
+            known, new = [*stamp, file_sha256(resolved)], True
+        _DIGESTS[str(resolved)] = known
+        digests.append(known[-1])
+    if new:
+        _save_digests()
+    return digests
+
+
+#: sources with more files than this (image folders of millions of files) are stamped, not read
+CONTENT_HASH_LIMIT = 20_000
+
+
+def file_fingerprints(paths: Sequence[str | os.PathLike]) -> list[tuple[str, Any]]:
+    """(name relative to the files' common folder, what identifies its content) per file.
+
+    Up to ``CONTENT_HASH_LIMIT`` files: the sha256 of each file (see ``content_digests``), so a
+    replaced file changes cache keys and a merely touched one does not. Beyond it, reading every
+    byte of, say, ImageNet-22K would take hours: the stamp (size, mtime, ctime, inode) is used,
+    which still changes when a file is replaced (ctime cannot be set back), at the price of
+    recomputing after a mere touch. Relative names keep labels that come from folder names
+    (class sub-folders) in the key.
+    """
+    if not paths:
+        return []
+    resolved = [Path(p).resolve() for p in paths]
+    base = Path(os.path.commonpath([p.parent for p in resolved]))
+    names = [p.relative_to(base).as_posix() for p in resolved]
+    if len(resolved) > CONTENT_HASH_LIMIT:
+        return list(zip(names, (_stamp(p) for p in resolved), strict=True))
+    return list(zip(names, content_digests(resolved), strict=True))
+
+
+def content_digest(path: str | os.PathLike) -> str:
+    """The sha256 of one file's content (see ``content_digests``)."""
+    return content_digests([path])[0]
+
+
+#: path -> [size, mtime_ns, ctime_ns, inode, sha256], this process's view of the digest file
+_DIGESTS: dict[str, list] = {}
+
+
+def _digest_file() -> Path:
+    return cache_dir() / "file-digests.json"
+
+
+def _load_digests() -> dict[str, list]:
+    """The digests remembered on disk ({} when the file is missing or unreadable)."""
+    try:
+        data = json.loads(_digest_file().read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_digests() -> None:
+    """Merge this process's digests into the file (atomically); a failure only costs speed."""
+    path = _digest_file()
+    try:
+        merged = {**_load_digests(), **_DIGESTS}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".digests.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(merged, fh)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        pass

@@ -1,0 +1,1 @@
+"""Running a plan: data sources, forward passes, training, one cell's work, the driver and executors."""

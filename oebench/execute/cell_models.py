@@ -1,0 +1,234 @@
+"""A runner's trained models: each cell's model built, trained or loaded from the checkpoint
+cache, placed on the device, and the digest of its weights, noted (``oebench.keys.weights``) so
+that a cell whose outputs and scores are all cached needs no model, nor torch."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from oebench.bench.matrix import Cell, Training, canonical_hash
+from oebench.keys.fingerprints import weights_code
+from oebench.registry.lookup import create_model, create_objective
+
+
+class TrainedModels:
+    """The models of ``runner``'s cells (its benchmark, data sources, progress and device)."""
+
+    def __init__(self, runner: Any, use_cache: bool = True, cache_root: Any = None):
+        from oebench.execute.training import CheckpointCache
+        from oebench.keys.weights import WeightNotes
+
+        self.runner = runner
+        self.checkpoints = CheckpointCache(cache_root, enabled=use_cache)
+        #: the digests of weights already seen, so that a cached cell needs no model
+        self.notes = WeightNotes(self.checkpoints)
+        #: checkpoint key -> its weights (this process), and -> the training's seconds
+        self._states: dict[str, dict] = {}
+        self._seconds: dict[str, float] = {}
+        #: cell key -> checkpoint key
+        self._checkpoint_keys: dict[str, str] = {}
+        self._models_checked = False
+
+    def check(self) -> None:
+        """Build every model once with its options (a test forward pass), before the first
+        model of the run is made: only then is torch needed."""
+        from oebench.bench.validation import model_problems, raise_problems
+
+        if not self._models_checked:
+            raise_problems(model_problems(self.runner.bench), self.runner.bench.source)
+            self._models_checked = True
+
+    def build(self, cell: Cell) -> tuple[Any, float, bool]:
+        """The cell's model with its trained weights: (model, training seconds, cached)."""
+        import torch
+
+        from oebench.contracts.model import Classifier
+        from oebench.execute.outputs import model_digest
+        from oebench.keys.weights import init_note_key
+
+        self.check()
+        source = self.runner.sources.source("dataset", cell.id_ref)
+        shape = tuple(source.shape)
+        torch.manual_seed(cell.seed)
+        net = create_model(cell.model_ref.name, source.num_classes, shape, **cell.model_ref.kwargs)
+        model = Classifier(net, source.mean, source.std)
+        self.notes.note_init(init_note_key(cell.config), model_digest(model))
+        train_seconds, cached = self._train(cell, model, shape)
+        return model, train_seconds, cached
+
+    def placed(self, cell: Cell, expect: str | None = None) -> tuple[Any, str, float, bool]:
+        """The trained model on the device, in eval mode: (model, digest, seconds, cached).
+        The digest is noted for the next run; ``expect``: the digest a note promised."""
+        import torch
+
+        from oebench.execute.outputs import model_digest
+
+        model, seconds, cached = self.build(cell)
+        model.to(self.runner.device).eval()
+        if self.runner.device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+        digest = model_digest(model)
+        if expect is not None and digest != expect:
+            raise RuntimeError(
+                f"the weights of {self.runner.describe(cell)} hash to {digest}, not to the "
+                f"{expect} noted in {self.notes.root}; delete that folder and run again"
+            )
+        key = self._checkpoint_keys.get(cell.key)
+        if key in self._seconds:  # the checkpoint's own seconds (0 here when trained earlier)
+            self.notes.note_trained(key, digest, self._seconds[key])
+        return model, digest, seconds, cached
+
+    def noted(self, cell: Cell) -> tuple[str, float] | None:
+        """(digest, training seconds) of the cell's weights from the notes, without building
+        the model; None when they cannot be trusted (see oebench.keys.weights)."""
+        from oebench.keys.weights import init_note_key
+
+        if not self.notes.enabled:
+            return None
+        init = self.notes.init_digest(init_note_key(cell.config))
+        if init is None:
+            return None
+        if cell.training.params.get("evaluate_only"):
+            return init, 0.0
+        shape = tuple(self.runner.sources.source("dataset", cell.id_ref).shape)
+        return self.notes.trained(self._checkpoint_key(cell, init, shape))
+
+    def _training_data_fingerprints(self, t: Training, cell: Cell, shape: tuple) -> list[str]:
+        """Fingerprints of the ID training split and outliers behind a training and its init."""
+        prints = [self.runner.sources.fingerprint("dataset", cell.id_ref, "train", None, cell.seed)]
+        if t.outliers is not None:
+            prints.append(
+                self.runner.sources.fingerprint(
+                    "outlier source", t.outliers, "train", shape, cell.seed
+                )
+            )
+        init = next((x for x in self.runner.bench.trainings if x.name == t.init), None)
+        return prints + (self._training_data_fingerprints(init, cell, shape) if init else [])
+
+    def _train(self, cell: Cell, model: Any, shape: tuple) -> tuple[float, bool]:
+        """Load the cell's weights from the checkpoint cache, or train them; returns (s, cached)."""
+        from oebench.execute.outputs import model_digest
+
+        t = cell.training
+        if t.params.get("evaluate_only"):
+            return 0.0, True  # the model's own weights (e.g. `checkpoint`), never trained
+        key = self._checkpoint_key(cell, model_digest(model), shape)
+        self._checkpoint_keys[cell.key] = key
+        if key in self._states:
+            model.load_state_dict(self._states[key])
+            return 0.0, True
+        with cache_lock(self.checkpoints, key):  # workers sharing a cache train it once
+            return self._load_or_train(key, cell, model, shape)
+
+    def _checkpoint_key(self, cell: Cell, init_weights: str, shape: tuple) -> str:
+        """What the cell's trained weights are cached under: all that makes them."""
+        return canonical_hash(
+            {
+                "version": training_version(),
+                "seed": cell.seed,
+                "id": cell.config["id_dataset"],
+                "model": cell.config["model"],
+                "model_files": cell.config.get("model_files"),
+                # the weights training starts from (a checkpoint's, or the seeded init)
+                "init_weights": init_weights,
+                "training": cell.config["training"],
+                "data": self._training_data_fingerprints(cell.training, cell, shape),
+                # the model's, the objectives' (init chain included) and the training loop's own
+                # code; never a detector's, so editing a detector retrains nothing
+                "code": weights_code(cell.config["fingerprints"]),
+            }
+        )
+
+    def _load_or_train(self, key: str, cell: Cell, model: Any, shape: tuple) -> tuple[float, bool]:
+        """The checkpoint ``key`` from the cache, else trained now and saved."""
+        from oebench.execute.training import train
+
+        t = cell.training
+        saved = self.checkpoints.load(key)
+        if saved is not None:
+            model.load_state_dict(saved["state_dict"])
+            self._states[key] = saved["state_dict"]
+            self._seconds[key] = float(saved.get("seconds", 0.0))
+            return self._seconds[key], True
+        if t.init is not None:
+            init_cell = Cell(
+                cell.seed,
+                cell.id_ref,
+                cell.model_ref,
+                next(x for x in self.runner.bench.trainings if x.name == t.init),
+            )
+            self.runner._configure(init_cell)
+            self._train(init_cell, model, shape)
+        train_set = self.runner.sources.load("dataset", cell.id_ref, "train", None, cell.seed)
+        objective = create_objective(t.objective.name, **t.objective.kwargs)
+        outliers = None
+        if t.outliers is not None:
+            outliers = self.runner.sources.load(
+                "outlier source", t.outliers, "train", shape, cell.seed
+            )
+        params = t.params
+        steps = self.runner.progress.start(
+            f"train {cell.model_ref.key} on {cell.id_ref.key} [{t.name}, seed {cell.seed}]",
+            params["epochs"]
+            * -(
+                -min(len(train_set), params.get("max_train") or len(train_set))
+                // params["batch_size"]
+            ),
+        )
+        with torch_threads(params.get("threads", 0)):  # same weights on any machine/executor
+            seconds = train(
+                model,
+                train_set,
+                objective,
+                params,
+                cell.seed,
+                shape,
+                self.runner.device,
+                outliers,
+                on_step=lambda step, total: steps(1),
+                on_stats=lambda loss, acc: steps(0, f"loss {loss:.3f}, train acc {acc:.1f}%"),
+                partial=self.checkpoints.partial(key),  # per-epoch state: resumable
+            )
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        self.checkpoints.save(key, state, seconds)
+        self._states[key] = state
+        self._seconds[key] = seconds
+        return seconds, False
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run with ``count`` intra-op CPU threads (0: leave torch's choice), then restore."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def cache_lock(cache: Any, key: str) -> Any:
+    """An inter-process lock on a cache entry (a no-op for a disabled cache)."""
+    if not cache.enabled:
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    path = Path(cache.path(key))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # an unwritable cache: no one can save it, so no one waits for it
+        return contextlib.nullcontext()
+    return FileLock(str(path) + ".lock")
+
+
+def training_version() -> int:
+    """The version of the training loop (part of every checkpoint key)."""
+    from oebench.execute.training import TRAINING_VERSION
+
+    return TRAINING_VERSION

@@ -1,0 +1,244 @@
+"""One forward pass per (model, dataset): logits and penultimate features, cached on disk."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oebench.contracts.data import TensorImages, adapt_images, to_float
+from oebench.contracts.detector import Outputs
+from oebench.core.settings import cache_dir
+
+#: 2: the file holds its own key, so a file swapped for another is noticed
+CACHE_FORMAT = 2
+
+
+def iterate_batches(
+    dataset: Any,
+    batch_size: int,
+    shape: tuple[int, int, int],
+    device: Any,
+    order: Any = None,
+) -> Iterator[tuple[Any, Any]]:
+    """Float [0, 1] image batches at ``shape`` on ``device``, with labels; ``order`` permutes.
+
+    Text datasets (``modality = "text"``) give their int64 token-id batches as they are.
+    """
+    n = len(dataset) if order is None else len(order)
+    on_gpu = getattr(device, "type", str(device)) == "cuda"
+    if getattr(dataset, "modality", "image") != "image":
+        yield from _token_batches(dataset, batch_size, device, order, on_gpu)
+        return
+    if isinstance(dataset, TensorImages):
+        images, labels = dataset.on(device) if on_gpu else (dataset.images, dataset.labels)
+        if order is not None and on_gpu:
+            order = order.to(device, non_blocking=True)
+        for start in range(0, n, batch_size):
+            if order is None:
+                x, y = images[start : start + batch_size], labels[start : start + batch_size]
+            else:
+                idx = order[start : start + batch_size]
+                x, y = images[idx], labels[idx]
+            yield adapt_images(to_float(x.to(device)), shape), y.to(device)
+        return
+    from torch.utils.data import DataLoader, Subset
+
+    data = Subset(dataset, order.tolist()) if order is not None else dataset
+    loader = DataLoader(
+        data, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=on_gpu
+    )
+    for x, y in loader:
+        x = x.to(device, non_blocking=on_gpu)
+        yield adapt_images(x, shape), y.to(device, non_blocking=on_gpu)
+
+
+def _token_batches(
+    dataset: Any, batch_size: int, device: Any, order: Any, on_gpu: bool
+) -> Iterator[tuple[Any, Any]]:
+    """Token-id (or other non-image) batches on ``device``, unchanged, with labels."""
+    if hasattr(dataset, "on"):
+        tokens, labels = dataset.on(device) if on_gpu else (dataset.tokens, dataset.labels)
+        if order is not None:
+            order = order.to(tokens.device)
+        for start in range(0, len(dataset) if order is None else len(order), batch_size):
+            idx = (
+                slice(start, start + batch_size)
+                if order is None
+                else order[start : start + batch_size]
+            )
+            yield tokens[idx].to(device), labels[idx].to(device)
+        return
+    from torch.utils.data import DataLoader, Subset
+
+    data = Subset(dataset, order.tolist()) if order is not None else dataset
+    for x, y in DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0):
+        yield x.to(device), y.to(device)
+
+
+def model_digest(model: Any) -> str:
+    """A hash of every parameter and buffer of a model."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def forward(
+    model: Any, dataset: Any, shape: tuple[int, int, int], device: Any, batch_size: int = 500
+) -> Outputs:
+    """Run the model once over a dataset: float32 logits, features and labels."""
+    import torch
+
+    model.eval()
+    logits, feats, labels = [], [], []
+    with torch.inference_mode():
+        for x, y in iterate_batches(dataset, batch_size, shape, device):
+            f = model.forward_features(x)
+            logits.append(model.forward_head(f).float().cpu())
+            feats.append(f.float().cpu())
+            labels.append(y.cpu())
+    return Outputs(
+        logits=torch.cat(logits).numpy(),
+        features=torch.cat(feats).numpy(),
+        labels=torch.cat(labels).numpy(),
+    )
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}{arr.dtype}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+#: the most recent outputs and scores kept in memory as well, in bytes: a cell reads each of
+#: its outputs once, so a run of many cells needs no more (the rest is on disk)
+MEMORY_BYTES = 256 * 2**20
+
+
+def _nbytes(out: Outputs) -> int:
+    arrays = (out.logits, out.features, out.labels)
+    return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
+
+
+class OutputCache:
+    """Outputs (and detector scores) on disk under ``<cache>/outputs/<key>.npz``, verified by
+    checksum on read; the most recent also in memory, up to ``MEMORY_BYTES``."""
+
+    def __init__(self, root: Path | None = None, enabled: bool = True):
+        from collections import OrderedDict
+
+        self.root = (root or cache_dir()) / "outputs"
+        self.enabled = enabled
+        self._memory: OrderedDict[str, Outputs] = OrderedDict()
+        self._memory_bytes = 0
+        #: set after a failed write: the cache is read but no longer written
+        self.write_failed = False
+        self.hits = self.misses = 0
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.npz"
+
+    def get_or_compute(self, key: str, compute: Callable[[], Outputs]) -> Outputs:
+        """Outputs for ``key``: from memory, from a verified file, or computed and stored."""
+        if key in self._memory:
+            self.hits += 1
+            self._memory.move_to_end(key)
+            return self._memory[key]
+        out = self._read(key) if self.enabled else None
+        if out is None:
+            self.misses += 1
+            out = compute()
+            if self.enabled:
+                self._write(key, out)
+        else:
+            self.hits += 1
+        self._keep(key, out)
+        return out
+
+    def _keep(self, key: str, out: Outputs) -> None:
+        """Hold ``out`` in memory, letting the oldest go beyond ``MEMORY_BYTES``."""
+        self._memory[key] = out
+        self._memory_bytes += _nbytes(out)
+        while len(self._memory) > 1 and self._memory_bytes > MEMORY_BYTES:
+            _, old = self._memory.popitem(last=False)
+            self._memory_bytes -= _nbytes(old)
+
+    def _read(self, key: str) -> Outputs | None:
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files if k != "checksum"}
+                stored = str(data["checksum"])
+            if stored != _checksum(arrays) or int(arrays.pop("format")) != CACHE_FORMAT:
+                raise ValueError("checksum mismatch")
+            if str(arrays.pop("key")) != key:
+                raise ValueError("it holds the outputs of another cache key")
+        except Exception as exc:
+            print(
+                f"oebench: ignoring corrupt cache file {path.name} ({exc}); recomputing",
+                file=sys.stderr,
+            )
+            remove_cache_file(path)
+            return None
+        return Outputs(arrays["logits"], arrays.get("features"), arrays.get("labels"))
+
+    def _write(self, key: str, out: Outputs) -> None:
+        arrays = {"logits": out.logits, "format": np.array(CACHE_FORMAT), "key": np.array(key)}
+        if out.features is not None:
+            arrays["features"] = out.features
+        if out.labels is not None:
+            arrays["labels"] = out.labels
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, checksum=np.array(_checksum(arrays)), **arrays)
+
+        write_cache_file(self, self.path(key), write)
+
+
+def write_cache_file(cache: Any, path: Path, write: Callable[[str], None]) -> None:
+    """Write ``path`` atomically through ``write(temporary name)``.
+
+    A cache that cannot be written (full disk, read-only folder, a file where a folder should
+    be) costs one warning naming the path; the cache then stops writing and the run goes on.
+    """
+    if getattr(cache, "write_failed", False):
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:16]}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    except (OSError, RuntimeError) as exc:  # torch.save reports write errors as RuntimeError
+        cache.write_failed = True
+        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0]
+        print(
+            f"oebench: warning: cannot write the cache file {path} ({reason}); "
+            "going on without caching",
+            file=sys.stderr,
+        )
+
+
+def remove_cache_file(path: Path) -> None:
+    """Delete a bad cache file when the folder allows it (a read-only one keeps it)."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)

@@ -1,0 +1,132 @@
+"""Which auxiliary outliers a training sees each epoch: uniform draws, or outlier mining.
+
+A training's ``outlier_sampling`` setting picks the rule; it works with every objective that
+uses outliers::
+
+    outlier_sampling = {name = "ntom", pool = 20000, quantile = 0.125, score = "msp"}
+
+``random`` (the default) shuffles the whole source each epoch, as in the OE paper.
+``ntom`` is NTOM from ATOM (Chen et al., ECML 2021): each epoch, score a random ``pool`` of
+outliers with the current model, rank them from most ID-like to most OOD-like, skip the
+first ``quantile`` of the ranking and train on the next ones (the informative outliers near
+the decision boundary). ATOM's models have a (K+1)-th "outlier" class and rank by its
+probability; oebench's K-class models rank by ``score``: ``msp`` (-max softmax) or
+``energy`` (-logsumexp of the logits).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from oebench.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+#: rule name -> (option -> default)
+SAMPLERS: dict[str, dict[str, Any]] = {
+    "random": {},
+    "ntom": {"pool": None, "quantile": 0.125, "score": "msp"},
+}
+SCORES = ("msp", "energy")
+
+
+def check_sampling(value: Any, where: str) -> None:
+    """A one-line ``UserError`` unless ``value`` is a valid ``outlier_sampling`` setting."""
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise UserError(f"{where}: outlier_sampling must be a table with a 'name'")
+    name = value["name"]
+    if name not in SAMPLERS:
+        raise UserError(f"{where}: unknown outlier_sampling {name!r}; known: {', '.join(SAMPLERS)}")
+    unknown = set(value) - {"name"} - set(SAMPLERS[name])
+    if unknown:
+        raise UserError(
+            f"{where}: outlier_sampling {name!r} has no option(s) {', '.join(sorted(unknown))}"
+            f"; options: {', '.join(SAMPLERS[name]) or 'none'}"
+        )
+    if name == "ntom":
+        quantile, pool = value.get("quantile", 0.125), value.get("pool")
+        if not isinstance(quantile, (int, float)) or not 0 <= quantile < 1:
+            raise UserError(f"{where}: ntom quantile must be in [0, 1), got {quantile!r}")
+        if pool is not None and (not isinstance(pool, int) or pool < 1):
+            raise UserError(f"{where}: ntom pool must be a positive integer, got {pool!r}")
+        if value.get("score", "msp") not in SCORES:
+            raise UserError(f"{where}: ntom score must be one of {', '.join(SCORES)}")
+
+
+def epoch_outliers(
+    spec: dict[str, Any] | None,
+    model: torch.nn.Module,
+    outliers: Any,
+    needed: int,
+    shape: tuple[int, int, int],
+    device: torch.device,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Indices of the ``needed`` outliers (in training order) for one epoch."""
+    if spec is None or spec.get("name", "random") == "random":
+        return uniform_order(len(outliers), needed, generator)
+    options = {**SAMPLERS["ntom"], **{k: v for k, v in spec.items() if k != "name"}}
+    return ntom_order(model, outliers, needed, shape, device, generator, **options)
+
+
+def uniform_order(n: int, needed: int, generator: torch.Generator) -> torch.Tensor:
+    """A random permutation of all ``n`` outliers, repeated until ``needed`` are drawn."""
+    import torch
+
+    order = torch.randperm(n, generator=generator)
+    return order.repeat(math.ceil(needed / n))[:needed]
+
+
+def ntom_order(
+    model: torch.nn.Module,
+    outliers: Any,
+    needed: int,
+    shape: tuple[int, int, int],
+    device: torch.device,
+    generator: torch.Generator,
+    pool: int | None = None,
+    quantile: float = 0.125,
+    score: str = "msp",
+) -> torch.Tensor:
+    """NTOM: from a random pool (default 4 x ``needed``), the outliers ranked just after the
+    ``quantile`` most ID-like ones; shuffled; repeated when the pool is too small."""
+    import torch
+
+    size = min(len(outliers), pool or 4 * needed)
+    candidates = torch.randperm(len(outliers), generator=generator)[:size]
+    ood = ood_scores(model, outliers, candidates, shape, device, score)
+    ranked = candidates[torch.argsort(ood, stable=True)]
+    start = min(int(quantile * size), max(0, size - needed))
+    chosen = ranked[start : start + needed]
+    chosen = chosen[torch.randperm(len(chosen), generator=generator)]
+    return chosen.repeat(math.ceil(needed / len(chosen)))[:needed]
+
+
+def ood_scores(
+    model: torch.nn.Module,
+    data: Any,
+    order: torch.Tensor,
+    shape: tuple[int, int, int],
+    device: torch.device,
+    score: str,
+    batch_size: int = 500,
+) -> torch.Tensor:
+    """OOD scores (higher = more OOD) of ``data[order]`` under ``model`` in eval mode."""
+    import torch
+
+    from oebench.execute.outputs import iterate_batches
+
+    was_training = model.training
+    model.eval()
+    parts = []
+    with torch.no_grad():
+        for x, _ in iterate_batches(data, batch_size, shape, device, order=order):
+            logits = model(x).float()
+            if score == "energy":
+                parts.append(-torch.logsumexp(logits, dim=1))
+            else:
+                parts.append(-logits.softmax(dim=1).max(dim=1).values)
+    model.train(was_training)
+    return torch.cat(parts).cpu()

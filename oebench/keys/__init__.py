@@ -1,0 +1,1 @@
+"""What keys every cache and stored cell: fingerprints of code, data and weights."""

@@ -1,0 +1,1 @@
+"""The plugin manager and the lookup of registered components."""

@@ -1,0 +1,1 @@
+"""Results as tables, comparisons, text and rich rendering, plots and intervals."""
