@@ -62,7 +62,7 @@ _LAZY = {
     "soft_cross_entropy": "oebench.contracts.objective",
     "uniform_cross_entropy": "oebench.contracts.objective",
     # the OE paper's validation OOD sets (val-ood transforms)
-    "VALIDATION_SETS": "oebench.execute.sweep",
+    "VALIDATION_SETS": "oebench.bench.sweep",
     # contract checks for a plugin's own tests (the plugin kit)
     "check_dataset": "oebench.testing",
     "check_detector": "oebench.testing",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,9 +14,11 @@ from oebench_plugins.model_detectors import Gram, gram_rows, layer_maps
 from torch import nn
 
 from oebench import create_detector
-from oebench.bench.parse import Ref, load_benchmark
+from oebench.bench.matrix import Ref
+from oebench.bench.parse import load_benchmark
 from oebench.contracts.detector import Outputs
 from oebench.contracts.model import Classifier
+from oebench.execute.drive import run_here
 from oebench.execute.runner import Runner
 
 
@@ -189,10 +192,10 @@ def test_runner_passes_only_id_training_images_to_fit_inputs(monkeypatch):
 
     monkeypatch.setattr(Gram, "fit_inputs", spy)
     bench = load_benchmark(str(TINY))
-    bench.detectors = [Ref("gram"), Ref("mahalanobis-ensemble")]
-    bench.trainings = bench.trainings[:1]
+    detectors = [Ref("gram"), Ref("mahalanobis-ensemble")]
+    bench = replace(bench, detectors=detectors, trainings=bench.trainings[:1])
     runner = Runner(bench, device="cpu")
-    rows = runner.run()
+    rows = run_here(runner)
     cell_ref, shape = bench.id_datasets[0], (1, 28, 28)
     train = runner.sources.load("dataset", cell_ref, "train", None, 0)
     want = torch.cat([x for x, _ in iterate_batches(train, 500, shape, torch.device("cpu"))])

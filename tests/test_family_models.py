@@ -83,6 +83,7 @@ def test_tiny_torchvision_model_runs_end_to_end(tmp_path):
     """MobileNetV3-small with random weights on 28x28 grey digits: trained, OE fine-tuned, scored by
     logit detectors and one that uses the penultimate features and the head (ASH)."""
     from oebench.bench.parse import load_benchmark
+    from oebench.execute.drive import run_here
     from oebench.execute.runner import Runner
     from oebench.report.tables import results_frame
 
@@ -110,7 +111,7 @@ from = "baseline"
 outlier_batch_size = 64
 """
     )
-    df = results_frame(Runner(load_benchmark(str(path)), device="cpu").run())
+    df = results_frame(run_here(Runner(load_benchmark(str(path)), device="cpu")))
     assert set(df.training) == {"baseline", "oe"}
     assert set(df.detector) == {"msp", "energy", "ash"}
     assert set(df.ood_dataset) == {"gaussian-pixel", "letters", "mean"}

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,13 +23,15 @@ import torch
 from conftest import run_cli
 
 import oebench
-from oebench.bench.parse import Ref, load_benchmark
+from oebench.bench.matrix import Ref
+from oebench.bench.parse import load_benchmark
 from oebench.contracts.checks import ContractError, check_split, checked_scores
 from oebench.contracts.data import TensorImages
-from oebench.execute.executors import LocalExecutor, drive
+from oebench.execute.drive import LocalExecutor, drive, run_here
 from oebench.execute.runner import Runner
 from oebench.record.recorder import Recorder
-from oebench.record.store import CELL_COLUMNS, ResultStore, StoreError
+from oebench.record.schema import CELL_COLUMNS
+from oebench.record.store import ResultStore, StoreError
 from oebench.registry.plugins import get_plugin_manager
 from oebench.report.results import load_results
 from oebench.report.tables import results_frame
@@ -86,12 +89,10 @@ def numbers(rows) -> pd.DataFrame:
 
 def run_rows(path, store=None, **changes) -> tuple[Runner, list[dict]]:
     """Run a benchmark file in-process (recording into ``store`` when given)."""
-    bench = load_benchmark(str(path))
-    for key, value in changes.items():
-        setattr(bench, key, value)
+    bench = replace(load_benchmark(str(path)), **changes)
     runner = Runner(bench, device="cpu")
     if store is None:
-        return runner, runner.run()
+        return runner, run_here(runner)
     recorder = Recorder(store, bench)
     drive(runner, LocalExecutor(), recorder.skip, recorder.record)
     return runner, recorder.rows()
@@ -419,7 +420,7 @@ def test_cache_write_failure_warns_once_and_the_results_are_stored(
         def full(*args, **kwargs):
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr("oebench.execute.outputs.tempfile.mkstemp", full)
+        monkeypatch.setattr("oebench.core.files.tempfile.mkstemp", full)
     else:
         blocker = tmp_path / "cache"
         blocker.write_text("a file, not a folder")

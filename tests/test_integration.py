@@ -1,10 +1,14 @@
 """Cross-cutting checks: score-cache keys, list options, calibration in reports."""
 
+from dataclasses import replace
+
 import numpy as np
 from conftest import TINY
 
 import oebench
-from oebench.bench.parse import Ref, load_benchmark
+from oebench.bench.matrix import Ref
+from oebench.bench.parse import load_benchmark
+from oebench.execute.drive import run_here
 from oebench.execute.runner import Runner
 from oebench.registry.plugins import get_plugin_manager
 
@@ -31,9 +35,8 @@ class Plugin:
 
 def _run_tiny() -> None:
     bench = load_benchmark(str(TINY))
-    bench.detectors = [Ref("counting")]
-    bench.trainings = bench.trainings[:1]
-    Runner(bench, device="cpu").run()
+    bench = replace(bench, detectors=[Ref("counting")], trainings=bench.trainings[:1])
+    run_here(Runner(bench, device="cpu"))
 
 
 def test_model_detector_scores_are_recomputed_when_its_code_changes(monkeypatch):
@@ -46,7 +49,7 @@ def test_model_detector_scores_are_recomputed_when_its_code_changes(monkeypatch)
         _run_tiny()
         assert CountingDetector.calls == cold  # same code: every score from the cache
 
-        import oebench.execute.runner as runner_module
+        import oebench.execute.detect as runner_module
 
         real = runner_module.code_digest
 
@@ -110,9 +113,8 @@ def test_fit_inputs_runs_only_when_a_score_must_be_computed(monkeypatch, tmp_pat
     monkeypatch.setattr(MahalanobisEnsemble, "fit_inputs", counting)
 
     def run() -> np.ndarray:
-        bench = load_benchmark(str(TINY))
-        bench.detectors = [Ref("mahalanobis-ensemble")]
-        rows = Runner(bench, device="cpu").run()
+        bench = replace(load_benchmark(str(TINY)), detectors=[Ref("mahalanobis-ensemble")])
+        rows = run_here(Runner(bench, device="cpu"))
         return np.array([r["auroc"] for r in rows])
 
     cold = run()

@@ -9,6 +9,7 @@ import torch
 import oebench
 from oebench.bench.parse import load_benchmark, parse_benchmark
 from oebench.calibration import calibration, mixed_calibration
+from oebench.execute.drive import run_here
 from oebench.execute.runner import Runner
 
 BENCH = """
@@ -43,8 +44,8 @@ def test_evaluate_only_scores_the_checkpoint_and_never_trains(tmp_path, monkeypa
     monkeypatch.setattr("oebench.execute.training.train", no_training)
     scores = {}
     runner = Runner(parse_benchmark(BENCH.format(path=path)), device="cpu")
-    runner.score_sink = lambda cell, det, ds, values: scores.__setitem__(ds, values)
-    rows = runner.run()
+    sink = lambda cell, det, ds, values: scores.__setitem__(ds, values)  # noqa: E731
+    rows = run_here(runner, score_sink=sink)
     assert rows and not any(r["trained"] for r in rows)
 
     source = oebench.create_dataset("mnist-5k")

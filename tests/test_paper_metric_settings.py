@@ -10,6 +10,7 @@ from conftest import TINY, run_cli
 
 from oebench.bench.parse import load_benchmark, parse_benchmark
 from oebench.errors import UserError
+from oebench.execute.drive import run_here
 from oebench.execute.runner import Runner
 from oebench.metrics import ood_metrics
 
@@ -23,8 +24,8 @@ def tiny(**settings):
 def run(bench):
     scores = {}
     runner = Runner(bench, device="cpu")
-    runner.score_sink = lambda cell, det, ds, values: scores.__setitem__(ds, values)
-    return runner.run(), scores, runner
+    sink = lambda cell, det, ds, values: scores.__setitem__(ds, values)  # noqa: E731
+    return run_here(runner, score_sink=sink), scores, runner
 
 
 @pytest.mark.parametrize("protocol", ["full", "oe-paper"])

@@ -11,6 +11,7 @@ import torch
 import oebench
 from oebench.bench.parse import parse_benchmark
 from oebench.errors import UserError
+from oebench.execute.drive import run_here
 from oebench.execute.runner import Runner
 
 CIFAR = ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255))
@@ -96,7 +97,7 @@ def received(norm: str, ood: list[str]) -> dict[str, np.ndarray]:
         """
     )
     RECEIVED.clear()
-    Runner(bench, device="cpu", use_cache=False).run()
+    run_here(Runner(bench, device="cpu", use_cache=False))
     # one forward pass per dataset, in order: the ID test set, then each OOD set (the engine
     # may probe the model on a few samples first)
     passes = RECEIVED[-len(ood) - 1 :]

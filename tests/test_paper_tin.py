@@ -264,6 +264,7 @@ def write_tiny_imagenet(top: Path, wnids: list[str]) -> None:
 
 
 def test_tiny_imagenet_run_with_image_folder_outliers(root, imagenet, tmp_path):
+    from oebench.execute.drive import run_here
     from oebench.execute.runner import Runner
     from oebench.report.tables import results_frame
 
@@ -277,7 +278,7 @@ def test_tiny_imagenet_run_with_image_folder_outliers(root, imagenet, tmp_path):
     held_out = oebench.create_dataset("image-folder", folder="imagenet/val",
                                       exclude="tiny-imagenet-200/wnids.txt")  # fmt: skip
     assert greys(held_out.load("test", shape=(3, 64, 64))) == [100, 110]  # n001 is an ID class
-    rows = results_frame(Runner(bench, device="cpu", use_cache=False).run())
+    rows = results_frame(run_here(Runner(bench, device="cpu", use_cache=False)))
     assert set(rows["training"]) == {"baseline", "oe"}
     assert set(rows.loc[rows["training"] == "oe", "outlier_source"]) == {"image-folder"}
     assert {"gaussian", "held-out", "mean"} <= set(rows["ood_dataset"])

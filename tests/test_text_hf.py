@@ -144,6 +144,7 @@ def test_missing_local_file_and_bad_column(tmp_path):
 def test_sst2_imdb_wikitext_run_end_to_end_on_local_files(tmp_path):
     """The oe-sst recipe's components through the runner, on tiny local files."""
     from oebench.bench.parse import parse_benchmark
+    from oebench.execute.drive import run_here
     from oebench.execute.runner import Runner
 
     good = ["a great , moving film", "wonderful acting", "charming and funny", "a joy"]
@@ -176,7 +177,7 @@ outliers = {{ name = "wikitext-2", data_files = "{tmp_path}/wiki.train.raw" }}
 outlier_batch_size = 8
 """)
     runner = Runner(bench, device="cpu", use_cache=False)
-    rows = runner.run()
+    rows = run_here(runner)
     assert not runner.failures and [r["ood_dataset"] for r in rows] == ["imdb", "mean"]
     assert rows[0]["n_id"] == 8 and rows[0]["n_ood"] == 6
     vocab = runner.sources.source("dataset", bench.id_datasets[0]).vocabulary()

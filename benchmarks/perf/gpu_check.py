@@ -456,7 +456,7 @@ def ranking(device: torch.device, out: Path, tmp: Path, smoke: bool) -> dict[str
     import pandas as pd
     from scipy.stats import kendalltau
 
-    from oebench.cli import cli
+    import oebench
     from oebench.registry.plugins import get_plugin_manager
 
     n_train, n_test = (512, 256) if smoke else (20000, 5000)
@@ -470,14 +470,7 @@ def ranking(device: torch.device, out: Path, tmp: Path, smoke: bool) -> dict[str
         os.environ["OEBENCH_CACHE_DIR"] = str(tmp / f"rank-cache-{amp}")
         os.environ["OEBENCH_STORE"] = str(tmp / f"rank-store-{amp}.sqlite")
         start = time.perf_counter()
-        try:
-            cli.main(
-                ["run", str(bench), "--device", device.type, "--csv", str(csv)],
-                standalone_mode=False,
-            )
-        except SystemExit as exc:
-            if exc.code not in (0, None):
-                raise
+        oebench.run(str(bench), device=device.type).to_csv(csv, index=False)
         walls[amp] = round(time.perf_counter() - start, 1)
         frames[amp] = pd.read_csv(csv)
     result: dict[str, Any] = {"wall_s": walls}

@@ -13,29 +13,31 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from oebench.bench.parse import Ref, load_benchmark
+from oebench.bench.matrix import Ref
+from oebench.bench.parse import load_benchmark
+from oebench.execute.drive import run_here
 from oebench.execute.outputs import OutputCache
 from oebench.execute.runner import Runner
 
 
 def timed(name: str, detectors: list[str]) -> float:
     """Seconds for one full evaluation with ``detectors``, forward passes included."""
-    bench = load_benchmark(name)
-    bench.detectors = [Ref(d) for d in detectors]
+    bench = replace(load_benchmark(name), detectors=[Ref(d) for d in detectors])
     runner = Runner(bench, device="cpu")
     with tempfile.TemporaryDirectory() as fresh:
         runner.outputs = OutputCache(Path(fresh))
         start = time.perf_counter()
-        runner.run()
+        run_here(runner)
         return time.perf_counter() - start
 
 
 def main() -> None:
     name = sys.argv[1] if len(sys.argv) > 1 else "quickstart"
     suite = [d.name for d in load_benchmark(name).detectors]
-    Runner(load_benchmark(name), device="cpu").run()  # train or load checkpoints
+    run_here(Runner(load_benchmark(name), device="cpu"))  # train or load checkpoints
     no_odin = [d for d in suite if d != "odin"]
     rows = [
         ("one detector (msp)", ["msp"]),

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from oebench.record.store import CELL_COLUMNS, METRIC_COLUMNS, ResultStore, ScoreArray
+from oebench.record.schema import CELL_COLUMNS, METRIC_COLUMNS
+from oebench.record.store import ResultStore, ScoreArray
 from oebench.report.bootstrap import replicates, rng_for
 
 

@@ -11,20 +11,51 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+
+@dataclass(frozen=True)
+class Setting:
+    """One training setting: its type, range and default (``oebench.bench.validation`` builds
+    the ``TrainingSettings`` schema from these). ``keyed`` settings are in every training's
+    params (from ``[training]`` or their default), hence in every cache key; the others only
+    where a benchmark sets them."""
+
+    kind: Any  # a type, a tuple of the allowed values, or Any (checked elsewhere)
+    default: Any = None
+    keyed: bool = False
+    optional: bool = False  # None is allowed too
+    ge: float | None = None
+    gt: float | None = None
+    lt: float | None = None
+
+
+#: every setting of a training (``[training]`` and ``[[trainings]]``), declared once
+TRAINING_SETTINGS: dict[str, Setting] = {
+    "epochs": Setting(int, 6, keyed=True, ge=1),
+    "batch_size": Setting(int, 128, keyed=True, ge=1),
+    "outlier_batch_size": Setting(int, 256, keyed=True, ge=1),
+    "lr": Setting(float, 0.1, keyed=True, gt=0),
+    "momentum": Setting(float, 0.9, keyed=True, ge=0, lt=1),
+    "nesterov": Setting(bool, True, keyed=True),
+    "weight_decay": Setting(float, 5e-4, keyed=True, ge=0),
+    "augment": Setting(bool, False, keyed=True),
+    "max_train": Setting(int, None, keyed=True, optional=True, ge=1),
+    "eval_batch_size": Setting(int, None, keyed=True, optional=True, ge=1),
+    # CPU threads of a training (0: every core): the weights depend on it (conv gradients are
+    # summed in per-thread chunks), so it is fixed, not the core count, and part of every key
+    "threads": Setting(int, 1, keyed=True, ge=0),
+    "amp": Setting(("auto", "bf16", "off"), "auto"),
+    "channels_last": Setting(bool, True),
+    "compile": Setting(bool, False),
+    #: outlier mining (checked by ``oebench.bench.sampling.check_sampling``)
+    "outlier_sampling": Setting(Any),
+    #: evaluate the model's own weights (e.g. a `checkpoint`): no training, no cached weights
+    "evaluate_only": Setting(bool, False),
+    #: flip each outlier image horizontally at random (the reference's SVHN OE recipe)
+    "outlier_flip": Setting(bool, False),
+}
+#: the settings every training's params hold unless set: hashed into every cache key
 DEFAULT_TRAINING: dict[str, Any] = {
-    "epochs": 6,
-    "batch_size": 128,
-    "outlier_batch_size": 256,
-    "lr": 0.1,
-    "momentum": 0.9,
-    "nesterov": True,
-    "weight_decay": 5e-4,
-    "augment": False,
-    "max_train": None,
-    "eval_batch_size": None,
-    # CPU threads of a training: the weights depend on it (conv gradients are summed in
-    # per-thread chunks), so it is fixed, not the core count, and part of every key
-    "threads": 1,
+    name: s.default for name, s in TRAINING_SETTINGS.items() if s.keyed
 }
 
 
@@ -68,8 +99,10 @@ class Training:
         return dict(self.settings)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Benchmark:
+    """A benchmark matrix with its settings; change one with ``dataclasses.replace``."""
+
     name: str
     id_datasets: list[Ref]
     models: list[Ref]
@@ -86,11 +119,15 @@ class Benchmark:
     source: str = ""
     text: str = ""
     defaults: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRAINING))
-    #: near-/far-OOD groups: group name -> OOD set keys (see oebench.report.groups)
+    #: near-/far-OOD groups: group name -> OOD set keys (see oebench.bench.groups)
     ood_groups: dict[str, list[str]] = field(default_factory=dict)
     #: where cells run by default (``[executor]``: name, workers, address, gpus_per_task);
     #: never part of a cell's key, since every executor gives the same numbers
     executor: dict[str, Any] = field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        # the list and dict fields are not hashable: equal benchmarks have equal name and text
+        return hash((self.name, self.text))
 
     def oe_from_scratch(self) -> Benchmark:
         """The same benchmark with every fine-tuned training started from scratch instead,

@@ -6,10 +6,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from oebench.bench.matrix import DEFAULT_TRAINING, Benchmark, Ref, Training, canonical_hash
+from oebench.bench.groups import group_problems, groups_in_text
+from oebench.bench.matrix import (
+    DEFAULT_TRAINING,
+    TRAINING_SETTINGS,
+    Benchmark,
+    Ref,
+    Training,
+)
+from oebench.bench.sampling import check_sampling
 from oebench.errors import UserError
 
-__all__ = ["Benchmark", "Ref", "Training", "canonical_hash", "load_benchmark", "parse_benchmark"]
+__all__ = ["load_benchmark", "parse_benchmark"]
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -17,25 +25,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PROTOCOLS = ("full", "oe-paper")
-TRAINING_KEYS = {
-    "epochs",
-    "batch_size",
-    "outlier_batch_size",
-    "lr",
-    "momentum",
-    "nesterov",
-    "weight_decay",
-    "augment",
-    "max_train",
-    "eval_batch_size",
-    "amp",
-    "channels_last",
-    "compile",
-    "outlier_sampling",
-    "evaluate_only",
-    "outlier_flip",
-    "threads",
-}
 
 
 def parse_ref(value: Any, where: str, base: Path | None = None) -> Ref:
@@ -120,13 +109,13 @@ def _training(data: Any, defaults: dict, base: Path | None, problems: _Problems)
         problems.append(f"[[trainings]]: name = {data['name']!r}: must be a non-empty string")
         return None
     where = f"{where} {data['name']!r}"
-    unknown = set(data) - TRAINING_KEYS - {"name", "objective", "outliers", "from"}
+    unknown = set(data) - TRAINING_SETTINGS.keys() - {"name", "objective", "outliers", "from"}
     if unknown:
         problems.append(
             f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-            f"settings: {', '.join(sorted(TRAINING_KEYS))}"
+            f"settings: {', '.join(sorted(TRAINING_SETTINGS))}"
         )
-    own = {k: v for k, v in data.items() if k in TRAINING_KEYS}
+    own = {k: v for k, v in data.items() if k in TRAINING_SETTINGS}
     settings = {**defaults, **own}
     # a bad [training] default is reported once, for [training], not for every training
     inherited = {line.split(": ", 1)[1] for line in _default_lines(defaults)}
@@ -135,8 +124,6 @@ def _training(data: Any, defaults: dict, base: Path | None, problems: _Problems)
         if message not in inherited or message.split(" =")[0] in own:
             problems.append(line)
     if "outlier_sampling" in own:  # outlier mining (oebench.execute.sampling)
-        from oebench.execute.sampling import check_sampling
-
         problems.attempt(check_sampling, own["outlier_sampling"], where)
         if "outliers" not in data:
             problems.append(f"{where}: outlier_sampling needs 'outliers' (an outlier source)")
@@ -189,7 +176,6 @@ def parse_benchmark(text: str, source: str = "<string>", base: Path | None = Non
         raise_problems,
         seed_problems,
     )
-    from oebench.report.groups import group_problems, groups_in_text
 
     try:
         data = tomllib.loads(text)
@@ -206,10 +192,10 @@ def parse_benchmark(text: str, source: str = "<string>", base: Path | None = Non
     if not isinstance(section, dict):
         found.append("[training] must be a table of settings")
         section = {}
-    extra = set(section) - TRAINING_KEYS
+    extra = set(section) - TRAINING_SETTINGS.keys()
     if extra:
         found.append(f"[training] has unknown key(s) {', '.join(sorted(extra))}")
-    defaults.update({k: v for k, v in section.items() if k in TRAINING_KEYS})
+    defaults.update({k: v for k, v in section.items() if k in TRAINING_SETTINGS})
     found += _default_lines(defaults)
     trainings = _trainings(data, defaults, base, found)
     settings = {

@@ -1,11 +1,13 @@
 """The benchmark as a graph of tasks: one per cell of the matrix, each a small picklable value
-with its cache key and the keys of the cells whose checkpoints it starts from (an OE fine-tune
-needs its baseline's weights), so that any executor can run it."""
+that carries its keyed cell and the keys of the tasks whose checkpoints it starts from (an OE
+fine-tune needs its baseline's weights), so that any executor can run it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from oebench.bench.matrix import Benchmark, Cell
 
 
 @dataclass(frozen=True)
@@ -23,13 +25,18 @@ class Task:
     label: str
     #: keys of the tasks whose trained weights this one starts from
     after: tuple[str, ...] = ()
-    #: the configuration its key hashes (stored with its results)
-    config: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: the cell, configured and keyed when the plan was made
+    cell: Cell | None = field(default=None, compare=False)
     #: ``cell``: train or load, forward, score, record; ``train``: only the checkpoint that
     #: other cells start from (so they need not wait for this cell's scoring)
     kind: str = "cell"
     #: the cell key (for a ``train`` task, ``key`` is ``<cell key>/train``)
     cell_key: str = ""
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The configuration the cell key hashes (stored with its results)."""
+        return self.cell.config if self.cell is not None else {}
 
     @property
     def priority(self) -> int:
@@ -76,11 +83,10 @@ class Plan:
         return sum(t.kind == "cell" for t in self.tasks)
 
 
-def make_plan(runner: Any) -> Plan:
-    """The runner's matrix as tasks. A training ``from`` another waits for a ``train`` task
-    that makes the checkpoint it starts from, not for that cell's forward passes and scores."""
-    bench = runner.bench
-    cells = list(runner.cells())
+def make_plan(bench: Benchmark, cells: list[Cell]) -> Plan:
+    """The keyed ``cells`` of ``bench`` as tasks. A training ``from`` another waits for a
+    ``train`` task that makes the checkpoint it starts from, not for that cell's forward
+    passes and scores."""
     by_identity = {(c.seed, c.id_ref.key, c.model_ref.key, c.training.name): c for c in cells}
     parents = {}
     for cell in cells:
@@ -96,8 +102,8 @@ def make_plan(runner: Any) -> Plan:
             "model_index": bench.models.index(cell.model_ref),
             "training": cell.training.name,
             "index": cell.index,
-            "label": runner.describe(cell),
-            "config": cell.config,
+            "label": cell.label,
+            "cell": cell,
             "cell_key": cell.key,
         }
         parent = parents.get(cell.key)

@@ -3,19 +3,24 @@
 
 from __future__ import annotations
 
-import difflib
-import inspect
-import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
+from oebench.bench.matrix import TRAINING_SETTINGS, Setting
 from oebench.errors import UserError
+from oebench.registry.options import option_problems, toml_text
 
 if TYPE_CHECKING:
     from oebench.bench.matrix import Benchmark, Ref
-    from oebench.registry.plugins import Component
 
 #: the largest seed SQLite's INTEGER (signed 64 bits) can hold
 MAX_SEED = 2**63 - 1
@@ -23,38 +28,37 @@ Positive = Annotated[int, Field(ge=1)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
-class TrainingSettings(BaseModel):
-    """Types and ranges of the settings of one training (``[training]`` and ``[[trainings]]``)."""
+class _TrainingChecks(BaseModel):
+    """What ``TrainingSettings`` checks besides each setting's own type and range."""
 
     model_config = ConfigDict(strict=True, extra="allow")
 
-    epochs: Positive
-    batch_size: Positive
-    outlier_batch_size: Positive
-    lr: Annotated[float, Field(gt=0)]
-    momentum: Annotated[float, Field(ge=0, lt=1)]
-    nesterov: bool
-    weight_decay: Annotated[float, Field(ge=0)]
-    augment: bool = False
-    max_train: Positive | None = None
-    eval_batch_size: Positive | None = None
-    amp: Literal["auto", "bf16", "off"] = "auto"
-    channels_last: bool = True
-    compile: bool = False
-    outlier_flip: bool = False
-    evaluate_only: bool = False
-    #: CPU threads while training (the weights depend on it); 0: every core of the machine
-    threads: Annotated[int, Field(ge=0)] = 1
-    #: evaluate the model's own weights (e.g. a `checkpoint`): no training, no cached weights
-    evaluate_only: bool = False
-    #: flip each outlier image horizontally at random (the reference's SVHN OE recipe)
-    outlier_flip: bool = False
-
     @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> TrainingSettings:
-        if self.nesterov and self.momentum == 0:
+    def _nesterov_needs_momentum(self) -> _TrainingChecks:
+        if getattr(self, "nesterov", False) and getattr(self, "momentum", 0.9) == 0:
             raise ValueError("nesterov = true needs momentum > 0 (or set nesterov = false)")
         return self
+
+
+def _annotation(setting: Setting) -> Any:
+    """The pydantic type of one declared training setting."""
+    kind = Literal[setting.kind] if isinstance(setting.kind, tuple) else setting.kind
+    bounds = {"ge": setting.ge, "gt": setting.gt, "lt": setting.lt}
+    if any(v is not None for v in bounds.values()):
+        kind = Annotated[kind, Field(**{k: v for k, v in bounds.items() if v is not None})]
+    return kind | None if setting.optional else kind
+
+
+#: types and ranges of the settings of one training (``[training]`` and ``[[trainings]]``),
+#: from their declaration (``TRAINING_SETTINGS``); the keyed ones are required
+TrainingSettings: type[BaseModel] = create_model(
+    "TrainingSettings",
+    __base__=_TrainingChecks,
+    **{
+        name: (_annotation(s), ... if s.keyed else s.default)
+        for name, s in TRAINING_SETTINGS.items()
+    },
+)
 
 
 class BenchmarkSettings(BaseModel):
@@ -100,16 +104,7 @@ def _line(where: str, err: Any, data: dict[str, Any]) -> str:
     key, value = str(loc[0]), data.get(str(loc[0]), err.get("input"))
     if len(loc) > 1 and isinstance(loc[1], int):
         key, value = f"{key}[{loc[1]}]", err.get("input")
-    return f"{prefix}{key} = {_toml(value)}: {msg}"
-
-
-def _toml(value: Any) -> str:
-    """A value as it reads in TOML."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return repr(value)
+    return f"{prefix}{key} = {toml_text(value)}: {msg}"
 
 
 def seed_problems(seeds: Iterable[Any], where: str) -> list[str]:
@@ -120,73 +115,6 @@ def seed_problems(seeds: Iterable[Any], where: str) -> list[str]:
     if repeated:
         lines.append(f"{where}{': ' if where else ''}seeds repeat {', '.join(map(str, repeated))}")
     return lines
-
-
-# -- component options, checked against the factories' annotations ----------------------------
-def option_problems(
-    comp: Component, options: dict[str, Any], where: str, *positional: str
-) -> list[str]:
-    """A line per option the factory does not accept or whose value its annotation rejects."""
-    try:
-        sig = inspect.signature(comp.factory)
-    except (TypeError, ValueError):
-        return []
-    params = {
-        name: p
-        for name, p in sig.parameters.items()
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and name not in positional
-    }
-    takes_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
-    hints = _hints(comp.factory)
-    lines = []
-    for name, value in options.items():
-        if name not in params:
-            if not takes_any:
-                close = difflib.get_close_matches(name, params, n=1, cutoff=0.5)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                lines.append(
-                    f"{where}: unknown option {name!r}{hint}. Options it accepts: "
-                    f"{', '.join(params) or 'none'}"
-                )
-            continue
-        message = _type_problem(hints.get(name), value)
-        if message:
-            lines.append(f"{where}: {name} = {_toml(value)}: {message}")
-    return lines
-
-
-def _hints(factory: Callable) -> dict[str, Any]:
-    """Resolved annotations of a factory (a class's ``__init__``); {} when they do not resolve."""
-    target = factory.__init__ if inspect.isclass(factory) else factory
-    try:
-        return typing.get_type_hints(target)
-    except Exception:  # unresolvable forward references: fall back to no type checks
-        return {}
-
-
-def _type_problem(annotation: Any, value: Any) -> str | None:
-    """Why ``value`` does not fit ``annotation`` (None when it does or cannot be checked)."""
-    if annotation is None or annotation is Any:
-        return None
-    try:
-        adapter = TypeAdapter(annotation, config=ConfigDict(strict=True))
-    except Exception:  # a type pydantic cannot build a validator for
-        return None
-    try:
-        adapter.validate_python(value)
-    except ValidationError as exc:
-        if isinstance(value, (list, tuple)) and _fits_lax(annotation, value):
-            return None  # a TOML array for a tuple parameter
-        return exc.errors()[0]["msg"]
-    return None
-
-
-def _fits_lax(annotation: Any, value: Any) -> bool:
-    try:
-        TypeAdapter(annotation).validate_python(value)
-    except ValidationError:
-        return False
-    return True
 
 
 # -- the whole benchmark, against the registry ------------------------------------------------
@@ -304,9 +232,9 @@ def _ref_problems(kind: str, ref: Ref, *positional: str, where: str = "") -> lis
 
 
 def _broken(exc: BaseException) -> str:
-    from oebench.core.failures import debug_traceback
+    from oebench.core.failures import describe_exception
 
-    return f"{type(exc).__name__}: {exc}{debug_traceback(exc)}"
+    return describe_exception(exc)
 
 
 def _objective_problems(t: Any) -> list[str]:

@@ -1,13 +1,13 @@
 """The dataset contract: a source declares its modality and yields examples and labels.
 
 Image sources (``modality = "image"``) yield float CHW tensors in [0, 1]; text sources
-(``modality = "text"``, see ``oebench.contracts.text``) yield fixed-length token ids. Models declare the
-modalities they accept when they register (``modalities=["text"]``; default image only).
+(``modality = "text"``, see ``oebench.contracts.text``) yield fixed-length token ids. Models
+declare the modalities they accept when they register (``modalities=["text"]``; default image
+only); ``oebench.bench.modalities`` checks a benchmark's pairs against them.
 """
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,8 +17,6 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
 OOD_LABEL = -1
-DATA_ROOT_ENV = "OEBENCH_DATA_ROOT"
-
 
 IMAGE = "image"
 TEXT = "text"
@@ -182,34 +180,6 @@ def adapt_images(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Ten
     return images.clamp(0, 1).contiguous()
 
 
-def data_root(explicit: str | os.PathLike | None = None) -> Path:
-    """Dataset files: an explicit path, ``$OEBENCH_DATA_ROOT``, or ``<cache>/data``."""
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get(DATA_ROOT_ENV):
-        return Path(os.environ[DATA_ROOT_ENV]).expanduser()
-    return cache_dir() / "data"
-
-
-def cache_dir() -> Path:
-    """``$OEBENCH_CACHE_DIR``, else the platform's user cache folder (platformdirs): on Linux
-    ``$XDG_CACHE_HOME/oebench`` or ``~/.cache/oebench``, on macOS ``~/Library/Caches/oebench``,
-    on Windows ``%LOCALAPPDATA%\\oebench\\Cache``."""
-    if os.environ.get("OEBENCH_CACHE_DIR"):
-        return Path(os.environ["OEBENCH_CACHE_DIR"]).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("oebench", appauthor=False))
-
-
-DOWNLOAD_ENV = "OEBENCH_DOWNLOAD"
-
-
-def download_allowed() -> bool:
-    """Whether downloads are allowed (``oebench run --download`` sets ``$OEBENCH_DOWNLOAD=1``)."""
-    return os.environ.get(DOWNLOAD_ENV, "") == "1"
-
-
 # -- modalities ----------------------------------------------------------------------------------
 def modality_of(source: Any) -> str:
     """What a source yields: its ``modality`` attribute, ``"image"`` when it has none."""
@@ -238,67 +208,3 @@ def example_inputs(shape: Any, n: int = 2) -> Any:
     if is_text_shape(shape):
         return torch.randint(0, int(shape[1]), (n, int(shape[0])))
     return torch.rand(n, *shape)
-
-
-def check_modalities(bench: Any) -> None:
-    """One-line ``UserError`` when a benchmark pairs data and models of different modalities.
-
-    Every model must accept each ID dataset's modality, and every OOD set and outlier source
-    must have the modality of the ID datasets. Components that cannot be built are left to
-    the other checks.
-    """
-    from oebench.errors import UserError
-    from oebench.registry.lookup import create_dataset, create_outlier_source, get_component
-
-    def kind_of(make: Any, ref: Any) -> str | None:
-        try:
-            return modality_of(make(ref.name, **ref.kwargs))
-        except Exception:  # unknown names and bad options are reported by check_benchmark
-            return None
-
-    ids = [(ref, kind_of(create_dataset, ref)) for ref in bench.id_datasets]
-    for id_ref, modality in ids:
-        if modality is None:
-            continue
-        for ref in bench.models:
-            try:
-                takes = accepted(get_component("model", ref.name))
-            except Exception:
-                continue
-            if modality not in takes:
-                fits = _models_for(modality)
-                raise UserError(
-                    f"model {ref.key!r} accepts {' and '.join(takes)} data, but ID dataset "
-                    f"{id_ref.key!r} is {modality}"
-                    + (f"; models for {modality}: {', '.join(fits)}" if fits else "")
-                )
-        others = [("OOD dataset", create_dataset, r) for r in bench.ood_datasets]
-        others += [("outlier source", create_outlier_source, t.outliers)
-                   for t in bench.trainings if t.outliers is not None]  # fmt: skip
-        for what, make, ref in others:
-            theirs = kind_of(make, ref)
-            if theirs is not None and theirs != modality:
-                raise UserError(
-                    f"{what} {ref.key!r} is {theirs} data, but ID dataset {id_ref.key!r} is "
-                    f"{modality}: a benchmark's sets must all be of one modality"
-                )
-
-
-def _models_for(modality: str) -> list[str]:
-    """Registered models that accept ``modality``."""
-    from oebench.registry.plugins import get_plugin_manager
-
-    comps = get_plugin_manager().components("model")
-    return sorted(name for name, comp in comps.items() if modality in (accepted(comp) or ()))
-
-
-def skipped_detectors(bench: Any, modality: str) -> list[str]:
-    """Keys of the benchmark's detectors that declare modalities other than ``modality``."""
-    from oebench.registry.lookup import get_component
-
-    found = []
-    for ref in bench.detectors:
-        takes = accepted(get_component("detector", ref.name), default=None)
-        if takes is not None and modality not in takes:
-            found.append(ref.key)
-    return found

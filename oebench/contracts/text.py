@@ -121,20 +121,20 @@ def _vocab_dir() -> Any:
 
 
 def _remember(vocab: Vocabulary, key: str) -> None:
-    """Keep ``vocab`` in this process and on disk (``<digest>.json`` and a ``key`` link)."""
-    from oebench.execute.outputs import write_cache_file
+    """Keep ``vocab`` in this process and on disk (``<digest>.json`` and a ``key`` link; an
+    unwritable cache costs one warning)."""
+    from oebench.core.files import write_cache_file
 
     _VOCABULARIES[vocab.digest] = vocab
     folder = _vocab_dir()
     body = {"words": list(vocab.words), "length": vocab.length, "lower": vocab.lower}
-
-    class _Sink:  # write_cache_file's failure flag
-        write_failed = False
-
     for name, payload in ((vocab.digest, body), (f"from-{key}", {"digest": vocab.digest})):
         path = folder / f"{name}.json"
-        if not path.exists():
-            write_cache_file(_Sink(), path, lambda tmp, p=payload: _write_json(tmp, p))
+        written = path.exists() or write_cache_file(
+            None, path, lambda tmp, p=payload: _write_json(tmp, p)
+        )
+        if not written:
+            return
 
 
 def _write_json(path: str, payload: Any) -> None:

@@ -10,7 +10,6 @@ which files go where and how to get them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -19,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from oebench.core.files import file_sha256
 from oebench.core.settings import DATA_ROOT_ENV, cache_dir, data_root, download_allowed
 from oebench.errors import DataNotFoundError
 
@@ -167,15 +167,6 @@ def fetch(url: str, dest: Path, *, md5: str | None = None, sha256: str | None = 
             file=sys.stderr,
         )
     return dest
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _stamp(path: Path) -> list[int]:

@@ -1,4 +1,4 @@
-"""How a failure is told: one line (``Type: message``), with the full traceback under ``--debug``."""
+"""How a failure is told: one line (``Type: message``), the full traceback under ``--debug``."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Running a plan: data sources, forward passes, training, one cell's work, the driver and executors."""
+"""Running a plan: data sources, forward passes, training, each cell's work, driver, executors."""

@@ -1,27 +1,36 @@
-"""A runner's trained models: each cell's model built, trained or loaded from the checkpoint
-cache, placed on the device, and the digest of its weights, noted (``oebench.keys.weights``) so
-that a cell whose outputs and scores are all cached needs no model, nor torch."""
+"""Each cell's model: built, trained or loaded from the checkpoint cache, placed on the
+device, and the digest of its weights, noted (``oebench.keys.weights``) so that a cell whose
+outputs and scores are all cached needs no model, nor torch."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from oebench.bench.matrix import Cell, Training, canonical_hash
+from oebench.execute.context import Context
+from oebench.execute.engine import engine
 from oebench.keys.fingerprints import weights_code
 from oebench.registry.lookup import create_model, create_objective
 
+#: the keyed cell of the same seed, ID dataset and model with another training (by name)
+Sibling = Callable[[Cell, str], Cell]
+
 
 class TrainedModels:
-    """The models of ``runner``'s cells (its benchmark, data sources, progress and device)."""
+    """The models of a run's cells: the run's ``context`` (benchmark, sources, progress,
+    device) and ``sibling`` (the keyed cell a fine-tune starts from) are all it needs."""
 
-    def __init__(self, runner: Any, use_cache: bool = True, cache_root: Any = None):
-        from oebench.execute.training import CheckpointCache
+    def __init__(
+        self, context: Context, sibling: Sibling, use_cache: bool = True, cache_root: Any = None
+    ):
+        from oebench.execute.checkpoints import CheckpointCache
         from oebench.keys.weights import WeightNotes
 
-        self.runner = runner
+        self.context = context
+        self.sibling = sibling
         self.checkpoints = CheckpointCache(cache_root, enabled=use_cache)
         #: the digests of weights already seen, so that a cached cell needs no model
         self.notes = WeightNotes(self.checkpoints)
@@ -38,7 +47,7 @@ class TrainedModels:
         from oebench.bench.validation import model_problems, raise_problems
 
         if not self._models_checked:
-            raise_problems(model_problems(self.runner.bench), self.runner.bench.source)
+            raise_problems(model_problems(self.context.bench), self.context.bench.source)
             self._models_checked = True
 
     def build(self, cell: Cell) -> tuple[Any, float, bool]:
@@ -46,11 +55,11 @@ class TrainedModels:
         import torch
 
         from oebench.contracts.model import Classifier
-        from oebench.execute.outputs import model_digest
+        from oebench.keys.fingerprints import model_digest
         from oebench.keys.weights import init_note_key
 
         self.check()
-        source = self.runner.sources.source("dataset", cell.id_ref)
+        source = self.context.sources.source("dataset", cell.id_ref)
         shape = tuple(source.shape)
         torch.manual_seed(cell.seed)
         net = create_model(cell.model_ref.name, source.num_classes, shape, **cell.model_ref.kwargs)
@@ -64,16 +73,16 @@ class TrainedModels:
         The digest is noted for the next run; ``expect``: the digest a note promised."""
         import torch
 
-        from oebench.execute.outputs import model_digest
+        from oebench.keys.fingerprints import model_digest
 
         model, seconds, cached = self.build(cell)
-        model.to(self.runner.device).eval()
-        if self.runner.device.type == "cuda":
+        model.to(self.context.device).eval()
+        if self.context.device.type == "cuda":
             model.to(memory_format=torch.channels_last)
         digest = model_digest(model)
         if expect is not None and digest != expect:
             raise RuntimeError(
-                f"the weights of {self.runner.describe(cell)} hash to {digest}, not to the "
+                f"the weights of {cell.label} hash to {digest}, not to the "
                 f"{expect} noted in {self.notes.root}; delete that folder and run again"
             )
         key = self._checkpoint_keys.get(cell.key)
@@ -93,24 +102,25 @@ class TrainedModels:
             return None
         if cell.training.params.get("evaluate_only"):
             return init, 0.0
-        shape = tuple(self.runner.sources.source("dataset", cell.id_ref).shape)
+        shape = tuple(self.context.sources.source("dataset", cell.id_ref).shape)
         return self.notes.trained(self._checkpoint_key(cell, init, shape))
 
     def _training_data_fingerprints(self, t: Training, cell: Cell, shape: tuple) -> list[str]:
         """Fingerprints of the ID training split and outliers behind a training and its init."""
-        prints = [self.runner.sources.fingerprint("dataset", cell.id_ref, "train", None, cell.seed)]
-        if t.outliers is not None:
-            prints.append(
-                self.runner.sources.fingerprint(
-                    "outlier source", t.outliers, "train", shape, cell.seed
+        sources = self.context.sources
+        prints = []
+        for training in self.context.bench.lineage(t):
+            prints.append(sources.fingerprint("dataset", cell.id_ref, "train", None, cell.seed))
+            if training.outliers is not None:
+                outliers = training.outliers
+                prints.append(
+                    sources.fingerprint("outlier source", outliers, "train", shape, cell.seed)
                 )
-            )
-        init = next((x for x in self.runner.bench.trainings if x.name == t.init), None)
-        return prints + (self._training_data_fingerprints(init, cell, shape) if init else [])
+        return prints
 
     def _train(self, cell: Cell, model: Any, shape: tuple) -> tuple[float, bool]:
         """Load the cell's weights from the checkpoint cache, or train them; returns (s, cached)."""
-        from oebench.execute.outputs import model_digest
+        from oebench.keys.fingerprints import model_digest
 
         t = cell.training
         if t.params.get("evaluate_only"):
@@ -127,7 +137,7 @@ class TrainedModels:
         """What the cell's trained weights are cached under: all that makes them."""
         return canonical_hash(
             {
-                "version": training_version(),
+                "version": engine().version,
                 "seed": cell.seed,
                 "id": cell.config["id_dataset"],
                 "model": cell.config["model"],
@@ -154,23 +164,15 @@ class TrainedModels:
             self._seconds[key] = float(saved.get("seconds", 0.0))
             return self._seconds[key], True
         if t.init is not None:
-            init_cell = Cell(
-                cell.seed,
-                cell.id_ref,
-                cell.model_ref,
-                next(x for x in self.runner.bench.trainings if x.name == t.init),
-            )
-            self.runner._configure(init_cell)
-            self._train(init_cell, model, shape)
-        train_set = self.runner.sources.load("dataset", cell.id_ref, "train", None, cell.seed)
+            self._train(self.sibling(cell, t.init), model, shape)
+        sources, progress = self.context.sources, self.context.progress
+        train_set = sources.load("dataset", cell.id_ref, "train", None, cell.seed)
         objective = create_objective(t.objective.name, **t.objective.kwargs)
         outliers = None
         if t.outliers is not None:
-            outliers = self.runner.sources.load(
-                "outlier source", t.outliers, "train", shape, cell.seed
-            )
+            outliers = sources.load("outlier source", t.outliers, "train", shape, cell.seed)
         params = t.params
-        steps = self.runner.progress.start(
+        steps = progress.start(
             f"train {cell.model_ref.key} on {cell.id_ref.key} [{t.name}, seed {cell.seed}]",
             params["epochs"]
             * -(
@@ -186,7 +188,7 @@ class TrainedModels:
                 params,
                 cell.seed,
                 shape,
-                self.runner.device,
+                self.context.device,
                 outliers,
                 on_step=lambda step, total: steps(1),
                 on_stats=lambda loss, acc: steps(0, f"loss {loss:.3f}, train acc {acc:.1f}%"),
@@ -225,10 +227,3 @@ def cache_lock(cache: Any, key: str) -> Any:
     except OSError:  # an unwritable cache: no one can save it, so no one waits for it
         return contextlib.nullcontext()
     return FileLock(str(path) + ".lock")
-
-
-def training_version() -> int:
-    """The version of the training loop (part of every checkpoint key)."""
-    from oebench.execute.training import TRAINING_VERSION
-
-    return TRAINING_VERSION

@@ -1,17 +1,41 @@
 """The driver loop: plan the matrix, skip what is stored, run the rest on an executor and
 hand each result to the recorder as it arrives; and the in-process executor.
 
-The distributed executors (Dask, Ray) live in ``oebench.execute.executors``; nothing here imports
-the runner, which is handed in.
+The driver depends on the small ``Worker`` protocol (``oebench.execute.runner.Runner`` is
+one); the distributed executors (Dask, Ray) live in ``oebench.execute.executors``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
-from oebench.bench.plan import Task, TaskResult
+from oebench.bench.matrix import Benchmark, Cell
+from oebench.bench.plan import Plan, Task, TaskResult
+from oebench.core.progress import Progress
 from oebench.errors import UserError
+
+
+class Worker(Protocol):
+    """What the driver and the executors need of the process that plans and runs tasks."""
+
+    bench: Benchmark
+    device_name: str
+    use_cache: bool
+    progress: Progress
+    failures: list[str]
+    failed_cells: list[str]
+
+    @property
+    def cache_root(self) -> str | None: ...
+
+    def prepare(self) -> None: ...
+
+    def plan(self) -> Plan: ...
+
+    def check_models_for(self, tasks: list[Task]) -> None: ...
+
+    def execute_task(self, task: Task) -> TaskResult: ...
 
 
 class Executor:
@@ -19,46 +43,44 @@ class Executor:
 
     name = "executor"
 
-    def run(self, runner: Any, tasks: list[Task]) -> Iterator[TaskResult]:
+    def run(self, worker: Worker, tasks: list[Task]) -> Iterator[TaskResult]:
         raise NotImplementedError
 
 
 class LocalExecutor(Executor):
-    """Today's behaviour: every task in this process, in plan order, with live progress."""
+    """Every task in this process, in plan order, with live progress."""
 
     name = "local"
 
-    def run(self, runner: Any, tasks: list[Task]) -> Iterator[TaskResult]:
+    def run(self, worker: Worker, tasks: list[Task]) -> Iterator[TaskResult]:
         for task in tasks:
-            result = runner.execute_task(task)
+            result = worker.execute_task(task)
             result.provenance["executor"] = self.name
             yield result
 
 
 def drive(
-    runner: Any,
+    worker: Worker,
     executor: Executor,
     skip: Callable[[Task], bool],
     on_result: Callable[[Task, TaskResult], None],
     on_planned: Callable[[], None] | None = None,
 ) -> list[str]:
-    """Plan the runner's matrix, run what ``skip`` leaves on ``executor`` and hand each cell's
+    """Plan the worker's matrix, run what ``skip`` leaves on ``executor`` and hand each cell's
     result to ``on_result`` as it arrives (in the driver); returns the cells' keys in order.
     ``on_planned`` is called once the stored cells are known, before any work."""
-    from oebench.bench.plan import make_plan
-
-    runner.prepare()
-    plan = make_plan(runner)
+    worker.prepare()
+    plan = worker.plan()
     todo = _needed(plan.tasks, {t.key for t in plan.tasks if t.kind == "cell" and not skip(t)})
     if todo:  # a model that cannot be built with its options: one line, before any work
-        runner.check_models_for(todo)
+        worker.check_models_for(todo)
     if on_planned is not None:
         on_planned()
-    advance = runner.progress.start(f"benchmark {runner.bench.name}", plan.cells())
+    advance = worker.progress.start(f"benchmark {worker.bench.name}", plan.cells())
     advance(plan.cells() - sum(t.kind == "cell" for t in todo))
     by_key = {task.key: task for task in todo}
     trainings: dict[str, dict] = {}
-    for result in executor.run(runner, todo):
+    for result in executor.run(worker, todo):
         task = by_key[result.key]
         if result.error:
             raise UserError(result.error)
@@ -66,14 +88,38 @@ def drive(
             trainings[task.cell_key] = result.provenance
             continue
         _credit_training(result, trainings.get(task.key))
-        if executor.name != "local":  # the local runner logged and counted these already
+        if executor.name != "local":  # the local worker said these as they happened
             for line in result.logs:
-                runner.progress.log(line)
-            runner.failures += result.failures
-            runner.failed_cells += [result.failed] if result.failed else []
+                worker.progress.log(line)
+        worker.failures += result.failures
+        worker.failed_cells += [result.failed] if result.failed else []
         on_result(task, result)
         advance(1, task.label)
     return plan.keys()
+
+
+def run_here(
+    worker: Worker,
+    skip: Callable[[Cell], bool] | None = None,
+    on_cell: Callable[[Cell, list[dict]], None] | None = None,
+    score_sink: Callable[[Cell, str, str, Any], None] | None = None,
+) -> list[dict]:
+    """Run every cell in this process (unless ``skip`` says it is done), without a store:
+    every cell's rows, in plan order; ``on_cell`` and ``score_sink`` see each cell's rows and
+    score arrays (``dataset`` is ``"id"`` for the ID test set)."""
+    rows: list[dict] = []
+
+    def record(task: Task, result: TaskResult) -> None:
+        assert task.cell is not None
+        for detector, dataset, values in result.scores if score_sink else []:
+            score_sink(task.cell, detector, dataset, values)
+        rows.extend(result.rows)
+        if on_cell is not None and result.rows:
+            on_cell(task.cell, result.rows)
+
+    skipped = (lambda task: skip(task.cell)) if skip else (lambda task: False)
+    drive(worker, LocalExecutor(), skipped, record)
+    return rows
 
 
 def _credit_training(result: TaskResult, training: dict | None) -> None:

@@ -18,9 +18,7 @@ from typing import Any
 
 from oebench.bench.plan import Task, TaskResult
 from oebench.errors import UserError
-from oebench.execute.drive import Executor, LocalExecutor, drive
-
-__all__ = ["Executor", "LocalExecutor", "drive", "make_executor", "run_job"]
+from oebench.execute.drive import Executor, LocalExecutor, Worker
 
 EXECUTORS = ("local", "dask", "ray")
 #: retries of a task whose worker died (a killed or pre-empted process)
@@ -72,9 +70,13 @@ _RUNNERS: dict[tuple, Any] = {}
 
 def _worker_runner(job: Job) -> Any:
     """One runner per benchmark and settings in a worker, so its data stay loaded."""
+    import hashlib
+    import pickle
+
     from oebench.execute.runner import Runner
 
-    key = (job.bench.digest, job.bench.name, job.device, job.use_cache, job.cache_root)
+    bench = hashlib.sha256(pickle.dumps(job.bench)).hexdigest()  # the value, overrides included
+    key = (bench, job.device, job.use_cache, job.cache_root)
     if key not in _RUNNERS:
         _RUNNERS.clear()
         root = Path(job.cache_root) if job.cache_root else None
@@ -90,7 +92,7 @@ class DaskExecutor(Executor):
     def __init__(self, settings: ExecutorSettings):
         self.settings = settings
 
-    def run(self, runner: Any, tasks: list[Task]) -> Iterator[TaskResult]:
+    def run(self, worker: Worker, tasks: list[Task]) -> Iterator[TaskResult]:
         dask, distributed = _require("dask", "distributed")
         config = {"distributed.scheduler.allowed-failures": RETRIES}
         with dask.config.set(config), self._client(dask, distributed) as client:
@@ -98,7 +100,7 @@ class DaskExecutor(Executor):
             for task in _by_priority(tasks):
                 after = [futures[k] for k in task.after if k in futures]
                 futures[task.key] = client.submit(
-                    run_job, _job(runner, task), *after, key=f"oebench-{task.key}",
+                    run_job, _job(worker, task), *after, key=f"oebench-{task.key}",
                     priority=task.priority, pure=False,
                 )  # fmt: skip
             try:
@@ -156,7 +158,7 @@ class RayExecutor(Executor):
     def __init__(self, settings: ExecutorSettings):
         self.settings = settings
 
-    def run(self, runner: Any, tasks: list[Task]) -> Iterator[TaskResult]:
+    def run(self, worker: Worker, tasks: list[Task]) -> Iterator[TaskResult]:
         (ray,) = _require("ray")
         started = not ray.is_initialized()
         if started:
@@ -168,7 +170,7 @@ class RayExecutor(Executor):
             refs: dict[str, Any] = {}
             for task in _by_priority(tasks):
                 after = [refs[k] for k in task.after if k in refs]
-                refs[task.key] = remote.remote(_job(runner, task), *after)
+                refs[task.key] = remote.remote(_job(worker, task), *after)
             pending = list(refs.values())
             try:
                 while pending:
@@ -216,15 +218,13 @@ def _by_priority(tasks: list[Task]) -> list[Task]:
     return sorted(tasks, key=lambda task: -task.priority)
 
 
-def _job(runner: Any, task: Task) -> Job:
+def _job(worker: Worker, task: Task) -> Job:
     from oebench.core.settings import snapshot
 
-    cache = runner.checkpoints.root.parent if runner.checkpoints.enabled else None
     switches = tuple(sorted(snapshot().items()))
     return Job(
-        runner.bench, task, runner.device_name, runner.checkpoints.enabled,
-        str(cache) if cache is not None else None, switches,
-    )  # fmt: skip
+        worker.bench, task, worker.device_name, worker.use_cache, worker.cache_root, switches
+    )
 
 
 def _result(get: Callable[..., TaskResult], *args: Any) -> TaskResult:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +12,7 @@ import numpy as np
 
 from oebench.contracts.data import TensorImages, adapt_images, to_float
 from oebench.contracts.detector import Outputs
+from oebench.core.files import remove_cache_file, write_cache_file
 from oebench.core.settings import cache_dir
 
 #: 2: the file holds its own key, so a file swapped for another is noticed
@@ -83,15 +81,6 @@ def _token_batches(
         yield x.to(device), y.to(device)
 
 
-def model_digest(model: Any) -> str:
-    """A hash of every parameter and buffer of a model."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:20]
-
-
 def forward(
     model: Any, dataset: Any, shape: tuple[int, int, int], device: Any, batch_size: int = 500
 ) -> Outputs:
@@ -127,21 +116,25 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
 MEMORY_BYTES = 256 * 2**20
 
 
-def _nbytes(out: Outputs) -> int:
-    arrays = (out.logits, out.features, out.labels)
-    return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
+#: what a cache entry holds: named arrays (``logits``/``features``/``labels``, or ``scores``)
+Arrays = dict[str, np.ndarray]
+
+
+def _nbytes(arrays: Arrays) -> int:
+    return sum(a.nbytes for a in arrays.values())
 
 
 class OutputCache:
-    """Outputs (and detector scores) on disk under ``<cache>/outputs/<key>.npz``, verified by
-    checksum on read; the most recent also in memory, up to ``MEMORY_BYTES``."""
+    """Outputs and detector scores on disk under ``<cache>/outputs/<key>.npz``, verified by
+    checksum (and the key the file holds) on read; the most recent also in memory, up to
+    ``MEMORY_BYTES``."""
 
     def __init__(self, root: Path | None = None, enabled: bool = True):
         from collections import OrderedDict
 
         self.root = (root or cache_dir()) / "outputs"
         self.enabled = enabled
-        self._memory: OrderedDict[str, Outputs] = OrderedDict()
+        self._memory: OrderedDict[str, Arrays] = OrderedDict()
         self._memory_bytes = 0
         #: set after a failed write: the cache is read but no longer written
         self.write_failed = False
@@ -152,30 +145,45 @@ class OutputCache:
 
     def get_or_compute(self, key: str, compute: Callable[[], Outputs]) -> Outputs:
         """Outputs for ``key``: from memory, from a verified file, or computed and stored."""
+
+        def arrays() -> Arrays:
+            out = compute()
+            found = {"logits": out.logits, "features": out.features, "labels": out.labels}
+            return {name: value for name, value in found.items() if value is not None}
+
+        got = self._arrays(key, "logits", arrays)
+        return Outputs(got["logits"], got.get("features"), got.get("labels"))
+
+    def scores(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """A detector's scores for ``key``: from memory, from a verified file, or computed."""
+        return self._arrays(key, "scores", lambda: {"scores": compute()})["scores"]
+
+    def _arrays(self, key: str, main: str, compute: Callable[[], Arrays]) -> Arrays:
+        """The arrays of ``key`` (an entry holding ``main``), computed and stored on a miss."""
         if key in self._memory:
             self.hits += 1
             self._memory.move_to_end(key)
             return self._memory[key]
-        out = self._read(key) if self.enabled else None
-        if out is None:
+        found = self._read(key) if self.enabled else None
+        if found is None or main not in found:  # (an entry of another kind: computed again)
             self.misses += 1
-            out = compute()
+            found = compute()
             if self.enabled:
-                self._write(key, out)
+                self._write(key, found)
         else:
             self.hits += 1
-        self._keep(key, out)
-        return out
+        self._keep(key, found)
+        return found
 
-    def _keep(self, key: str, out: Outputs) -> None:
-        """Hold ``out`` in memory, letting the oldest go beyond ``MEMORY_BYTES``."""
-        self._memory[key] = out
-        self._memory_bytes += _nbytes(out)
+    def _keep(self, key: str, arrays: Arrays) -> None:
+        """Hold ``arrays`` in memory, letting the oldest go beyond ``MEMORY_BYTES``."""
+        self._memory[key] = arrays
+        self._memory_bytes += _nbytes(arrays)
         while len(self._memory) > 1 and self._memory_bytes > MEMORY_BYTES:
             _, old = self._memory.popitem(last=False)
             self._memory_bytes -= _nbytes(old)
 
-    def _read(self, key: str) -> Outputs | None:
+    def _read(self, key: str) -> Arrays | None:
         path = self.path(key)
         if not path.exists():
             return None
@@ -194,51 +202,13 @@ class OutputCache:
             )
             remove_cache_file(path)
             return None
-        return Outputs(arrays["logits"], arrays.get("features"), arrays.get("labels"))
+        return arrays
 
-    def _write(self, key: str, out: Outputs) -> None:
-        arrays = {"logits": out.logits, "format": np.array(CACHE_FORMAT), "key": np.array(key)}
-        if out.features is not None:
-            arrays["features"] = out.features
-        if out.labels is not None:
-            arrays["labels"] = out.labels
+    def _write(self, key: str, found: Arrays) -> None:
+        arrays = {**found, "format": np.array(CACHE_FORMAT), "key": np.array(key)}
 
         def write(tmp: str) -> None:
             with open(tmp, "wb") as fh:
                 np.savez(fh, checksum=np.array(_checksum(arrays)), **arrays)
 
         write_cache_file(self, self.path(key), write)
-
-
-def write_cache_file(cache: Any, path: Path, write: Callable[[str], None]) -> None:
-    """Write ``path`` atomically through ``write(temporary name)``.
-
-    A cache that cannot be written (full disk, read-only folder, a file where a folder should
-    be) costs one warning naming the path; the cache then stops writing and the run goes on.
-    """
-    if getattr(cache, "write_failed", False):
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:16]}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    except (OSError, RuntimeError) as exc:  # torch.save reports write errors as RuntimeError
-        cache.write_failed = True
-        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0]
-        print(
-            f"oebench: warning: cannot write the cache file {path} ({reason}); "
-            "going on without caching",
-            file=sys.stderr,
-        )
-
-
-def remove_cache_file(path: Path) -> None:
-    """Delete a bad cache file when the folder allows it (a read-only one keeps it)."""
-    with contextlib.suppress(OSError):
-        path.unlink(missing_ok=True)

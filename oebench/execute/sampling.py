@@ -19,40 +19,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from oebench.errors import UserError
+from oebench.bench.sampling import SAMPLERS
 
 if TYPE_CHECKING:
     import torch
-
-#: rule name -> (option -> default)
-SAMPLERS: dict[str, dict[str, Any]] = {
-    "random": {},
-    "ntom": {"pool": None, "quantile": 0.125, "score": "msp"},
-}
-SCORES = ("msp", "energy")
-
-
-def check_sampling(value: Any, where: str) -> None:
-    """A one-line ``UserError`` unless ``value`` is a valid ``outlier_sampling`` setting."""
-    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
-        raise UserError(f"{where}: outlier_sampling must be a table with a 'name'")
-    name = value["name"]
-    if name not in SAMPLERS:
-        raise UserError(f"{where}: unknown outlier_sampling {name!r}; known: {', '.join(SAMPLERS)}")
-    unknown = set(value) - {"name"} - set(SAMPLERS[name])
-    if unknown:
-        raise UserError(
-            f"{where}: outlier_sampling {name!r} has no option(s) {', '.join(sorted(unknown))}"
-            f"; options: {', '.join(SAMPLERS[name]) or 'none'}"
-        )
-    if name == "ntom":
-        quantile, pool = value.get("quantile", 0.125), value.get("pool")
-        if not isinstance(quantile, (int, float)) or not 0 <= quantile < 1:
-            raise UserError(f"{where}: ntom quantile must be in [0, 1), got {quantile!r}")
-        if pool is not None and (not isinstance(pool, int) or pool < 1):
-            raise UserError(f"{where}: ntom pool must be a positive integer, got {pool!r}")
-        if value.get("score", "msp") not in SCORES:
-            raise UserError(f"{where}: ntom score must be one of {', '.join(SCORES)}")
 
 
 def epoch_outliers(

@@ -22,10 +22,12 @@ import sys
 import textwrap
 import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from oebench.bench.matrix import canonical_hash
 from oebench.core.datafiles import content_digest, content_digests, file_fingerprints
+from oebench.core.files import file_sha256
 
 __all__ = [
     "canonical_hash",
@@ -38,8 +40,6 @@ __all__ = [
     "describe_changes",
     "file_fingerprints",
     "model_digest",
-    "training_code",
-    "training_digest",
     "weights_code",
 ]
 
@@ -50,17 +50,18 @@ _CONSTANTS = (int, float, complex, str, bytes, bool, type(None))
 
 
 def model_digest(model: Any) -> str:
-    """A hash of every parameter and buffer of a model (see ``oebench.execute.outputs``)."""
-    from oebench.execute.outputs import model_digest as digest
-
-    return digest(model)
+    """A hash of every parameter and buffer of a model: the digest of its weights."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
 
 
 @functools.cache
 def _file_digest(path: str) -> str:
     """sha256 (16 hex digits) of a file's bytes, once per process."""
-    with open(path, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()[:16]
+    return file_sha256(Path(path))[:16]
 
 
 def code_digest(obj: Any) -> str | None:
@@ -160,7 +161,7 @@ def _spans(path: str, *stamp: int) -> tuple[list[str], dict[str, tuple[int, int]
 
 def clear_caches() -> None:
     """Forget every source and file read so far (for tests that edit code in place)."""
-    for cached in (_normalised_source, _closure, _spans, _file_digest, training_digest):
+    for cached in (_normalised_source, _closure, _spans, _file_digest):
         cached.cache_clear()
 
 
@@ -254,32 +255,6 @@ def _followed(obj: Any, tops: set[str]) -> bool:
     return (inspect.isclass(obj) or inspect.isfunction(obj)) and _top(obj) in tops
 
 
-def training_code() -> tuple[Any, ...]:
-    """The code that decides what a training produces besides the model and the objective:
-    the loop and its helpers, outlier sampling, the Objective base class, ID batching."""
-    import oebench.contracts.objective
-    import oebench.execute.outputs
-    import oebench.execute.sampling
-    import oebench.execute.training
-
-    t = oebench.execute.training
-    return (
-        t.train,
-        t.augment,
-        t.cosine_factor,
-        t.to_device,
-        oebench.execute.sampling,
-        oebench.contracts.objective.Objective,
-        oebench.execute.outputs.iterate_batches,
-    )
-
-
-@functools.cache
-def training_digest() -> str:
-    """One hash of ``training_code``, once per process (like every source read here)."""
-    return canonical_hash([code_digest(part) for part in training_code()])
-
-
 #: entries of a cell configuration that fingerprint code and data rather than say which cell
 #: it is (``worker``: where a stored cell ran)
 FINGERPRINT_FIELDS = ("fingerprints", "model_files", "training_version", "worker")
@@ -320,10 +295,11 @@ WEIGHTS_CODE = ("model:", "objective:", "engine:")
 
 
 def cell_fingerprints(
-    bench: Any, cell: Any, files: Callable[[str, Any], list[tuple[str, Any]]]
+    bench: Any, cell: Any, files: Callable[[str, Any], list[tuple[str, Any]]], engine: str
 ) -> dict[str, dict[str, str | None]]:
     """The ``fingerprints`` block of a cell's configuration: the code of every component it
-    uses (``"detector:energy"``) and of the training engine, and a hash of the files of every
+    uses (``"detector:energy"``) and of the training engine (``engine``, the digest of its
+    code), and a hash of the files of every
     data source it reads (``files(kind, ref)`` lists them, as ``file_fingerprints`` does)."""
     from oebench.registry.lookup import get_component
 
@@ -332,7 +308,7 @@ def cell_fingerprints(
         f"{kind}:{ref.key}": code_digest(get_component(kind, ref.name).factory)
         for kind, ref in used
     }
-    code["engine:training"] = training_digest()
+    code["engine:training"] = engine
     data: dict[str, str | None] = {}
     for kind, ref in used:
         found = files(kind, ref) if kind in ("dataset", "outlier source") else []
@@ -346,12 +322,10 @@ def _components(bench: Any, cell: Any) -> list[tuple[str, Any]]:
     used = [("dataset", cell.id_ref), ("model", cell.model_ref)]
     used += [("dataset", ref) for ref in bench.ood_datasets]
     used += [("detector", ref) for ref in bench.detectors]
-    training = cell.training
-    while training is not None:
+    for training in bench.lineage(cell.training):
         used.append(("objective", training.objective))
         if training.outliers is not None:
             used.append(("outlier source", training.outliers))
-        training = next((t for t in bench.trainings if t.name == training.init), None)
     return used
 
 

@@ -1,7 +1,7 @@
 """What a cell's weights hash to, known without loading them (or torch).
 
 Forward-pass outputs and detector scores are cached under the hash of the weights that made
-them (``oebench.execute.outputs.model_digest``). Computing it means building the model and loading its
+them (``oebench.keys.fingerprints.model_digest``). Computing it means building the model and loading its
 checkpoint, which costs a torch import (about 1.3 s) even when every output is cached. So the
 runner leaves two small notes in the checkpoint cache:
 
@@ -20,7 +20,6 @@ makes the runner load the model and compute the digest as before, and write the 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from oebench.bench.matrix import canonical_hash
+from oebench.core.files import file_sha256
 
 #: bump when what a note holds, or how its key is made, changes
 NOTE_FORMAT = 1
@@ -50,8 +50,9 @@ def torch_version() -> str:
 
 
 def _file_sha256(path: Path) -> str | None:
+    """The file's sha256, None when it cannot be read."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 
@@ -124,7 +125,7 @@ class WeightNotes:
         return note if isinstance(note, dict) and note.get("format") == NOTE_FORMAT else None
 
     def _write(self, name: str, note: dict[str, Any]) -> None:
-        from oebench.execute.outputs import write_cache_file
+        from oebench.core.files import write_cache_file
 
         if not self.enabled:
             return

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from oebench.bench.plan import Task, TaskResult
-from oebench.record.store import ChangeCheck, ResultStore, ScoreArray, cell_record, sigint_deferred
+from oebench.core.signals import sigint_deferred
+from oebench.record.cells import cell_record
+from oebench.record.changes import ChangeCheck
+from oebench.record.store import ResultStore, ScoreArray
 
 
 class Recorder:

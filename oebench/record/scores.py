@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from oebench.core.files import atomic_write
 from oebench.record.schema import SCORE_COLUMNS
 from oebench.record.store import ScoreArray
 
@@ -57,11 +57,6 @@ def write_scores(directory: str | Path, meta: dict[str, Any], arrays: list[Score
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / score_file_name(meta)
-    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        scores_frame(meta, arrays).to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    frame = scores_frame(meta, arrays)
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
     return path

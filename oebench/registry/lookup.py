@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import fnmatch
-import inspect
 from typing import Any
 
 from oebench.errors import UnknownNameError, UserError
+from oebench.registry.options import option_problems
 from oebench.registry.plugins import KINDS, Component, get_plugin_manager
 
 
@@ -35,22 +35,10 @@ def create(kind: str, name: str, **options: Any) -> Any:
 
 
 def check_options(comp: Component, options: dict[str, Any], *positional: str) -> None:
-    """Raise a one-line UserError when ``options`` do not fit the component's factory."""
-    try:
-        sig = inspect.signature(comp.factory)
-    except (TypeError, ValueError):
-        return
-    try:
-        sig.bind_partial(*positional, **options)
-    except TypeError as exc:
-        accepted = [
-            p.name
-            for p in sig.parameters.values()
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in positional
-        ]
-        raise UserError(
-            f"{comp.kind} {comp.name!r}: {exc}. Options it accepts: {', '.join(accepted) or 'none'}"
-        ) from None
+    """Raise a one-line UserError when an option name does not fit the component's factory."""
+    lines = option_problems(comp, options, f"{comp.kind} {comp.name!r}", *positional, types=False)
+    if lines:
+        raise UserError(lines[0])
 
 
 def _kind(kind: str) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from oebench.bench.groups import PREFIX, is_summary
 from oebench.metrics import CONVENTION, CONVENTION_ID, LOWER_IS_BETTER
 from oebench.record.schema import LABELS
-from oebench.report.groups import PREFIX, is_summary
 from oebench.report.tables import BOARD_COLUMNS, SHOWN, comparison, split_trainings
 from oebench.report.text import delta_cell, value_cell, value_text, wide_cell
 from oebench.report.wide import col, is_wide, trainings_of, wide_comparison

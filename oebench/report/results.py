@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from oebench.bench.groups import Groups, groups_in_text, is_summary
 from oebench.errors import UserError
 from oebench.record.schema import COORDINATES, GROUP_COLUMNS
 from oebench.record.store import ResultStore
-from oebench.report.groups import Groups, groups_in_text, is_summary, with_group_means
+from oebench.report.groups import with_group_means
 from oebench.report.tables import SHOWN, comparison, results_frame, sort_results, split_trainings
 from oebench.report.wide import wide_comparison
 

@@ -31,7 +31,8 @@ def oebench_imports(source: str) -> list[str]:
 
 def test_the_check_sees_every_kind_of_import():
     source = (
-        "import oebench\nimport oebench.api as oebench\nfrom oebench.contracts.data import ImageSource\n"
+        "import oebench\nimport oebench.api as oebench\n"
+        "from oebench.contracts.data import ImageSource\n"
         "from oebench import errors\nimport oebench_plugins.images\n"
         "def f():\n    from oebench.contracts.model import Classifier\n"
     )

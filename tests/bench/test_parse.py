@@ -1,7 +1,8 @@
 import pytest
 from conftest import TINY
 
-from oebench.bench.parse import Ref, load_benchmark, parse_benchmark
+from oebench.bench.matrix import Ref
+from oebench.bench.parse import load_benchmark, parse_benchmark
 from oebench.errors import UserError
 
 

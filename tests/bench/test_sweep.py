@@ -13,8 +13,9 @@ from conftest import TINY, run_cli
 
 import oebench
 from oebench.bench.parse import load_benchmark
+from oebench.bench.sweep import parse_values, validation_benchmark, with_value
 from oebench.errors import UserError
-from oebench.execute.sweep import parse_values, sweep, validation_benchmark, with_value
+from oebench.execute.sweep import sweep
 
 SETS = ("uniform", "invert", "jigsaw")
 
@@ -92,7 +93,7 @@ def test_sweep_selects_lambda_on_validation_sets_only(monkeypatch, tmp_path):
     assert set(splits) == {"train"}  # the ID test split is never read while choosing
     assert len(set(result.scores.values())) == 2  # λ changed the validation score
     assert result.best == max(result.scores, key=result.scores.get)
-    oe = next(t for t in result.chosen.trainings if t.name == "oe")
+    oe = result.chosen.training("oe")
     assert oe.objective.kwargs["lam"] == result.best
     assert result.chosen.ood_datasets == bench.ood_datasets  # the test matrix is unchanged
     record = json.loads(result.chosen.text.splitlines()[-1].removeprefix("# sweep: "))

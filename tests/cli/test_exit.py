@@ -15,7 +15,7 @@ def test_status_output_and_atexit_handlers_survive_the_fast_exit():
     out = _python(
         """
         import atexit, sys, torch
-        from oebench.cli import _exit
+        from oebench.cli.app import _exit
         atexit.register(lambda: print("atexit ran"))
         print("result", end=" ")
         sys.stderr.write("note")
@@ -26,7 +26,7 @@ def test_status_output_and_atexit_handlers_survive_the_fast_exit():
 
 
 def test_a_message_as_exit_code_goes_to_stderr_with_status_1():
-    out = _python("import torch\nfrom oebench.cli import _exit\n_exit('Error: bad input')")
+    out = _python("import torch\nfrom oebench.cli.app import _exit\n_exit('Error: bad input')")
     assert (out.returncode, out.stderr.strip()) == (1, "Error: bad input")
 
 
@@ -35,7 +35,7 @@ def test_other_threads_are_joined_by_the_normal_exit():
     out = _python(
         """
         import threading, time, torch
-        from oebench.cli import _exit
+        from oebench.cli.app import _exit
         def late():
             time.sleep(0.3)
             print("thread finished", flush=True)

@@ -115,7 +115,7 @@ def test_new_plugin_rejects_a_bad_name(tmp_path):
 
 
 def test_cache_folder_comes_from_platformdirs(monkeypatch, tmp_path):
-    from oebench.contracts.data import cache_dir
+    from oebench.core.settings import cache_dir
 
     monkeypatch.delenv("OEBENCH_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # what platformdirs reads on Linux

@@ -782,7 +782,8 @@ def test_hf_files(isolated, tmp_path, monkeypatch):
 
 def cifar_fingerprint(root: Path) -> str:
     """The fingerprint of CIFAR-10's test split read from ``root``, by a fresh Runner."""
-    from oebench.bench.parse import Ref, load_benchmark
+    from oebench.bench.matrix import Ref
+    from oebench.bench.parse import load_benchmark
     from oebench.execute.runner import Runner
 
     runner = Runner(load_benchmark(str(TINY)))

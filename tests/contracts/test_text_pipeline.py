@@ -20,6 +20,7 @@ from oebench.contracts.text import (
     vocabulary,
 )
 from oebench.errors import UserError
+from oebench.execute.drive import run_here
 from oebench.execute.outputs import iterate_batches
 from oebench.execute.runner import Progress, Runner
 
@@ -240,7 +241,7 @@ def test_text_run_skips_odin_with_a_note_and_repeats_exactly(oebench_plugin):
     runs = []
     for _ in range(2):
         runner = _runner(use_cache=False)
-        rows = runner.run()
+        rows = run_here(runner)
         runs.append(rows)
         assert not runner.failures and not runner.failed_cells
         notes = [m for m in runner.progress.lines if "odin" in m]

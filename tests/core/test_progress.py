@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from oebench.bench.parse import parse_benchmark
 from oebench.bench.validation import chance_warning
 from oebench.cli import cli
+from oebench.execute.drive import run_here
 from oebench.execute.runner import Progress, Runner
 from oebench.hookspecs import hookimpl
 from oebench.registry.plugins import get_plugin_manager
@@ -62,7 +63,7 @@ class Recorder(Progress):
 def test_bars_for_training_forward_passes_and_detectors(tmp_path):
     bench = parse_benchmark(small(tmp_path, '["msp", "energy"]').read_text(), "small.toml")
     progress = Recorder()
-    Runner(bench, device="cpu", progress=progress, use_cache=False).run()
+    run_here(Runner(bench, device="cpu", progress=progress, use_cache=False))
     train = progress.bars["train small-cnn on mnist-5k [baseline, seed 0]"]
     assert train["total"] == train["done"] == 4  # 256 / 64 steps, one epoch
     assert train["status"] and all(s.startswith("loss ") for s in train["status"])

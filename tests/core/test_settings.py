@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,6 @@ from oebench.core import settings
 from oebench.core.failures import debug_traceback
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-#: modules that still read their own variables; their owners move them to oebench.core.settings
-NOT_YET = {"data.py", "store.py"}
 
 
 def environment_keys(source: str) -> list[str]:
@@ -57,8 +54,8 @@ def test_settings_is_the_only_reader_of_oebench_variables():
     for path in sorted((ROOT / "oebench").rglob("*.py")):
         keys = environment_keys(path.read_text())
         if path.name != "settings.py" and any(k.startswith("OEBENCH_") for k in keys):
-            readers.add(path.name)
-    assert readers <= NOT_YET
+            readers.add(path.relative_to(ROOT).as_posix())
+    assert not readers, f"{sorted(readers)} read OEBENCH_* variables: use oebench.core.settings"
 
 
 def test_the_readme_table_lists_every_variable():
@@ -82,6 +79,16 @@ def test_environment_then_default(monkeypatch, tmp_path):
     assert settings.download_allowed()
     monkeypatch.setenv("OEBENCH_STORE", str(tmp_path / "s.sqlite"))
     assert settings.store_path() == tmp_path / "s.sqlite"
+
+
+def test_the_store_defaults_to_the_user_data_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("OEBENCH_STORE", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # what platformdirs reads on Linux
+    if sys.platform.startswith("linux"):
+        assert settings.store_path() == tmp_path / "data" / "oebench" / "results.sqlite"
+        monkeypatch.delenv("XDG_DATA_HOME")
+        assert str(settings.store_path()).endswith(".local/share/oebench/results.sqlite")
+    assert settings.store_path().name == "results.sqlite"
 
 
 @pytest.mark.parametrize(("value", "on"), [(None, False), ("", False), ("0", False), ("1", True)])

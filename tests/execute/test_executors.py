@@ -10,14 +10,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import TINY, run_cli
 
 from oebench.bench.parse import load_benchmark
-from oebench.bench.plan import make_plan
 from oebench.errors import UserError
+from oebench.execute.drive import run_here
 from oebench.execute.executors import Job, _require, run_job
 from oebench.execute.runner import Runner
 
@@ -45,9 +46,8 @@ def local_csv(tmp_path_factory) -> bytes:
 
 
 def test_plan_orders_fine_tunes_after_their_baselines_checkpoint():
-    bench = load_benchmark(str(TINY))
-    bench.seeds = [0, 1]
-    plan = make_plan(Runner(bench, device="cpu"))
+    bench = replace(load_benchmark(str(TINY)), seeds=[0, 1])
+    plan = Runner(bench, device="cpu").plan()
     tasks = plan.tasks
     assert [(t.kind, t.training, t.seed) for t in tasks] == [
         ("train", "baseline", 0), ("cell", "baseline", 0), ("cell", "oe", 0),
@@ -69,9 +69,9 @@ def test_plan_orders_fine_tunes_after_their_baselines_checkpoint():
 
 def test_a_worker_with_other_code_or_data_refuses_the_task():
     bench = load_benchmark(str(TINY))
-    task = make_plan(Runner(bench, device="cpu")).tasks[0]
+    task = Runner(bench, device="cpu").plan().tasks[0]
     other = load_benchmark(str(TINY))
-    other.detectors = other.detectors[:1]  # what a worker with other settings would compute
+    other = replace(other, detectors=other.detectors[:1])  # as a worker with other settings
     result = run_job(Job(other, task, "cpu", False, None))
     assert result.rows == []
     assert "another cell key than the driver" in result.error
@@ -136,7 +136,7 @@ def test_a_missing_engine_names_the_extra_to_install(monkeypatch):
 def test_training_weights_do_not_depend_on_the_machines_thread_count(tmp_path):
     import torch
 
-    from oebench.execute.training import CheckpointCache
+    from oebench.execute.checkpoints import CheckpointCache
 
     states = []
     before = torch.get_num_threads()
@@ -144,9 +144,9 @@ def test_training_weights_do_not_depend_on_the_machines_thread_count(tmp_path):
         for threads in (1, 2):
             torch.set_num_threads(threads)  # what another machine or executor would have
             bench = load_benchmark(str(TINY))
-            bench.trainings = bench.trainings[:1]
+            bench = replace(bench, trainings=bench.trainings[:1])
             runner = Runner(bench, device="cpu", cache_root=tmp_path / f"c{threads}")
-            runner.run()
+            run_here(runner)
             cache = CheckpointCache(tmp_path / f"c{threads}")
             (path,) = cache.root.glob("*.pt")
             states.append(torch.load(path, weights_only=True)["state_dict"])
@@ -158,7 +158,7 @@ def test_training_weights_do_not_depend_on_the_machines_thread_count(tmp_path):
 
 def test_the_benchmark_file_names_the_executor_and_the_command_line_wins():
     from oebench.bench.parse import parse_benchmark
-    from oebench.cli import executor_settings
+    from oebench.session import executor_settings
 
     text = TINY.read_text() + '\n[executor]\nname = "dask"\nworkers = 2\n'
     bench = parse_benchmark(text)
@@ -198,7 +198,7 @@ def test_ctrl_c_cancels_the_dask_cluster_cleanly(tmp_path):
 
 
 def test_a_cell_whose_checkpoint_a_train_task_made_says_it_was_trained(tmp_path):
-    from oebench.execute.executors import LocalExecutor, drive
+    from oebench.execute.drive import LocalExecutor, drive
     from oebench.record.recorder import Recorder
     from oebench.record.store import ResultStore
 

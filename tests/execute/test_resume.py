@@ -8,7 +8,8 @@ import torch
 
 import oebench
 from oebench.contracts.data import TensorImages
-from oebench.execute.training import CheckpointCache, train
+from oebench.execute.checkpoints import CheckpointCache
+from oebench.execute.training import train
 
 SHAPE = (1, 6, 6)
 PARAMS = {
@@ -146,22 +147,24 @@ def test_an_interrupted_benchmark_resumes_its_training(tmp_path, monkeypatch, ca
     """Through the runner: Ctrl-C after epoch 1, run again, same checkpoint as never stopped."""
     from conftest import TINY
 
-    from oebench.bench.parse import Ref, load_benchmark
+    from oebench.bench.matrix import Ref
+    from oebench.bench.parse import load_benchmark
+    from oebench.execute.checkpoints import PartialCheckpoint
+    from oebench.execute.drive import run_here
     from oebench.execute.runner import Runner
-    from oebench.execute.training import PartialCheckpoint
 
     def bench():
         b = load_benchmark(str(TINY))
-        b.detectors, b.ood_datasets = [Ref("msp")], b.ood_datasets[:1]
         params = {**b.trainings[0].params, "epochs": 2}
-        b.trainings = [replace(b.trainings[0], settings=tuple(sorted(params.items())))]
-        return b
+        trainings = [replace(b.trainings[0], settings=tuple(sorted(params.items())))]
+        return replace(b, detectors=[Ref("msp")], ood_datasets=b.ood_datasets[:1],
+                       trainings=trainings)  # fmt: skip
 
     def weights(root):
         (path,) = [p for p in (root / "models").glob("*.pt") if ".partial" not in p.name]
         return torch.load(path, weights_only=True)["state_dict"]
 
-    Runner(bench(), device="cpu", cache_root=tmp_path / "straight").run()
+    run_here(Runner(bench(), device="cpu", cache_root=tmp_path / "straight"))
     save = PartialCheckpoint.save
 
     def save_then_stop(self, state):
@@ -170,10 +173,10 @@ def test_an_interrupted_benchmark_resumes_its_training(tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(PartialCheckpoint, "save", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        Runner(bench(), device="cpu", cache_root=tmp_path / "cut").run()
+        run_here(Runner(bench(), device="cpu", cache_root=tmp_path / "cut"))
     assert len(list((tmp_path / "cut" / "models").glob("*.partial.pt"))) == 1
     monkeypatch.setattr(PartialCheckpoint, "save", save)
-    rows = Runner(bench(), device="cpu", cache_root=tmp_path / "cut").run()
+    rows = run_here(Runner(bench(), device="cpu", cache_root=tmp_path / "cut"))
     assert "after epoch 1" in capsys.readouterr().err and rows
     assert not list((tmp_path / "cut" / "models").glob("*.partial.pt"))  # done: removed
     straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "cut")

@@ -1,12 +1,14 @@
 import csv
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from conftest import REPO, TINY, run_cli
 
 from oebench.bench.parse import load_benchmark
+from oebench.execute.drive import run_here
 from oebench.execute.runner import Runner
 from oebench.report.tables import CSV_COLUMNS, results_frame
 
@@ -14,10 +16,8 @@ REAL_SETS = ("letters", "textures", "faces")
 
 
 def _run(path=TINY, cache=True, **kw):
-    bench = load_benchmark(str(path))
-    for key, value in kw.items():
-        setattr(bench, key, value)
-    return results_frame(Runner(bench, device="cpu", use_cache=cache).run())
+    bench = replace(load_benchmark(str(path)), **kw)
+    return results_frame(run_here(Runner(bench, device="cpu", use_cache=cache)))
 
 
 @pytest.mark.slow
@@ -69,7 +69,7 @@ def test_same_seed_same_numbers_and_another_seed_differs():
 
 
 def test_warm_cache_trains_nothing_and_runs_no_forward_pass(monkeypatch):
-    from oebench.bench.parse import Ref
+    from oebench.bench.matrix import Ref
 
     every_kind = [Ref(n) for n in ("msp", "knn", "vim", "ash", "odin")]  # logits .. model
     cold = _run(detectors=every_kind)
@@ -203,9 +203,9 @@ def test_fit_sees_only_id_training_outputs():
     pm.register(Plugin(), name="fit-spy-plugin")
     try:
         bench = load_benchmark(str(TINY))
-        bench.detectors = [bench.detectors[0].__class__("fit-spy")]
+        bench = replace(bench, detectors=[bench.detectors[0].__class__("fit-spy")])
         runner = Runner(bench, device="cpu")
-        runner.run()
+        run_here(runner)
     finally:
         pm.unregister(name="fit-spy-plugin")
     train = runner.sources.load("dataset", bench.id_datasets[0], "train", None, 0)
@@ -232,7 +232,7 @@ def test_oe_paper_protocol_resamples_ood_sets():
 
 def test_cache_keys_follow_the_code_that_makes_the_data(tmp_path, monkeypatch):
     import oebench
-    from oebench.bench.parse import Ref
+    from oebench.bench.matrix import Ref
     from oebench.keys.fingerprints import clear_caches
     from oebench.registry.plugins import get_plugin_manager
 

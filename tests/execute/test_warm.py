@@ -13,6 +13,7 @@ import pytest
 from conftest import TINY
 
 from oebench.bench.parse import load_benchmark
+from oebench.execute.drive import run_here
 from oebench.execute.runner import Runner
 
 COLUMNS = ["training", "detector", "ood_dataset", "auroc", "aupr_in", "fpr95", "train_seconds"]
@@ -54,7 +55,7 @@ def test_a_warm_rerun_gives_the_same_csv_without_importing_torch(tmp_path):
 
 
 def _rows(runner: Runner) -> pd.DataFrame:
-    return pd.DataFrame(runner.run())[COLUMNS]
+    return pd.DataFrame(run_here(runner))[COLUMNS]
 
 
 @pytest.fixture
@@ -95,7 +96,7 @@ def test_a_note_that_lies_about_the_weights_stores_nothing(bench, tmp_path):
             note = json.loads(path.read_text())
             path.write_text(json.dumps(note | {"digest": "0" * 20}))
     runner = Runner(bench, device="cpu", cache_root=cache)
-    rows = runner.run()
+    rows = run_here(runner)
     # no output is cached under the made-up digest: the model is built, its digest checked
     assert rows == [] and len(runner.failed_cells) == 2
     assert all("hash to" in message for message in runner.failed_cells)

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from oebench.cli import cli
-from oebench.record.store import ChangeCheck, ResultStore
+from oebench.record.changes import ChangeCheck
+from oebench.record.store import ResultStore
 
 PLUGIN = '''
 import numpy as np

@@ -8,7 +8,7 @@ import pandas as pd
 
 from oebench.metrics import METRICS
 from oebench.record import schema as columns
-from oebench.record import store
+from oebench.record.store import ResultStore
 from oebench.report.tables import results_frame
 
 
@@ -26,24 +26,22 @@ def test_row_and_cell_columns_in_order_with_types():
     assert set(columns.ROW_COLUMNS) | set(columns.CELL_COLUMNS) >= columns.OPTIONAL
 
 
-def test_the_store_keeps_the_schema_columns():
-    """The store's own names (to be imported from oebench.record.schema) and its tables agree."""
-    assert store.METRIC_COLUMNS == columns.METRIC_COLUMNS
-    assert tuple(store.ROW_COLUMNS) == columns.ROW_COLUMNS
-    assert tuple(store.CELL_COLUMNS) == columns.CELL_COLUMNS
-    db = sqlite3.connect(":memory:")
-    db.executescript(store.SCHEMA)
-    results = {r[1]: r[2] for r in db.execute("PRAGMA table_info(results)")}
-    cells = {r[1]: r[2] for r in db.execute("PRAGMA table_info(cells)")}
-    assert list(results) == ["cell", *columns.ROW_COLUMNS]
-    assert list(cells)[: len(columns.CELL_COLUMNS)] == list(columns.CELL_COLUMNS)
+def test_the_store_tables_are_made_from_the_schema_columns(tmp_path):
+    """The cells and results tables hold the schema's columns, in order, with their types."""
+    ResultStore(tmp_path / "s.sqlite").close()
+    db = sqlite3.connect(tmp_path / "s.sqlite")
+    tables = ("cells", "results")
+    info = {t: {r[1]: r for r in db.execute(f"PRAGMA table_info({t})")} for t in tables}
+    db.close()
+    assert list(info["cells"]) == list(columns.CELL_COLUMNS)
+    assert list(info["results"]) == ["cell", *columns.ROW_COLUMNS]
     sql = {str: "TEXT", int: "INTEGER", bool: "INTEGER", float: "REAL"}
-    assert {c: sql[t] for c, t in columns.ROW_TYPES.items()} == {
-        c: results[c] for c in columns.ROW_COLUMNS
-    }
-    assert {c: sql[t] for c, t in columns.CELL_TYPES.items()} == {
-        c: cells[c] for c in columns.CELL_COLUMNS
-    }
+    for table, types in (("cells", columns.CELL_TYPES), ("results", columns.ROW_TYPES)):
+        assert {c: info[table][c][2] for c in types} == {c: sql[t] for c, t in types.items()}
+    nullable = {c for table in info.values() for c, row in table.items() if not row[3]}
+    assert nullable == {"key", *columns.OPTIONAL, *columns.METRIC_COLUMNS}  # as schema 2 has it
+    keys = {t: [c for c, row in info[t].items() if row[5]] for t in info}
+    assert keys == {"cells": ["key"], "results": ["cell", "detector", "ood_dataset"]}
 
 
 def test_every_csv_and_coordinate_column_is_a_stored_column():

@@ -12,15 +12,16 @@ import pandas as pd
 import pytest
 from conftest import TINY, run_cli
 
+from oebench.core import settings
 from oebench.errors import UserError
-from oebench.record.store import (
+from oebench.record.schema import (
     CELL_COLUMNS,
+    EXTRA_CELL_COLUMNS,
+    EXTRA_ROW_COLUMNS,
     METRIC_COLUMNS,
-    SCHEMA_VERSION,
-    ResultStore,
-    ScoreArray,
-    default_store_path,
 )
+from oebench.record.store import ResultStore, ScoreArray
+from oebench.record.tables import SCHEMA_VERSION
 from oebench.report.results import load_results
 from oebench.report.tables import results_frame
 
@@ -92,14 +93,12 @@ def _rows(auroc: float) -> list[dict]:
 
 
 # -- the store on its own --------------------------------------------------------------------
-def test_default_store_path_follows_the_environment(monkeypatch, tmp_path):
+def test_the_default_store_is_the_one_settings_name(monkeypatch, tmp_path):
     monkeypatch.setenv("OEBENCH_STORE", str(tmp_path / "mine.sqlite"))
-    assert default_store_path() == tmp_path / "mine.sqlite"
-    monkeypatch.delenv("OEBENCH_STORE")
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    assert default_store_path() == tmp_path / "data" / "oebench" / "results.sqlite"
-    monkeypatch.delenv("XDG_DATA_HOME")
-    assert str(default_store_path()).endswith(".local/share/oebench/results.sqlite")
+    with ResultStore() as store:
+        assert store.path == tmp_path / "mine.sqlite"
+    with settings.override(store=tmp_path / "cli.sqlite"), ResultStore() as store:
+        assert store.path == tmp_path / "cli.sqlite"
 
 
 def test_a_stored_cell_is_never_duplicated_and_replaced_only_on_request(tmp_path):
@@ -182,8 +181,6 @@ def test_run_refuses_a_store_from_another_schema_before_any_work(tmp_path):
 
 def test_a_schema_1_store_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
     """Stores written before the calibration columns existed open, gain them, keep their rows."""
-    from oebench.record.store import EXTRA_CELL_COLUMNS, EXTRA_ROW_COLUMNS
-
     path = tmp_path / "v1.sqlite"
     ResultStore(path).close()
     conn = sqlite3.connect(path)
@@ -198,10 +195,20 @@ def test_a_schema_1_store_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
     ResultStore(path).close()
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    results = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
-    cells = {row[1] for row in conn.execute("PRAGMA table_info(cells)")}
-    assert set(EXTRA_ROW_COLUMNS) <= results and set(EXTRA_CELL_COLUMNS) <= cells
     assert conn.execute("SELECT name FROM benchmarks").fetchall() == [("b",)]
+    conn.close()
+    ResultStore(tmp_path / "v2.sqlite").close()
+    assert table_infos(path) == table_infos(tmp_path / "v2.sqlite")  # as if made at version 2
+
+
+def table_infos(path) -> dict[str, list[tuple]]:
+    """Each table's columns: name, type, NOT NULL, default and key position."""
+    conn = sqlite3.connect(path)
+    try:
+        tables = ("benchmarks", "cells", "results", "scores")
+        return {t: conn.execute(f"PRAGMA table_info({t})").fetchall() for t in tables}
+    finally:
+        conn.close()
 
 
 # -- runs against the store ------------------------------------------------------------------

@@ -1,0 +1,282 @@
+"""``oebench run``: a benchmark's matrix with the results store, its table and its CSV."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from oebench.cli.common import STORE_OPTION, output_console
+from oebench.cli.interrupts import RunInterrupted
+from oebench.core import settings
+from oebench.errors import UnknownNameError
+
+if TYPE_CHECKING:
+    from oebench.bench.matrix import Benchmark
+    from oebench.session import Session
+
+
+@dataclasses.dataclass(frozen=True)
+class RunStorage:
+    """Where a run keeps its results: the store, whether to recompute, a scores folder."""
+
+    store: str | None = None
+    rerun: bool = False
+    scores_dir: str | None = None
+    #: a stored cell whose code or data changed: "recompute" it, or "warn" and serve it
+    on_change: str = "recompute"
+
+
+@click.command()
+@click.argument("benchmark", default="quickstart")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False),
+    help="Write results in long format (one row per detector x OOD set, plus means).",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option(
+    "--seed",
+    "seeds",
+    type=click.IntRange(0, 2**63 - 1),
+    multiple=True,
+    help="Seed(s) to run instead of the benchmark's (repeatable; 0 to 2**63-1).",
+)
+@click.option(
+    "--detectors",
+    "detector_patterns",
+    help="Detectors to use instead of the benchmark's: comma-separated wildcards.",
+)
+@click.option(
+    "--oe-scratch",
+    is_flag=True,
+    help="Train OE models from scratch instead of fine-tuning the baseline.",
+)
+@click.option(
+    "--fpr-rule",
+    type=click.Choice(["nearest", "first"]),
+    help="FPR threshold: ROC point nearest the recall level (OE paper) or the first reaching "
+    "it (OpenOOD, pytorch-ood); default: the benchmark's fpr_rule, else nearest.",
+)
+@click.option(
+    "--recall",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="OOD recall level of the FPR column (default: the benchmark's recall, else 0.95).",
+)
+@click.option("--detail", help="Detector for the per-OOD-set table (default: the best).")
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    help="Where dataset files are (overrides $OEBENCH_DATA_ROOT).",
+)
+@click.option("--download", is_flag=True, help="Allow downloading missing dataset files.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write cached models/outputs.")
+@STORE_OPTION
+@click.option(
+    "--rerun",
+    is_flag=True,
+    help="Recompute cells already in the store and replace their results "
+    "(cached models are reused unless --no-cache).",
+)
+@click.option(
+    "--on-change",
+    type=click.Choice(["recompute", "warn"]),
+    default="recompute",
+    show_default=True,
+    help="A stored cell whose code or data files changed since it was computed: compute it "
+    "again (the new result replaces it), or serve the stored result with a warning.",
+)
+@click.option(
+    "--save-scores",
+    "scores_dir",
+    type=click.Path(file_okay=False),
+    help="Write per-sample scores to DIR: one Parquet file per cell.",
+)
+@click.option(
+    "--force", is_flag=True, help="Replace symbolic links where output files go (never followed)."
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "dask", "ray"]),
+    default=lambda: settings.raw("executor"),
+    help="Where cells run: this process (default), a Dask or a Ray cluster "
+    "[env: OEBENCH_EXECUTOR; or `executor` in the benchmark file].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 1024),
+    default=lambda: settings.raw("workers"),
+    help="Worker processes of a local Dask/Ray cluster (default: one per core) "
+    "[env: OEBENCH_WORKERS].",
+)
+@click.option(
+    "--address",
+    default=lambda: settings.raw("address"),
+    help="A running cluster to use instead of a local one: tcp://host:8786 (Dask) or "
+    "host:6379 / auto (Ray) [env: OEBENCH_ADDRESS].",
+)
+def run(
+    benchmark: str,
+    csv_path: str | None,
+    device: str,
+    seeds: tuple[int, ...],
+    detector_patterns: str | None,
+    oe_scratch: bool,
+    fpr_rule: str | None,
+    recall: float | None,
+    detail: str | None,
+    data_root: str | None,
+    download: bool,
+    no_cache: bool,
+    store_path: str | None,
+    rerun: bool,
+    on_change: str,
+    scores_dir: str | None,
+    force: bool,
+    executor: str | None,
+    workers: int | None,
+    address: str | None,
+) -> None:
+    """Run BENCHMARK (a registered name or a .toml path; default: quickstart).
+
+    Finished cells (seed x ID dataset x model x training) go to the results store at once;
+    cells already there are not run again, and their stored results join the table.
+    """
+    from oebench.bench.parse import load_benchmark
+    from oebench.core.files import check_output_file, check_output_folder
+    from oebench.session import executor_settings
+
+    check_output_file(csv_path, force)  # before the run, not after hours of it
+    check_output_folder(scores_dir, "*.parquet", force)
+    click.get_current_context().with_resource(
+        settings.override(data_root=data_root, download=download)
+    )
+    bench = None
+    try:
+        bench = load_benchmark(benchmark)
+        bench = _overridden(bench, seeds, detector_patterns, oe_scratch, fpr_rule, recall)
+        if detail and detail not in [d.key for d in bench.detectors]:
+            raise UnknownNameError("detector", detail, [d.key for d in bench.detectors])
+        storage = RunStorage(store_path, rerun, scores_dir, on_change)
+        chosen = executor_settings(bench, executor, workers, address)
+        execute(bench, device, csv_path, detail, not no_cache, storage, chosen)
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:  # outside the matrix (e.g. in the first second): same report
+        raise RunInterrupted(store_path, bench) from None
+
+
+def _overridden(
+    bench: Benchmark,
+    seeds: tuple[int, ...],
+    detector_patterns: str | None,
+    oe_scratch: bool,
+    fpr_rule: str | None,
+    recall: float | None,
+) -> Benchmark:
+    """``bench`` with the command line's seeds, detectors, trainings and metric settings."""
+    from oebench.bench.matrix import Ref
+
+    changes: dict[str, Any] = {}
+    if seeds:
+        changes["seeds"] = list(dict.fromkeys(seeds))
+    if detector_patterns:
+        changes["detectors"] = [Ref(n) for n in select_detectors(detector_patterns)]
+    if fpr_rule:
+        changes["fpr_rule"] = fpr_rule
+    if recall:
+        changes["recall"] = recall
+    bench = dataclasses.replace(bench, **changes) if changes else bench
+    return bench.oe_from_scratch() if oe_scratch else bench
+
+
+def select_detectors(patterns: str) -> list[str]:
+    """Registered detector names matching comma-separated wildcards, in order."""
+    from oebench.registry.lookup import list_detectors
+
+    names: list[str] = []
+    for pattern in (p.strip() for p in patterns.split(",") if p.strip()):
+        found = list_detectors(pattern)
+        if not found:
+            raise UnknownNameError("detector", pattern, list_detectors())
+        names += [n for n in found if n not in names]
+    return names
+
+
+def execute(
+    bench: Benchmark,
+    device: str,
+    csv_path: str | None,
+    detail: str | None,
+    use_cache: bool,
+    storage: RunStorage = RunStorage(),
+    executor: Any = None,
+) -> None:
+    """Run ``bench`` with bars on stderr, then show (and write) the results of the cells done;
+    exit 1 when detectors or cells failed. A Ctrl-C raises RunInterrupted after the table."""
+    from rich.console import Console
+
+    from oebench.core.progress import RichProgress
+    from oebench.session import run_session
+
+    with RichProgress(Console(stderr=True)) as progress:
+        done = run_session(
+            bench,
+            device=device,
+            use_cache=use_cache,
+            executor=executor,
+            progress=progress,
+            **dataclasses.asdict(storage),
+        )
+    if done.reused and not done.interrupted:
+        click.echo(
+            f"{done.reused} of {done.reused + done.new} cells came from the "
+            f"results store {done.store} (--rerun recomputes them).",
+            err=True,
+        )
+    if done.rows:
+        _show(bench, done.rows, csv_path, detail)
+    if done.interrupted:
+        raise RunInterrupted(done.store, kept=done.kept, total=len(done.keys))
+    _report_failures(done)
+
+
+def _show(bench: Benchmark, rows: list[dict], csv_path: str | None, detail: str | None) -> None:
+    """The results table on stdout, and the CSV file when asked for."""
+    from oebench.report.render import render
+    from oebench.report.text import write_table
+    from oebench.session import results_table
+
+    df = results_table(bench, rows)
+    overwrote = bool(csv_path) and os.path.exists(csv_path)
+    if csv_path:
+        write_table(df, csv_path, "csv")
+    console = output_console()
+    render(console, df, detail)
+    if csv_path:
+        again = " (overwrote the previous file)" if overwrote else ""
+        console.print(f"Wrote {len(df)} rows to {csv_path}{again}")
+
+
+def _report_failures(done: Session) -> None:
+    """Failed detectors and cells, one line each on stderr, then exit 1; nothing if none."""
+    for message in done.failures + done.failed_cells:
+        click.secho(f"Error: {message}", fg="red", err=True)
+    if done.failures:
+        click.secho(
+            "Results of the other detectors are kept; fix the detector and rerun with --rerun.",
+            err=True,
+        )
+    if done.failed_cells:
+        click.secho(
+            "The other cells are stored; fix the plugin and run the same command again.",
+            err=True,
+        )
+    if done.failures or done.failed_cells:
+        sys.exit(1)

@@ -1,0 +1,62 @@
+"""``oebench sweep``: choose a setting on validation sets, then run the test matrix with it."""
+
+from __future__ import annotations
+
+import click
+
+from oebench.cli.common import STORE_OPTION, output_console
+from oebench.cli.run import RunStorage, execute
+from oebench.errors import UserError
+
+
+@click.command("sweep")
+@click.argument("benchmark")
+@click.option(
+    "--set",
+    "setting",
+    required=True,
+    help="PATH=V1,V2,...: the setting to sweep, e.g. trainings.oe.objective.lam=0,0.5,1 "
+    "or detectors.energy.temperature=1,10 (see oebench.bench.sweep).",
+)
+@click.option("--metric", default="auroc", show_default=True, help="Validation metric to optimise.")
+@click.option("--detector", help="Detector whose score decides (default: swept one, else first).")
+@click.option(
+    "--holdout",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Fraction of the ID training split held out for validation.",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the test results.")
+@STORE_OPTION
+def sweep_command(
+    benchmark: str,
+    setting: str,
+    metric: str,
+    detector: str | None,
+    holdout: float,
+    device: str,
+    csv_path: str | None,
+    store_path: str | None,
+) -> None:
+    """Choose a setting on validation sets only (held-out ID images and OOD sets made from
+    them), then run BENCHMARK's test matrix with the chosen value (recorded in the store)."""
+    from oebench.bench.parse import load_benchmark
+    from oebench.bench.sweep import parse_values
+    from oebench.execute.sweep import sweep
+
+    path, sep, values = setting.partition("=")
+    if not sep:
+        raise UserError(f"--set {setting!r}: expected PATH=V1,V2,...")
+    result = sweep(
+        load_benchmark(benchmark), path.strip(), parse_values(values), metric, detector, holdout,
+        device=device,
+    )  # fmt: skip
+    console = output_console()
+    for value, score in result.scores.items():
+        console.print(f"validation {metric} ({result.detector}) with {path} = {value}: {score:.2f}")
+    console.print(f"chosen: {path} = {result.best}; running the test matrix with it")
+    execute(result.chosen, device, csv_path, None, True, RunStorage(store_path))

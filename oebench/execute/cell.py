@@ -1,0 +1,223 @@
+"""One cell's work: its model (trained, loaded or only noted), one forward pass per test set,
+every detector, calibration; a failing detector or plugin is reported, never stored."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from oebench.bench.matrix import Cell, canonical_hash
+from oebench.bench.plan import TaskResult
+from oebench.bench.validation import chance_warning
+from oebench.contracts.detector import Outputs
+from oebench.core.failures import describe_exception
+from oebench.errors import PluginFailed, UserError
+from oebench.execute.cell_models import TrainedModels
+from oebench.execute.context import Context
+from oebench.execute.detect import CellData, DetectorRun
+from oebench.execute.outputs import OutputCache
+from oebench.registry.lookup import create_detector, get_component
+
+
+class CellWork:
+    """Runs cells in this process: each returns a TaskResult (rows, scores, messages)."""
+
+    def __init__(self, context: Context, outputs: OutputCache, models: TrainedModels):
+        self.context = context
+        self.outputs = outputs
+        self.models = models
+        self.detectors = DetectorRun(context, outputs)
+
+    def train_only(self, cell: Cell) -> TaskResult:
+        """Train (or find) the cell's checkpoint, so that the cells starting from it can go."""
+        start = time.perf_counter()
+        try:
+            noted = self.models.noted(cell)  # a checkpoint already there: nothing to load
+            _, seconds, cached = (None, noted[1], True) if noted else self.models.build(cell)
+        except UserError:
+            raise
+        except (Exception, SystemExit) as exc:  # the cell itself reports it again, by name
+            return TaskResult(cell.key, failed=describe_exception(exc))
+        wall = round(time.perf_counter() - start, 3)
+        return TaskResult(
+            cell.key,
+            provenance={"trained": not cached, "train_seconds": seconds, "wall_seconds": wall},
+        )
+
+    def execute(self, cell: Cell) -> TaskResult:
+        """Run one cell: its rows, score arrays, messages and provenance."""
+        result = TaskResult(cell.key)
+        start = time.perf_counter()
+        try:
+            result.rows = self._rows(cell, result)
+            reason = "every detector failed" if not result.rows else ""
+        except PluginFailed as exc:
+            reason = str(exc)
+        except UserError:
+            raise
+        except (Exception, SystemExit) as exc:  # a plugin's bug must not stop the other cells
+            reason = describe_exception(exc, where=True)
+        if not result.rows:
+            result.rows, result.scores = [], []
+            result.failed = f"cell {cell.label}: {reason}; nothing is stored for it"
+            self._log(result, result.failed)
+        result.provenance = self.provenance(cell) | {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "wall_seconds": round(time.perf_counter() - start, 3),
+        }
+        return result
+
+    def _log(self, result: TaskResult, message: str) -> None:
+        """Say ``message`` now and keep it with the result (the driver of a remote worker
+        shows it)."""
+        result.logs.append(message)
+        self.context.progress.log(message)
+
+    def _rows(self, cell: Cell, result: TaskResult) -> list[dict]:
+        """Every detector's rows of the cell (its scores go into ``result``)."""
+        from oebench.bench.modalities import skipped_detectors
+
+        data, train_seconds, cached = self._data(cell, result)
+        ctx = self.context
+        start = time.perf_counter()
+        source = ctx.sources.source("dataset", cell.id_ref)
+        skip = set(skipped_detectors(ctx.bench, getattr(source, "modality", "image")))
+        refs = [ref for ref in ctx.bench.detectors if ref.key not in skip]
+        detectors = [(ref, create_detector(ref.name, **ref.kwargs)) for ref in refs]
+        rows: list[dict] = []
+        fitting = ctx.progress.start(
+            f"detectors: fit + score [{cell.training.name}, seed {cell.seed}]", len(detectors)
+        )
+        for ref, det in detectors:
+            fitting(0, ref.key)
+            try:
+                det_rows, scores = self.detectors.rows(data, ref, det)
+            except UserError:
+                raise
+            except (Exception, SystemExit) as exc:  # a broken detector must not take others down
+                plugin = get_component("detector", ref.name).plugin
+                message = (
+                    f"detector {ref.key!r} (plugin {plugin!r}) failed on {cell.label}: "
+                    f"{describe_exception(exc)}"
+                )
+                result.failures.append(message)
+                self._log(result, message)
+                fitting(1)
+                continue
+            fitting(1)
+            rows += det_rows
+            result.scores += [(ref.key, dataset, values) for dataset, values in scores]
+        score_seconds = time.perf_counter() - start + data.forward_seconds
+        calib = _calibration(data.id_test[1], {k: out for k, (_, out) in data.oods.items()})
+        for position, row in enumerate(rows):
+            row.update(calib.get(row["ood_dataset"], calib["mean"]))
+            row.update(
+                train_seconds=round(train_seconds, 3),
+                score_seconds=round(score_seconds, 3),
+                trained=not cached,
+                cell_index=cell.index,
+                row_index=position,
+            )
+        return rows
+
+    def _data(self, cell: Cell, result: TaskResult) -> tuple[CellData, float, bool]:
+        """The cell's model and the outputs of its test sets: (data, train seconds, cached)."""
+        ctx = self.context
+        source = ctx.sources.source("dataset", cell.id_ref)
+        shape = tuple(source.shape)
+        noted = self.models.noted(cell)
+        if noted is None:
+            placed, digest, train_seconds, cached = self.models.placed(cell)
+            model: Callable[[], Any] = lambda: placed  # noqa: E731
+        else:  # the model is built only if some output or score is not cached
+            (digest, train_seconds), cached = noted, True
+            model = functools.cache(lambda: self.models.placed(cell, expect=digest)[0])
+        start = time.perf_counter()
+        id_test = ("dataset", cell.id_ref, "test", None, cell.seed)
+        id_out = self._outputs(model, digest, id_test, shape)
+        accuracy = 100.0 * float(np.mean(id_out.logits.argmax(1) == id_out.labels))
+        warning = chance_warning(cell.label, accuracy, source.num_classes)
+        if warning:
+            self._log(result, warning)
+        passes = ctx.progress.start(
+            f"forward passes [{cell.training.name}, seed {cell.seed}]", len(ctx.bench.ood_datasets)
+        )
+        oods = {}
+        for ref in ctx.bench.ood_datasets:
+            norm = ctx.sources.norm("dataset", ref, source)
+            where = ("dataset", ref, "test", shape, cell.seed, norm)
+            oods[ref.key] = (where, self._outputs(model, digest, where, shape))
+            passes(1, ref.key)
+        id_train = ("dataset", cell.id_ref, "train", None, cell.seed)
+        train_out = functools.cache(lambda: self._outputs(model, digest, id_train, shape))
+        data = CellData(
+            cell, shape, model, digest, (id_test, id_out), oods, train_out, accuracy,
+            forward_seconds=time.perf_counter() - start,
+        )  # fmt: skip
+        return data, train_seconds, cached
+
+    def _outputs(
+        self, model: Callable[[], Any], digest: str, where: tuple, shape: tuple
+    ) -> Outputs:
+        """Logits and features of the model on the split ``where`` names: cached, else one
+        pass (``model()`` builds the model only then)."""
+        from oebench.execute.outputs import forward
+
+        ctx = self.context
+        data = ctx.sources.fingerprint(*where)
+        key = canonical_hash({"model": digest, "data": data, "shape": shape})
+
+        def compute() -> Outputs:
+            return forward(model(), ctx.sources.load(*where), shape, ctx.device, ctx.eval_batch())
+
+        return self.outputs.get_or_compute(key, compute)
+
+    def provenance(self, cell: Cell) -> dict[str, Any]:
+        """Versions of oebench, torch and every plugin the cell uses, and the device."""
+        from oebench.core.versions import VERSION
+        from oebench.keys.weights import torch_version
+
+        return {
+            "oebench_version": VERSION,
+            "torch_version": torch_version(),
+            "plugins": self.plugin_versions(cell),
+            # ``cache``: every output and score came from the cache; no device was used
+            "device": self.context.device_used,
+        }
+
+    def plugin_versions(self, cell: Cell) -> dict[str, str | None]:
+        """Name -> version of every plugin that registered a component this cell uses."""
+        from oebench.registry.plugins import get_plugin_manager
+
+        bench = self.context.bench
+        used = [("dataset", cell.id_ref.name), ("model", cell.model_ref.name)]
+        used += [("detector", d.name) for d in bench.detectors]
+        used += [("dataset", o.name) for o in bench.ood_datasets]
+        for training in bench.lineage(cell.training):
+            used.append(("objective", training.objective.name))
+            if training.outliers is not None:
+                used.append(("outlier source", training.outliers.name))
+        infos = get_plugin_manager().infos
+        plugins = sorted({get_component(kind, name).plugin for kind, name in used})
+        return {p: (infos[p].version if p in infos else None) for p in plugins}
+
+
+def _calibration(id_out: Outputs, oods: dict[str, Outputs]) -> dict[str, dict[str, float]]:
+    """Per OOD set: ID calibration (ECE, RMS, MAD) and the paper's mixed ID + OOD RMS / MAD;
+    under ``mean``, the mean over OOD sets (whole OOD sets, whatever the protocol; see
+    oebench.calibration)."""
+    from oebench.calibration import calibration, mixed_calibration
+
+    own = calibration(id_out.logits, id_out.labels)
+    per = {k: own | mixed_calibration(id_out.logits, id_out.labels, out.logits)
+           for k, out in oods.items()}  # fmt: skip
+    keys = ("rms_calib_mixed", "mad_calib_mixed")
+    mean = {k: float(np.mean([p[k] for p in per.values()])) for k in keys} if per else {}
+    return per | {"mean": own | mean}

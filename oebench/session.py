@@ -1,0 +1,208 @@
+"""One run of a benchmark with a results store: what ``oebench run`` and ``oebench.run`` do.
+
+Cells already in the store are served from it, new ones are stored as they finish, and a
+Ctrl-C stops the run with every finished cell kept. ``run_session`` leaves the printing to
+its caller (the CLI); ``run`` is the Python API's ``oebench.run``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from oebench.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from oebench.bench.matrix import Benchmark
+    from oebench.core.progress import Progress
+    from oebench.execute.executors import ExecutorSettings
+
+
+@dataclass(frozen=True)
+class Session:
+    """What one run did."""
+
+    #: result rows of every cell done (served from the store or new), in plan order
+    rows: list[dict[str, Any]]
+    #: the keys of the benchmark's cells, in plan order
+    keys: list[str]
+    #: one message per detector that raised (its rows are missing)
+    failures: list[str]
+    #: one message per cell that produced no result (not stored)
+    failed_cells: list[str]
+    #: cells served from the store, and cells computed (and stored) by this run
+    reused: int
+    new: int
+    #: whether a Ctrl-C stopped the run
+    interrupted: bool
+    store: Path
+    #: how many of ``keys`` the store holds, committed
+    kept: int
+
+
+def run(
+    benchmark: str | os.PathLike[str] | Benchmark,
+    *,
+    device: str = "auto",
+    store: str | Path | None = None,
+    rerun: bool = False,
+    use_cache: bool = True,
+    cache_root: str | Path | None = None,
+    executor: str | ExecutorSettings | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Run ``benchmark`` (a registered name, a TOML path or a Benchmark) as ``oebench run``
+    does; returns the rows ``oebench run --csv`` writes (group means included).
+
+    Cells in ``store`` (default: ``$OEBENCH_STORE``, else the user data folder) are served
+    from it unless ``rerun``; new cells are stored as they finish. ``executor``: "local",
+    "dask", "ray" or ExecutorSettings (default: the benchmark file's, else "local").
+    Messages of failed detectors and cells are in ``df.attrs["failures"]``. A Ctrl-C raises
+    KeyboardInterrupt once the finished cells are stored.
+    """
+    from oebench.bench.parse import load_benchmark
+    from oebench.execute.executors import ExecutorSettings
+
+    bench = (
+        load_benchmark(os.fspath(benchmark))
+        if isinstance(benchmark, (str, os.PathLike))
+        else benchmark
+    )
+    if not isinstance(executor, ExecutorSettings):
+        executor = executor_settings(bench, executor, None, None)
+    done = run_session(
+        bench,
+        device=device,
+        store=store,
+        rerun=rerun,
+        use_cache=use_cache,
+        cache_root=cache_root,
+        executor=executor,
+        progress=progress,
+    )
+    if done.interrupted:
+        raise KeyboardInterrupt(
+            f"{done.kept} of {len(done.keys)} cells are kept in the results store {done.store}"
+        )
+    df = results_table(bench, done.rows)
+    df.attrs["failures"] = done.failures + done.failed_cells
+    return df
+
+
+def run_session(
+    bench: Benchmark,
+    *,
+    device: str = "auto",
+    store: str | Path | None = None,
+    rerun: bool = False,
+    scores_dir: str | Path | None = None,
+    on_change: str = "recompute",
+    use_cache: bool = True,
+    cache_root: str | Path | None = None,
+    executor: ExecutorSettings | None = None,
+    progress: Progress | None = None,
+) -> Session:
+    """Run ``bench`` on ``executor``, skipping cells in ``store`` (unless ``rerun``) and storing
+    new ones as they finish; a Ctrl-C while cells run is caught (cluster work is cancelled).
+
+    ``progress`` gets the bars and log lines, including one line per code or data change
+    that made stored cells stale (``on_change``: recompute them, or "warn" and serve them).
+    """
+    from oebench.execute.drive import drive
+    from oebench.execute.executors import ExecutorSettings, make_executor
+    from oebench.execute.runner import Runner
+    from oebench.record.recorder import Recorder
+    from oebench.record.store import ResultStore
+
+    root = Path(cache_root) if cache_root is not None else None
+    runner = Runner(bench, device=device, progress=progress, use_cache=use_cache, cache_root=root)
+    run_on = make_executor(executor or ExecutorSettings())
+    with ResultStore(store) as results:
+        recorder = Recorder(results, bench, rerun, scores_dir, on_change)
+        interrupted = False
+        try:
+            say = functools.partial(_log_changes, recorder, runner.progress.log)
+            order = drive(runner, run_on, recorder.skip, recorder.record, say)
+        except KeyboardInterrupt:
+            interrupted = True
+            order = [cell.key for cell in runner.cells()]
+        return Session(
+            rows=recorder.rows(order),
+            keys=order,
+            failures=list(runner.failures),
+            failed_cells=list(runner.failed_cells),
+            reused=recorder.reused,
+            new=recorder.new,
+            interrupted=interrupted,
+            store=results.path,
+            kept=results.count(order),
+        )
+
+
+def _log_changes(recorder: Any, log: Callable[[str], None]) -> None:
+    """One line per code or data change that made stored cells stale (before any work)."""
+    warn = recorder.changes.on_change == "warn"
+    for line in recorder.changes.lines():
+        log(f"{'Warning' if warn else 'Note'}: {line}")
+
+
+def results_table(bench: Benchmark, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The long results frame of a run's rows with the benchmark's group means: the rows
+    ``oebench run --csv`` writes."""
+    import pandas as pd
+
+    from oebench.record.schema import CSV_COLUMNS
+    from oebench.report.groups import with_group_means
+    from oebench.report.tables import results_frame
+
+    if not rows:
+        return pd.DataFrame(columns=CSV_COLUMNS)
+    return results_frame(with_group_means(pd.DataFrame(rows), {bench.name: bench.ood_groups}))
+
+
+def kept_cells(bench: Benchmark | None, store: str | Path | None) -> tuple[int, int | None]:
+    """How many of ``bench``'s cells ``store`` holds, and how many it has (None when it cannot
+    be planned); safe to call after a Ctrl-C cut a run short anywhere."""
+    from oebench.core import settings
+    from oebench.record.store import ResultStore
+
+    keys: list[str] | None = None
+    kept = 0
+    # an import that Ctrl-C cut short leaves its extension modules half set up: importing it
+    # again (planning the cells imports torch) can crash the process instead of exiting
+    cut_short = any(m.split(".")[0] not in sys.modules for m in list(sys.modules) if "." in m)
+    try:
+        if bench is not None and not cut_short:
+            from oebench.execute.runner import Runner
+
+            keys = [cell.key for cell in Runner(bench).cells()]
+        with ResultStore(store or settings.store_path(), create=False) as results:
+            kept = results.count(keys) if keys is not None else 0
+    except Exception:  # no store yet, a benchmark that cannot be planned, or an import (of
+        pass  # torch, say) that Ctrl-C cut short: the counts are unknown then
+    return kept, len(keys) if keys is not None else None
+
+
+def executor_settings(
+    bench: Benchmark, name: str | None, workers: int | None, address: str | None
+) -> ExecutorSettings:
+    """Command-line (or environment) settings over the benchmark file's ``executor``."""
+    from oebench.execute.executors import ExecutorSettings
+
+    own = dict(getattr(bench, "executor", None) or {})
+    name = name or own.get("name", "local")
+    if name == "local" and (workers or address):
+        raise UserError("--workers and --address need --executor dask or ray")
+    return ExecutorSettings(
+        name=name,
+        workers=workers or own.get("workers"),
+        address=address or own.get("address"),
+        gpus_per_task=float(own.get("gpus_per_task", 0.0)),
+    )
