@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from oebench.bench.matrix import Benchmark
+    from oebench.bench.overrides import Overrides
     from oebench.core.progress import Progress
     from oebench.execute.executors import ExecutorSettings
 
@@ -67,16 +68,13 @@ def run(
     Messages of failed detectors and cells are in ``df.attrs["failures"]``. A Ctrl-C raises
     KeyboardInterrupt once the finished cells are stored.
     """
-    from oebench.bench.parse import load_benchmark
     from oebench.execute.executors import ExecutorSettings
 
-    bench = (
-        load_benchmark(os.fspath(benchmark))
-        if isinstance(benchmark, (str, os.PathLike))
-        else benchmark
-    )
-    if not isinstance(executor, ExecutorSettings):
-        executor = executor_settings(bench, executor, None, None)
+    named = os.fspath(benchmark) if isinstance(benchmark, (str, os.PathLike)) else benchmark
+    if isinstance(executor, ExecutorSettings):
+        bench, _ = prepare(named)
+    else:
+        bench, executor = prepare(named, executor=executor)
     done = run_session(
         bench,
         device=device,
@@ -91,6 +89,8 @@ def run(
         raise KeyboardInterrupt(
             f"{done.kept} of {len(done.keys)} cells are kept in the results store {done.store}"
         )
+    from oebench.report.groups import results_table
+
     df = results_table(bench, done.rows)
     df.attrs["failures"] = done.failures + done.failed_cells
     return df
@@ -133,8 +133,9 @@ def run_session(
         except KeyboardInterrupt:
             interrupted = True
             order = [cell.key for cell in runner.cells()]
+        rows = recorder.rows(order)
         return Session(
-            rows=recorder.rows(order),
+            rows=rows,
             keys=order,
             failures=list(runner.failures),
             failed_cells=list(runner.failed_cells),
@@ -151,20 +152,6 @@ def _log_changes(recorder: Any, log: Callable[[str], None]) -> None:
     warn = recorder.changes.on_change == "warn"
     for line in recorder.changes.lines():
         log(f"{'Warning' if warn else 'Note'}: {line}")
-
-
-def results_table(bench: Benchmark, rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """The long results frame of a run's rows with the benchmark's group means: the rows
-    ``oebench run --csv`` writes."""
-    import pandas as pd
-
-    from oebench.record.schema import CSV_COLUMNS
-    from oebench.report.groups import with_group_means
-    from oebench.report.tables import results_frame
-
-    if not rows:
-        return pd.DataFrame(columns=CSV_COLUMNS)
-    return results_frame(with_group_means(pd.DataFrame(rows), {bench.name: bench.ood_groups}))
 
 
 def kept_cells(bench: Benchmark | None, store: str | Path | None) -> tuple[int, int | None]:
@@ -188,6 +175,23 @@ def kept_cells(bench: Benchmark | None, store: str | Path | None) -> tuple[int, 
     except Exception:  # no store yet, a benchmark that cannot be planned, or an import (of
         pass  # torch, say) that Ctrl-C cut short: the counts are unknown then
     return kept, len(keys) if keys is not None else None
+
+
+def prepare(
+    benchmark: str | Benchmark,
+    overrides: Overrides | None = None,
+    executor: str | None = None,
+    workers: int | None = None,
+    address: str | None = None,
+) -> tuple[Benchmark, ExecutorSettings]:
+    """The benchmark to run (a name, a path or a value, with ``overrides``) and where."""
+    from oebench.bench.matrix import Benchmark
+    from oebench.bench.overrides import overridden
+    from oebench.bench.parse import load_benchmark
+
+    bench = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(str(benchmark))
+    bench = overridden(bench, overrides) if overrides is not None else bench
+    return bench, executor_settings(bench, executor, workers, address)
 
 
 def executor_settings(

@@ -217,14 +217,14 @@ def _check_text_source(what: str, source: Any, split: str, classes: int | None) 
     """A text source: a split encoded with its own vocabulary (an ID dataset's) or, for an
     OOD set or outliers, with one built from that split; the same tokens twice."""
     from oebench.contracts.checks import ContractError, check_split
-    from oebench.contracts.text import _VOCABULARIES, TextSource, build_vocabulary
+    from oebench.contracts.text import TextSource, build_vocabulary, keep_vocabulary
 
     assert isinstance(source, TextSource), f"{what}: factory must return an oebench.TextSource"
     assert split in source.splits, f"{what}: split {split!r} not in splits {source.splits}"
     shape = None
     if not (source.num_classes and "train" in source.splits):
         vocab = build_vocabulary(source.texts(split, 0)[0], source.length, source.vocab_size)
-        _VOCABULARIES[vocab.digest] = vocab
+        keep_vocabulary(vocab)
         shape = vocab.shape
     data = source.load(split, shape=shape, seed=0)
     try:

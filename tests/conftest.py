@@ -60,3 +60,37 @@ def fake_dist(tmp_path):
         return root
 
     return make
+
+
+def store_record(key: str, **changes) -> dict:
+    """A cell record for the store with placeholder values (``changes`` override them)."""
+    from oebench.record.schema import CELL_COLUMNS
+
+    record = {c: "x" for c in CELL_COLUMNS}
+    record.update(
+        key=key,
+        benchmark="b",
+        benchmark_digest="d",
+        benchmark_text="name = 'b'",
+        seed=0,
+        cell_index=0,
+        outlier_source="",
+        train_seconds=1.0,
+        score_seconds=1.0,
+        trained=1,
+        created_at="2026-01-01T00:00:00",
+    )
+    record.update(changes)
+    return record
+
+
+def store_rows(auroc: float) -> list[dict]:
+    """Two result rows (one OOD set and the mean) with every metric at ``auroc``."""
+    from oebench.record.schema import METRIC_COLUMNS
+
+    metrics = {m: auroc for m in METRIC_COLUMNS}
+    return [
+        {"detector": "msp", "ood_dataset": ood, "row_index": i, **metrics, "id_accuracy": 90.0}
+        | {"n_id": 10, "n_ood": 5 if ood != "mean" else 0}
+        for i, ood in enumerate(["noise", "mean"])
+    ]

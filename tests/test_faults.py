@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +20,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import run_cli
+from stepped import STEPS, SteppedRun
 
 import oebench
 from oebench.bench.matrix import Ref
@@ -438,16 +438,6 @@ def test_cache_write_failure_warns_once_and_the_results_are_stored(
 
 
 # -- killed and interrupted runs -----------------------------------------------------------------
-def start_run(bench_file, env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", CLI, "run", str(bench_file)],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def cells_in(path) -> int:
     try:
         with ResultStore(path, create=False) as store:
@@ -474,52 +464,54 @@ def test_sigkill_at_random_points_loses_nothing_and_stores_no_wrong_number(
     env = {"OEBENCH_CACHE_DIR": str(tmp_path / "cache"), "OEBENCH_STORE": str(tmp_path / "s")}
     rng = random.Random(20261128)
     kept = 0
-    # a kill anywhere in the first seconds (start-up, loading, training), then one while
-    # cells are being committed
+    # the child stops at every step (start-up, plugins, the benchmark file, torch's import,
+    # each training step and batch, each score array written inside a cell's transaction,
+    # each stored cell) and the kill lands at one drawn at random: in the first run, one of
+    # its first steps (its first commit at the latest); in the second, one after it stored
+    # a cell (while the next cell is committed at the latest)
     for phase in ("early", "after-first-cell"):
-        proc = start_run(bench_file, env)
+        run = SteppedRun(["run", str(bench_file)], STEPS, env)
         if phase == "after-first-cell":
-            while cells_in(env["OEBENCH_STORE"]) <= kept and proc.poll() is None:
-                time.sleep(0.05)
-        time.sleep(rng.uniform(0.1, 3.0) if phase == "early" else rng.uniform(0.0, 0.5))
-        proc.kill()
-        proc.wait()
+            run.until(lambda step: step.startswith("stored"))
+            run.go()
+        step = run.until(lambda step: step.startswith("commit") or rng.random() < 0.1)
+        run.proc.kill()
+        run.finish()
         now = assert_only_right_numbers(env["OEBENCH_STORE"], reference)
-        assert now >= kept  # nothing lost
+        assert now >= kept, step  # nothing lost
+        # a cell killed inside its transaction is not stored at all
+        assert now == (0 if phase == "early" else 1), step
         kept = now
-    proc = start_run(bench_file, env)
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
+    done = run_cli("run", str(bench_file), env=env)
+    assert done.returncode == 0, done.stderr
     assert assert_only_right_numbers(env["OEBENCH_STORE"], reference) == 2
     assert stored_numbers(env["OEBENCH_STORE"]).equals(reference.numbers)
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.3, 1.0])
-def test_sigint_in_the_first_second_reports_like_later_and_exits_130(bench_file, delay, tmp_path):
+#: what the "preamble" case finds (and what made this test fail on a loaded machine when it
+#: sent its signal after a delay): the first lines of ``oebench.cli.run.run`` (its imports,
+#: ``check_output_file``, ``settings.override``) come before its ``try``, so a Ctrl-C there
+#: reaches ``Group.invoke`` as a bare KeyboardInterrupt and says only "Interrupted."
+@pytest.mark.parametrize(
+    "where",
+    [
+        "plugins",
+        "preamble",
+        "benchmark",
+        "torch",
+    ],
+)
+def test_sigint_in_the_first_second_reports_like_later_and_exits_130(bench_file, where, tmp_path):
     """Ctrl-C while plugins load, the benchmark is read or torch is imported: not click's
     "Aborted!" with exit 1, but the run's own message and 130."""
-    marked = (
-        "import sys\nfrom oebench.cli import main\nprint('in main', file=sys.stderr, flush=True)\n"
-    )
-    # an empty cache: the run has to train, so it is still going after the delay (a run
-    # served from a filled cache can finish within a second)
-    env = os.environ | {
-        "OEBENCH_CACHE_DIR": str(tmp_path / "c"),
-        "OEBENCH_STORE": str(tmp_path / "s"),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-c", marked + "main()", "run", str(bench_file)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
-    )
-    assert proc.stderr.readline().strip() == "in main"  # oebench's code is running now
-    time.sleep(delay)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    # an empty cache: the run has to train, so it imports torch (a run served from a filled
+    # cache needs no torch)
+    env = {"OEBENCH_CACHE_DIR": str(tmp_path / "c"), "OEBENCH_STORE": str(tmp_path / "s")}
+    run = SteppedRun(["run", str(bench_file)], [where], env, terminal_sigint=True)
+    assert run.next_step() == where  # the child waits there, until the signal comes
+    run.proc.send_signal(signal.SIGINT)
+    code, err = run.finish(timeout=120)
+    assert code == 130, err
     assert "Aborted!" not in err and "Traceback" not in err
     assert "Interrupted: 0 of " in err and "run the same command again to resume" in err
 
@@ -560,7 +552,8 @@ def test_an_error_that_a_ctrl_c_caused_is_reported_as_the_interrupt(tmp_path, si
 
 
 def _store_with_one_cell(path) -> ResultStore:
-    from test_store import _record, _rows
+    from conftest import store_record as _record
+    from conftest import store_rows as _rows
 
     store = ResultStore(path)
     store.save_cell(_record("a"), _rows(50.0))
@@ -570,7 +563,7 @@ def _store_with_one_cell(path) -> ResultStore:
 def test_count_never_includes_an_uncommitted_cell(tmp_path):
     """The old message said "1 of 2 cells are kept" while the store held 0: a transaction
     left open by an interrupt was counted."""
-    from test_store import _record
+    from conftest import store_record as _record
 
     store = _store_with_one_cell(tmp_path / "s.sqlite")
     conn = store._connection
@@ -586,7 +579,7 @@ def test_count_never_includes_an_uncommitted_cell(tmp_path):
 
 
 def test_ctrl_c_inside_the_transaction_commits_the_cell_whole_first(tmp_path, monkeypatch):
-    from test_store import _record
+    from conftest import store_record as _record
 
     import oebench.record.store as store_module
 

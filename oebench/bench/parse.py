@@ -24,7 +24,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PROTOCOLS = ("full", "oe-paper")
 
 
 def parse_ref(value: Any, where: str, base: Path | None = None) -> Ref:

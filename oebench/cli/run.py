@@ -148,65 +148,27 @@ def run(
     Finished cells (seed x ID dataset x model x training) go to the results store at once;
     cells already there are not run again, and their stored results join the table.
     """
-    from oebench.bench.parse import load_benchmark
-    from oebench.core.files import check_output_file, check_output_folder
-    from oebench.session import executor_settings
-
-    check_output_file(csv_path, force)  # before the run, not after hours of it
-    check_output_folder(scores_dir, "*.parquet", force)
-    click.get_current_context().with_resource(
-        settings.override(data_root=data_root, download=download)
-    )
     bench = None
-    try:
-        bench = load_benchmark(benchmark)
-        bench = _overridden(bench, seeds, detector_patterns, oe_scratch, fpr_rule, recall)
+    try:  # a Ctrl-C anywhere in the command (its first imports included) is reported alike
+        from oebench.bench.overrides import Overrides
+        from oebench.core.files import check_output_file, check_output_folder
+        from oebench.session import prepare
+
+        check_output_file(csv_path, force)  # before the run, not after hours of it
+        check_output_folder(scores_dir, "*.parquet", force)
+        click.get_current_context().with_resource(
+            settings.override(data_root=data_root, download=download)
+        )
+        overrides = Overrides(seeds, detector_patterns, oe_scratch, fpr_rule, recall)
+        bench, chosen = prepare(benchmark, overrides, executor, workers, address)
         if detail and detail not in [d.key for d in bench.detectors]:
             raise UnknownNameError("detector", detail, [d.key for d in bench.detectors])
         storage = RunStorage(store_path, rerun, scores_dir, on_change)
-        chosen = executor_settings(bench, executor, workers, address)
         execute(bench, device, csv_path, detail, not no_cache, storage, chosen)
     except RunInterrupted:
         raise
     except KeyboardInterrupt:  # outside the matrix (e.g. in the first second): same report
         raise RunInterrupted(store_path, bench) from None
-
-
-def _overridden(
-    bench: Benchmark,
-    seeds: tuple[int, ...],
-    detector_patterns: str | None,
-    oe_scratch: bool,
-    fpr_rule: str | None,
-    recall: float | None,
-) -> Benchmark:
-    """``bench`` with the command line's seeds, detectors, trainings and metric settings."""
-    from oebench.bench.matrix import Ref
-
-    changes: dict[str, Any] = {}
-    if seeds:
-        changes["seeds"] = list(dict.fromkeys(seeds))
-    if detector_patterns:
-        changes["detectors"] = [Ref(n) for n in select_detectors(detector_patterns)]
-    if fpr_rule:
-        changes["fpr_rule"] = fpr_rule
-    if recall:
-        changes["recall"] = recall
-    bench = dataclasses.replace(bench, **changes) if changes else bench
-    return bench.oe_from_scratch() if oe_scratch else bench
-
-
-def select_detectors(patterns: str) -> list[str]:
-    """Registered detector names matching comma-separated wildcards, in order."""
-    from oebench.registry.lookup import list_detectors
-
-    names: list[str] = []
-    for pattern in (p.strip() for p in patterns.split(",") if p.strip()):
-        found = list_detectors(pattern)
-        if not found:
-            raise UnknownNameError("detector", pattern, list_detectors())
-        names += [n for n in found if n not in names]
-    return names
 
 
 def execute(
@@ -249,9 +211,9 @@ def execute(
 
 def _show(bench: Benchmark, rows: list[dict], csv_path: str | None, detail: str | None) -> None:
     """The results table on stdout, and the CSV file when asked for."""
+    from oebench.report.groups import results_table
     from oebench.report.render import render
     from oebench.report.text import write_table
-    from oebench.session import results_table
 
     df = results_table(bench, rows)
     overwrote = bool(csv_path) and os.path.exists(csv_path)

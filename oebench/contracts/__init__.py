@@ -1,1 +1,2 @@
-"""What plugins implement (datasets, text, detectors, models, objectives) and the checks of what they return."""
+"""What plugins implement (datasets, text, detectors, models, objectives); checks of what
+they return."""

@@ -114,6 +114,11 @@ def vocabulary(digest: str) -> Vocabulary:
     return vocab
 
 
+def keep_vocabulary(vocab: Vocabulary) -> None:
+    """Make ``vocab`` known to this process: ``vocabulary(vocab.digest)`` returns it."""
+    _VOCABULARIES[vocab.digest] = vocab
+
+
 def _vocab_dir() -> Any:
     from oebench.core.settings import cache_dir
 

@@ -26,12 +26,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "address": ("OEBENCH_ADDRESS", "a running Dask/Ray cluster to use"),
 }
 STORE_ENV = VARIABLES["store"][0]
-CACHE_DIR_ENV = VARIABLES["cache_dir"][0]
 DATA_ROOT_ENV = VARIABLES["data_root"][0]
-DOWNLOAD_ENV = VARIABLES["download"][0]
-DEBUG_ENV = VARIABLES["debug"][0]
-LOAD_ENV = VARIABLES["load_plugins"][0]
-BLOCK_ENV = VARIABLES["block_plugins"][0]
 
 #: overrides in force, innermost last (see ``override``)
 _OVERRIDES: list[dict[str, str]] = []

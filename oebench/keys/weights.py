@@ -1,9 +1,9 @@
 """What a cell's weights hash to, known without loading them (or torch).
 
 Forward-pass outputs and detector scores are cached under the hash of the weights that made
-them (``oebench.keys.fingerprints.model_digest``). Computing it means building the model and loading its
-checkpoint, which costs a torch import (about 1.3 s) even when every output is cached. So the
-runner leaves two small notes in the checkpoint cache:
+them (``oebench.keys.fingerprints.model_digest``). Computing it means building the model and
+loading its checkpoint, which costs a torch import (about 1.3 s) even when every output is
+cached. So the runner leaves two small notes in the checkpoint cache:
 
 - ``init-<hash>.json``: the digest of a model's seeded initial weights (which the checkpoint
   key hashes), keyed by everything that makes them: the model and ID dataset options, seed,
@@ -59,7 +59,7 @@ def _file_sha256(path: Path) -> str | None:
 
 @functools.cache
 def _wrapper_digest() -> str | None:
-    """sha256 of ``oebench/contracts/model.py`` (the ``Classifier`` wrapper), read once per process."""
+    """sha256 of ``contracts/model.py`` (the ``Classifier`` wrapper), read once per process."""
     spec = find_spec("oebench.contracts.model")
     return _file_sha256(Path(spec.origin)) if spec and spec.origin else None
 

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from oebench.errors import UserError
+from oebench.keys.fingerprints import cell_identity, describe_changes
 
-if TYPE_CHECKING:
-    from oebench.record.store import ResultStore
+
+class StaleCells(Protocol):
+    """What ``ChangeCheck`` needs of a store (``ResultStore`` is one)."""
+
+    def stale_cells(self, config: dict[str, Any]) -> dict[str, list[str]]: ...
 
 
 def stale_cells(
     conn: sqlite3.Connection, config: dict[str, Any], key: str = ""
 ) -> dict[str, list[str]]:
     """``ResultStore.stale_cells`` on a connection (``key``: the new cell's own, skipped)."""
-    from oebench.keys.fingerprints import cell_identity, describe_changes
-
     names = config.get("names")
     if not isinstance(names, dict) or "fingerprints" not in config:
         return {}
@@ -60,7 +62,7 @@ class ChangeCheck:
 
     MODES = ("recompute", "warn")
 
-    def __init__(self, store: ResultStore, on_change: str = "recompute"):
+    def __init__(self, store: StaleCells, on_change: str = "recompute"):
         if on_change not in self.MODES:
             raise UserError(f"--on-change {on_change!r}: expected one of {', '.join(self.MODES)}")
         self.store = store

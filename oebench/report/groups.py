@@ -8,14 +8,16 @@ per-set rows, so adding groups to a benchmark never needs a rerun.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from oebench.bench.groups import PREFIX, Groups, group_label
-from oebench.record.schema import METRIC_COLUMNS
-from oebench.report.tables import sort_results
+from oebench.record.schema import CSV_COLUMNS, METRIC_COLUMNS
+from oebench.report.tables import results_frame, sort_results
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from oebench.bench.matrix import Benchmark
 
 
 def with_group_means(df: pd.DataFrame, groups: dict[str, Groups]) -> pd.DataFrame:
@@ -51,3 +53,13 @@ def with_group_means(df: pd.DataFrame, groups: dict[str, Groups]) -> pd.DataFram
     if not added:
         return df
     return sort_results(pd.concat([df, *added], ignore_index=True))
+
+
+def results_table(bench: Benchmark, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The long results frame of a run's rows with the benchmark's group means: the rows
+    ``oebench run --csv`` writes."""
+    import pandas as pd
+
+    if not rows:
+        return pd.DataFrame(columns=CSV_COLUMNS)
+    return results_frame(with_group_means(pd.DataFrame(rows), {bench.name: bench.ood_groups}))

@@ -1,7 +1,7 @@
 """Leaderboards in the terminal: rich tables, fitted to the console's width.
 
-The tables come from ``oebench.report.tables`` (with / without OE) and ``oebench.report.wide`` (several
-trainings); their cell texts from ``oebench.report.text``.
+The tables come from ``oebench.report.tables`` (with / without OE) and
+``oebench.report.wide`` (several trainings); their cell texts from ``oebench.report.text``.
 """
 
 from __future__ import annotations

@@ -31,13 +31,15 @@ def test_a_message_as_exit_code_goes_to_stderr_with_status_1():
 
 
 def test_other_threads_are_joined_by_the_normal_exit():
-    # a non-daemon thread still writing must finish, as with sys.exit
+    # a non-daemon thread still writing must finish, as with sys.exit. It waits for the main
+    # thread to end, which happens only in the interpreter's normal shutdown (that then joins
+    # it): so it is alive whenever _exit looks, and a fast exit would cut it off unprinted
     out = _python(
         """
-        import threading, time, torch
+        import threading, torch
         from oebench.cli.app import _exit
         def late():
-            time.sleep(0.3)
+            threading.main_thread().join()
             print("thread finished", flush=True)
         threading.Thread(target=late).start()
         _exit(0)

@@ -7,14 +7,13 @@ import os
 import pickle
 import signal
 import sqlite3
-import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import TINY, run_cli
+from stepped import SteppedRun
 
 from oebench.bench.parse import load_benchmark
 from oebench.errors import UserError
@@ -86,33 +85,63 @@ def test_ray_gives_byte_identical_csv(tmp_path, local_csv):
     assert _csv(tmp_path, "ray", "--executor", "ray", "--workers", "2") == local_csv
 
 
-def test_killed_dask_worker_is_retried_and_every_cell_stored_once(tmp_path, local_csv):
+#: a test plugin for every process of a run: a Dask worker says on stderr when it starts on a
+#: checkpoint; the first to do so where $OEBENCH_TEST_HOLD names a file no worker has made
+#: yet stays there, mid-task and holding the checkpoint's lock, until the test kills it
+WORKER_PLUGIN = """
+import os
+import threading
+
+import oebench.execute.cell_models as cell_models
+
+_load_or_train = cell_models.TrainedModels._load_or_train
+
+
+def _first_to_hold():
+    hold = os.environ.get("OEBENCH_TEST_HOLD")
+    if not hold:
+        return False
+    try:
+        os.close(os.open(hold, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:  # another worker is held (or was, and was killed)
+        return False
+    return True
+
+
+def _said(self, key, cell, model, shape):
+    held = _first_to_hold()
+    os.write(2, f"@training {os.getpid()} {cell.label}\\n".encode())
+    if held:
+        threading.Event().wait()  # until the test kills this worker
+    return _load_or_train(self, key, cell, model, shape)
+
+
+cell_models.TrainedModels._load_or_train = _said
+"""
+
+
+def _worker_plugin(fake_dist) -> str:
+    """PYTHONPATH with WORKER_PLUGIN installed (the driver and its workers load it)."""
+    plugin = {"worker_steps": WORKER_PLUGIN}
+    root = fake_dist("oebench-worker-steps", plugin, {"worker-steps": "worker_steps"})
+    return os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+
+
+def test_killed_dask_worker_is_retried_and_every_cell_stored_once(tmp_path, local_csv, fake_dist):
     import psutil
 
-    env = {**os.environ, **_env(tmp_path, "killed")}
+    env = _env(tmp_path, "killed")
+    env |= {"PYTHONPATH": _worker_plugin(fake_dist), "OEBENCH_TEST_HOLD": str(tmp_path / "held")}
     csv = tmp_path / "killed.csv"
     args = ["run", str(TINY), *SEEDS, "--csv", str(csv), "--executor", "dask", "--workers", "2"]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from oebench.cli import main; main()", *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    models = tmp_path / "cache-killed" / "models"
-    killed = None
-    deadline = time.monotonic() + 300
-    while killed is None and proc.poll() is None and time.monotonic() < deadline:
-        if models.is_dir() and any(models.glob("*.lock")):  # a worker is training
-            workers = [
-                p for p in psutil.Process(proc.pid).children(recursive=True)
-                if "spawn_main" in " ".join(p.cmdline()) and "resource_tracker" not in
-                " ".join(p.cmdline())
-            ]  # fmt: skip
-            if workers:
-                killed = workers[0].pid
-                os.kill(killed, signal.SIGKILL)
-        time.sleep(0.2)
-    out, err = proc.communicate(timeout=600)
-    assert killed is not None, "no worker was seen training"
-    assert proc.returncode == 0, err[-3000:]
+    run = SteppedRun(args, [], env)
+    line = run.wait_line(lambda line: line.startswith("@training "))  # held while training
+    assert line is not None, "no worker was seen training: " + run.stderr[-3000:]
+    killed = int(line.split()[1])
+    assert killed in [p.pid for p in psutil.Process(run.proc.pid).children(recursive=True)]
+    os.kill(killed, signal.SIGKILL)
+    code, err = run.finish(timeout=600)
+    assert code == 0, err[-3000:]
     assert csv.read_bytes() == local_csv
     with sqlite3.connect(tmp_path / "killed.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM cells").fetchone() == (4,)
@@ -170,27 +199,19 @@ def test_the_benchmark_file_names_the_executor_and_the_command_line_wins():
         parse_benchmark(TINY.read_text() + '\n[executor]\nname = "spark"\n')
 
 
-def test_ctrl_c_cancels_the_dask_cluster_cleanly(tmp_path):
+def test_ctrl_c_cancels_the_dask_cluster_cleanly(tmp_path, fake_dist):
     import psutil
 
-    env = {**os.environ, **_env(tmp_path, "interrupted")}
+    env = {**_env(tmp_path, "interrupted"), "PYTHONPATH": _worker_plugin(fake_dist)}
     args = ["run", str(TINY), *SEEDS, "--executor", "dask", "--workers", "2"]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from oebench.cli import main; main()", *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
-    models = tmp_path / "cache-interrupted" / "models"
-    workers: list = []
-    deadline = time.monotonic() + 300
-    while not workers and proc.poll() is None and time.monotonic() < deadline:
-        if models.is_dir() and any(models.glob("*.lock")):  # the cluster is working
-            workers = psutil.Process(proc.pid).children(recursive=True)
-        time.sleep(0.2)
-    assert workers, "the cluster never started working"
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
+    run = SteppedRun(args, [], env, terminal_sigint=True)
+    line = run.wait_line(lambda line: line.startswith("@training "))  # the cluster is working
+    assert line is not None, "the cluster never started working: " + run.stderr[-3000:]
+    workers = psutil.Process(run.proc.pid).children(recursive=True)
+    assert int(line.split()[1]) in [w.pid for w in workers]
+    run.proc.send_signal(signal.SIGINT)
+    code, err = run.finish(timeout=120)
+    assert code == 130, err[-3000:]
     assert "Interrupted:" in err and "run the same command again to resume" in err
     assert "Traceback" not in err
     gone, alive = psutil.wait_procs(workers, timeout=30)

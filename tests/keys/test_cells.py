@@ -61,9 +61,7 @@ def bench(text: str = TOML):
 
 def cell_of(cells, seed, id_key, training):
     (found,) = [
-        c
-        for c in cells
-        if (c.seed, c.id_ref.key, c.training.name) == (seed, id_key, training)
+        c for c in cells if (c.seed, c.id_ref.key, c.training.name) == (seed, id_key, training)
     ]
     return found
 
@@ -152,9 +150,7 @@ def test_another_engine_or_model_file_gives_another_key():
     other_weights = keyed(b, cell, ModelFile("abd"), ENGINE)
     keys = {cell.key, other_code.key, other_version.key, weights.key, other_weights.key}
     assert len(keys) == 5
-    assert differences(cell.config, other_code.config) == [
-        "fingerprints/code/engine:training"
-    ]
+    assert differences(cell.config, other_code.config) == ["fingerprints/code/engine:training"]
     assert differences(cell.config, other_version.config) == ["training_version"]
     assert weights.config["model_files"] == {"path": "abc"}
     assert differences(weights.config, other_weights.config) == ["model_files/path"]

@@ -5,20 +5,18 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, run_cli, store_record, store_rows
+from stepped import SteppedRun
 
 from oebench.core import settings
 from oebench.errors import UserError
 from oebench.record.schema import (
-    CELL_COLUMNS,
     EXTRA_CELL_COLUMNS,
     EXTRA_ROW_COLUMNS,
-    METRIC_COLUMNS,
 )
 from oebench.record.store import ResultStore, ScoreArray
 from oebench.record.tables import SCHEMA_VERSION
@@ -64,34 +62,6 @@ def numbers(store) -> pd.DataFrame:
     return results_frame(load_results(store))
 
 
-def _record(key: str, **changes) -> dict:
-    record = {c: "x" for c in CELL_COLUMNS}
-    record.update(
-        key=key,
-        benchmark="b",
-        benchmark_digest="d",
-        benchmark_text="name = 'b'",
-        seed=0,
-        cell_index=0,
-        outlier_source="",
-        train_seconds=1.0,
-        score_seconds=1.0,
-        trained=1,
-        created_at="2026-01-01T00:00:00",
-    )
-    record.update(changes)
-    return record
-
-
-def _rows(auroc: float) -> list[dict]:
-    metrics = {m: auroc for m in METRIC_COLUMNS}
-    return [
-        {"detector": "msp", "ood_dataset": ood, "row_index": i, **metrics, "id_accuracy": 90.0}
-        | {"n_id": 10, "n_ood": 5 if ood != "mean" else 0}
-        for i, ood in enumerate(["noise", "mean"])
-    ]
-
-
 # -- the store on its own --------------------------------------------------------------------
 def test_the_default_store_is_the_one_settings_name(monkeypatch, tmp_path):
     monkeypatch.setenv("OEBENCH_STORE", str(tmp_path / "mine.sqlite"))
@@ -105,16 +75,16 @@ def test_a_stored_cell_is_never_duplicated_and_replaced_only_on_request(tmp_path
     path = tmp_path / "s.sqlite"
     scores = [ScoreArray("msp", "id-set", False, np.arange(10.0))]
     with ResultStore(path) as store:
-        assert store.save_cell(_record("k1"), _rows(50.0), scores)
-        assert not store.save_cell(_record("k1"), _rows(60.0), scores)  # already there
+        assert store.save_cell(store_record("k1"), store_rows(50.0), scores)
+        assert not store.save_cell(store_record("k1"), store_rows(60.0), scores)  # already there
         assert [r["auroc"] for r in store.rows()] == [50.0, 50.0]
-        assert store.save_cell(_record("k1"), _rows(70.0), scores, replace=True)
+        assert store.save_cell(store_record("k1"), store_rows(70.0), scores, replace=True)
         assert [r["auroc"] for r in store.rows()] == [70.0, 70.0]
         assert store.count() == 1
         assert np.array_equal(store.scores(["k1"])["k1"][0].scores, np.arange(10.0))
         broken = [ScoreArray("msp", "x", True, np.array(["not a number"]))]
         with pytest.raises(ValueError):  # a failure mid-transaction leaves nothing behind
-            store.save_cell(_record("k2"), _rows(1.0), broken)
+            store.save_cell(store_record("k2"), store_rows(1.0), broken)
         assert store.count() == 1
     assert key_counts(path) == (1, 1, 2)
     conn = sqlite3.connect(path)
@@ -163,7 +133,7 @@ def test_bad_store_files_are_one_line_errors(tmp_path, damage, expected):
     path = tmp_path / "s.sqlite"
     with ResultStore(path) as store:
         for i in range(20):  # enough pages that half a file is damaged, not just short
-            store.save_cell(_record(f"k{i}"), _rows(float(i)))
+            store.save_cell(store_record(f"k{i}"), store_rows(float(i)))
     damage(path)
     for args in (["leaderboard"], ["plot"], ["leaderboard", "--format", "csv"]):
         assert expected in one_line_error(run_cli(*args, "--store", str(path)))
@@ -216,17 +186,12 @@ def test_sigkill_at_any_moment_then_rerun_matches_an_uninterrupted_run(tmp_path)
     store = tmp_path / "killed.sqlite"
     env = {"OEBENCH_CACHE_DIR": str(tmp_path / "cold-cache")}  # the kill lands mid-training
     args = ["run", str(TINY), *SEEDS, "--store", str(store)]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CLI, *args],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 300
-    while stored_cells(store) < 1 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
+    run = SteppedRun(args, ["stored", "step"], env)
+    run.until(lambda step: step.startswith("stored"))  # a cell is committed
+    run.go()
+    run.until(lambda step: step.startswith("step train "))  # and the next model is training
+    run.proc.kill()
+    run.finish()
     kept = stored_cells(store)
     assert 1 <= kept < 6  # killed part-way
 
@@ -280,21 +245,16 @@ def test_seeds_added_later_join_the_leaderboard(tmp_path):
 
 def test_ctrl_c_stops_cleanly_and_says_what_was_kept(tmp_path):
     store = tmp_path / "interrupted.sqlite"
-    env = {**os.environ, "OEBENCH_CACHE_DIR": str(tmp_path / "cold-cache")}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CLI, "run", str(TINY), *SEEDS, "--store", str(store)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
-    )
-    deadline = time.monotonic() + 300
-    while stored_cells(store) < 1 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    env = {"OEBENCH_CACHE_DIR": str(tmp_path / "cold-cache")}
+    shown = tmp_path / "stdout.txt"
+    with open(shown, "w") as stdout:
+        args = ["run", str(TINY), *SEEDS, "--store", str(store)]
+        run = SteppedRun(args, ["stored"], env, stdout=stdout, terminal_sigint=True)
+        run.until(lambda step: step.startswith("stored"))  # the first cell is committed
+        run.proc.send_signal(signal.SIGINT)  # as in a terminal, while the child waits there
+        code, err = run.finish(timeout=120)
+    out = shown.read_text()
+    assert code == 130, err
     assert "Traceback" not in err
     kept = stored_cells(store)
     assert f"Interrupted: {kept} of 6 cells are kept in the results store" in err
