@@ -25,7 +25,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-
 def parse_ref(value: Any, where: str, base: Path | None = None) -> Ref:
     """A component reference from a name or a table; relative paths resolve against ``base``."""
     if isinstance(value, str):
@@ -168,13 +167,7 @@ def parse_benchmark(text: str, source: str = "<string>", base: Path | None = Non
     Every problem found is reported in one UserError, one line each; relative paths in
     component options resolve against ``base`` (the file's folder).
     """
-    from oebench.bench.validation import (
-        BenchmarkSettings,
-        ExecutorTable,
-        problems,
-        raise_problems,
-        seed_problems,
-    )
+    from oebench.bench.validation import raise_problems
 
     try:
         data = tomllib.loads(text)
@@ -186,33 +179,11 @@ def parse_benchmark(text: str, source: str = "<string>", base: Path | None = Non
         found.append(
             f"unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(KNOWN_KEYS))}"
         )
-    defaults = dict(DEFAULT_TRAINING)
-    section = data.get("training", {})
-    if not isinstance(section, dict):
-        found.append("[training] must be a table of settings")
-        section = {}
-    extra = set(section) - TRAINING_SETTINGS.keys()
-    if extra:
-        found.append(f"[training] has unknown key(s) {', '.join(sorted(extra))}")
-    defaults.update({k: v for k, v in section.items() if k in TRAINING_SETTINGS})
-    found += _default_lines(defaults)
+    defaults = _defaults(data, found)
     trainings = _trainings(data, defaults, base, found)
-    settings = {
-        k: data[k]
-        for k in ("name", "description", "protocol", "resamples", "recall", "fpr_rule")
-        if k in data
-    }
-    found += problems(BenchmarkSettings, settings, "")
+    found += _settings_problems(data)
     executor = data.get("executor", {})
-    if isinstance(executor, dict):
-        found += problems(ExecutorTable, executor, "[executor]")
-    else:
-        found.append("[executor] must be a table: name, workers, address, gpus_per_task")
     seeds = data.get("seeds", [0])
-    if isinstance(seeds, list):
-        found += seed_problems(seeds, "")
-    else:
-        found.append(f"seeds = {seeds!r}: must be a non-empty list of integers")
     refs = {key: _refs(data, key, base, found) for key in REF_LISTS}
     found += group_problems(data.get("ood_groups"), [r.key for r in refs["ood_datasets"]])
     raise_problems(found + _component_problems(found, trainings, refs), source)
@@ -235,6 +206,40 @@ def parse_benchmark(text: str, source: str = "<string>", base: Path | None = Non
 
 
 REF_LISTS = ("id_datasets", "models", "detectors", "ood_datasets")
+
+
+def _defaults(data: dict, found: _Problems) -> dict[str, Any]:
+    """The ``[training]`` defaults every training starts from (its problems go to ``found``)."""
+    defaults = dict(DEFAULT_TRAINING)
+    section = data.get("training", {})
+    if not isinstance(section, dict):
+        found.append("[training] must be a table of settings")
+        section = {}
+    extra = set(section) - TRAINING_SETTINGS.keys()
+    if extra:
+        found.append(f"[training] has unknown key(s) {', '.join(sorted(extra))}")
+    defaults.update({k: v for k, v in section.items() if k in TRAINING_SETTINGS})
+    found += _default_lines(defaults)
+    return defaults
+
+
+def _settings_problems(data: dict) -> list[str]:
+    """Problems of the top-level settings, ``[executor]`` and ``seeds``."""
+    from oebench.bench.validation import BenchmarkSettings, ExecutorTable, problems, seed_problems
+
+    names = ("name", "description", "protocol", "resamples", "recall", "fpr_rule")
+    found = problems(BenchmarkSettings, {k: data[k] for k in names if k in data}, "")
+    executor = data.get("executor", {})
+    if isinstance(executor, dict):
+        found += problems(ExecutorTable, executor, "[executor]")
+    else:
+        found.append("[executor] must be a table: name, workers, address, gpus_per_task")
+    seeds = data.get("seeds", [0])
+    if isinstance(seeds, list):
+        found += seed_problems(seeds, "")
+    else:
+        found.append(f"seeds = {seeds!r}: must be a non-empty list of integers")
+    return found
 
 
 def _component_problems(found: list[str], trainings: list[Training], refs: dict) -> list[str]:

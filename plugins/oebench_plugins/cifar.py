@@ -9,7 +9,7 @@ from oebench.api import (
     TensorImages,
     find_dir,
 )
-from oebench_plugins.vision_common import (
+from oebench_plugins.vision_datasets import (
     check_split,
     checked,
 )

@@ -14,7 +14,7 @@ from oebench.api import (
     find_dir,
     present,
 )
-from oebench_plugins.vision_common import (
+from oebench_plugins.vision_datasets import (
     check_split,
     checked,
 )

@@ -11,7 +11,7 @@ from oebench.api import (
     UserError,
     find_dir,
 )
-from oebench_plugins.vision_common import (
+from oebench_plugins.vision_datasets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageFiles,

@@ -8,7 +8,7 @@ from oebench.api import (
     ImageSource,
     find_dir,
 )
-from oebench_plugins.vision_common import (
+from oebench_plugins.vision_datasets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageFiles,
