@@ -121,6 +121,7 @@ def run_session(
     from oebench.record.recorder import Recorder
     from oebench.record.store import ResultStore
 
+    check_places(device)  # before any work: a mistake here is one line, not a late failure
     root = Path(cache_root) if cache_root is not None else None
     runner = Runner(bench, device=device, progress=progress, use_cache=use_cache, cache_root=root)
     run_on = make_executor(executor or ExecutorSettings())
@@ -191,7 +192,35 @@ def prepare(
 
     bench = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(str(benchmark))
     bench = overridden(bench, overrides) if overrides is not None else bench
+    check_data_root()
     return bench, executor_settings(bench, executor, workers, address)
+
+
+def check_data_root(root: Path | None = None, what: str = "the data root") -> None:
+    """The data root (``--data-root``, ``$OEBENCH_DATA_ROOT``) must be a folder, or not exist
+    yet below a folder: a file (``/dev/null``) is a UserError."""
+    from oebench.core import settings
+
+    root = root if root is not None else settings.data_root()
+    for path in (root, *root.parents):
+        if path.exists() or path.is_symlink():
+            if not path.is_dir():
+                inside = "" if path == root else f" ({path} is not a folder)"
+                raise UserError(
+                    f"{what} {root} must be a folder{inside}; give a folder of dataset files, "
+                    "or one that does not exist yet"
+                )
+            return
+
+
+def check_places(device: str) -> None:
+    """Where a run reads and computes: the data root, and the device (``--device cuda``
+    without a GPU fails here, before any data is read)."""
+    check_data_root()
+    if device not in ("auto", "cpu"):
+        from oebench.execute.context import resolve_device
+
+        resolve_device(device)
 
 
 def executor_settings(

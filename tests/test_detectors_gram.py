@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY
-from oebench_plugins.model_detectors import Gram, gram_rows, layer_maps
+from oebench_plugins.model_layers import Gram, gram_rows
+from oebench_plugins.model_maps import layer_maps
 from torch import nn
 
 from oebench import create_detector

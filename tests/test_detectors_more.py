@@ -307,7 +307,7 @@ def test_rankfeat_by_hand():
 
 
 def test_feature_map_rule_holds_for_the_built_in_cnns():
-    from oebench_plugins.model_detectors import feature_map
+    from oebench_plugins.model_maps import feature_map
 
     torch.manual_seed(0)
     x = torch.rand(2, 3, 8, 8)
@@ -552,7 +552,7 @@ def _conv_model() -> Classifier:
 
 
 def test_parity_rankfeat(pood):
-    from oebench_plugins.model_detectors import feature_map
+    from oebench_plugins.model_maps import feature_map
 
     model = _conv_model()
     x = torch.rand(20, 3, 6, 6, dtype=torch.float64)

@@ -217,7 +217,7 @@ def test_vim_centres_at_minus_pinv_w_b():
 
 
 def test_vim_default_dim():
-    from oebench_plugins.feature_detectors import vim_default_dim
+    from oebench_plugins.feature_head import vim_default_dim
 
     assert [vim_default_dim(d) for d in (2048, 4096, 768, 1024, 512, 64)] == [
         1000,
@@ -620,12 +620,12 @@ def test_config_is_plain_data(name):
 @pytest.mark.parametrize("name", [n for n in ALL if "features" in make(n).needs or n == "gen"])
 def test_streaming_in_blocks_changes_nothing(name, setting, monkeypatch):
     """Fitting and scoring in many small row blocks gives the single-block answer."""
-    from oebench_plugins import feature_detectors
+    from oebench_plugins import feature_common, feature_distances
 
     whole = run(name, setting, "test")
-    monkeypatch.setattr(feature_detectors, "CHUNK", 7)
-    monkeypatch.setattr(feature_detectors, "KNN_QUERY_CHUNK", 5)
-    monkeypatch.setattr(feature_detectors, "KNN_BANK_CHUNK", 16)
+    monkeypatch.setattr(feature_common, "CHUNK", 7)
+    monkeypatch.setattr(feature_distances, "KNN_QUERY_CHUNK", 5)
+    monkeypatch.setattr(feature_distances, "KNN_BANK_CHUNK", 16)
     np.testing.assert_allclose(run(name, setting, "test"), whole, rtol=1e-10, atol=1e-10)
 
 

@@ -17,7 +17,7 @@ class Setting:
     """One training setting: its type, range and default (``oebench.bench.validation`` builds
     the ``TrainingSettings`` schema from these). ``keyed`` settings are in every training's
     params (from ``[training]`` or their default), hence in every cache key; the others only
-    where a benchmark sets them."""
+    where a benchmark sets them. A float setting is always finite (no ``inf``, no ``nan``)."""
 
     kind: Any  # a type, a tuple of the allowed values, or Any (checked elsewhere)
     default: Any = None
@@ -26,23 +26,30 @@ class Setting:
     ge: float | None = None
     gt: float | None = None
     lt: float | None = None
+    le: float | None = None
 
+
+#: upper bounds: beyond them a value is a typo (``epochs = 1e18``), not a benchmark
+MAX_EPOCHS = 100_000
+MAX_BATCH = 100_000
+MAX_IMAGES = 2**31 - 1
+MAX_THREADS = 4096
 
 #: every setting of a training (``[training]`` and ``[[trainings]]``), declared once
 TRAINING_SETTINGS: dict[str, Setting] = {
-    "epochs": Setting(int, 6, keyed=True, ge=1),
-    "batch_size": Setting(int, 128, keyed=True, ge=1),
-    "outlier_batch_size": Setting(int, 256, keyed=True, ge=1),
+    "epochs": Setting(int, 6, keyed=True, ge=1, le=MAX_EPOCHS),
+    "batch_size": Setting(int, 128, keyed=True, ge=1, le=MAX_BATCH),
+    "outlier_batch_size": Setting(int, 256, keyed=True, ge=1, le=MAX_BATCH),
     "lr": Setting(float, 0.1, keyed=True, gt=0),
     "momentum": Setting(float, 0.9, keyed=True, ge=0, lt=1),
     "nesterov": Setting(bool, True, keyed=True),
     "weight_decay": Setting(float, 5e-4, keyed=True, ge=0),
     "augment": Setting(bool, False, keyed=True),
-    "max_train": Setting(int, None, keyed=True, optional=True, ge=1),
-    "eval_batch_size": Setting(int, None, keyed=True, optional=True, ge=1),
+    "max_train": Setting(int, None, keyed=True, optional=True, ge=1, le=MAX_IMAGES),
+    "eval_batch_size": Setting(int, None, keyed=True, optional=True, ge=1, le=MAX_BATCH),
     # CPU threads of a training (0: every core): the weights depend on it (conv gradients are
     # summed in per-thread chunks), so it is fixed, not the core count, and part of every key
-    "threads": Setting(int, 1, keyed=True, ge=0),
+    "threads": Setting(int, 1, keyed=True, ge=0, le=MAX_THREADS),
     "amp": Setting(("auto", "bf16", "off"), "auto"),
     "channels_last": Setting(bool, True),
     "compile": Setting(bool, False),

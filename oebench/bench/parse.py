@@ -285,7 +285,7 @@ def load_benchmark(name_or_path: str) -> Benchmark:
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise UserError(f"benchmark file not found: {path.resolve()}")
-        return parse_benchmark(path.read_text(), str(path), path.resolve().parent)
+        return parse_benchmark(read_text(path), str(path), path.resolve().parent)
     from oebench.registry.lookup import get_component
 
     comp = get_component("benchmark", name_or_path)
@@ -293,4 +293,24 @@ def load_benchmark(name_or_path: str) -> Benchmark:
     if isinstance(target, Benchmark):
         return target
     target = Path(target)
-    return parse_benchmark(target.read_text(), str(target), target.resolve().parent)
+    return parse_benchmark(read_text(target), str(target), target.resolve().parent)
+
+
+def read_text(path: Path) -> str:
+    """A benchmark file's text (UTF-8, newlines as ``read_text`` makes them); a file that is
+    not text (binary bytes, a NUL, not UTF-8) or cannot be read is one UserError."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the benchmark file: {exc.strerror or exc}") from None
+    at = data.find(b"\x00")
+    if at >= 0:
+        raise UserError(f"{path}: not a text file (a NUL byte at offset {at}); give a TOML file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "a benchmark file is TOML, which is UTF-8"
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -41,9 +41,10 @@ class _TrainingChecks(BaseModel):
 
 
 def _annotation(setting: Setting) -> Any:
-    """The pydantic type of one declared training setting."""
+    """The pydantic type of one declared training setting (a float one is finite)."""
     kind = Literal[setting.kind] if isinstance(setting.kind, tuple) else setting.kind
-    bounds = {"ge": setting.ge, "gt": setting.gt, "lt": setting.lt}
+    bounds: dict[str, Any] = {"ge": setting.ge, "gt": setting.gt, "lt": setting.lt}
+    bounds |= {"le": setting.le, "allow_inf_nan": False if kind is float else None}
     if any(v is not None for v in bounds.values()):
         kind = Annotated[kind, Field(**{k: v for k, v in bounds.items() if v is not None})]
     return kind | None if setting.optional else kind
@@ -70,8 +71,8 @@ class BenchmarkSettings(BaseModel):
     description: str = ""
     seeds: Annotated[list[Seed], Field(min_length=1)] = [0]
     protocol: Literal["full", "oe-paper"] = "full"
-    resamples: Positive = 10
-    recall: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    resamples: Annotated[int, Field(ge=1, le=100_000)] = 10
+    recall: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.95
     fpr_rule: Literal["nearest", "first"] = "nearest"
 
 
@@ -83,7 +84,7 @@ class ExecutorTable(BaseModel):
     name: Literal["local", "dask", "ray"] = "local"
     workers: Positive | None = None
     address: str | None = None
-    gpus_per_task: Annotated[float, Field(ge=0)] = 0.0
+    gpus_per_task: Annotated[float, Field(ge=0, le=1024, allow_inf_nan=False)] = 0.0
 
 
 def problems(model: type[BaseModel], data: dict[str, Any], where: str) -> list[str]:
@@ -127,9 +128,10 @@ def check_benchmark(bench: Benchmark, models: bool = True) -> None:
     raise_problems(found, bench.source)
 
 
-def _forward_once(net: Any, shape: tuple[int, int, int]) -> None:
+def _forward_once(net: Any, shape: tuple[int, int, int], classes: int | None = None) -> str:
     """One forward pass on two random images (eval mode, no gradients): a model that cannot
-    run with these options fails here, not at the start of a cell."""
+    run with these options fails here, not at the start of a cell. Returns what is wrong
+    with its logits, a plugin's bug ("" if nothing): not ``(2, classes)``, or not finite."""
     import torch
 
     from oebench.contracts.data import example_inputs  # images in [0, 1], or token ids for text
@@ -138,11 +140,17 @@ def _forward_once(net: Any, shape: tuple[int, int, int]) -> None:
     net.eval()
     try:
         with torch.no_grad():
-            net.forward_head(net.forward_features(example_inputs(shape)))
+            logits = net.forward_head(net.forward_features(example_inputs(shape)))
     except RuntimeError as exc:
         raise ValueError(f"a test forward pass failed: {exc}") from exc
     finally:
         net.train(was_training)
+    size = tuple(getattr(logits, "shape", ()))
+    if classes is not None and size != (2, classes):
+        return f"its logits for 2 inputs are {size}, not (2, {classes}): one per ID class"
+    if not bool(torch.isfinite(logits).all()):
+        return "its logits for 2 random inputs are not finite"
+    return ""
 
 
 def model_problems(bench: Benchmark) -> list[str]:
@@ -158,7 +166,9 @@ def model_problems(bench: Benchmark) -> list[str]:
             label = f"model {ref.key!r} on {id_ref.key!r}"
             try:
                 net = comp.factory(source.num_classes, tuple(source.shape), **ref.kwargs)
-                _forward_once(net, tuple(source.shape))
+                wrong = _forward_once(net, tuple(source.shape), source.num_classes)
+                if wrong:
+                    lines.append(f"{label} (plugin {comp.plugin!r}): {wrong}")
             except (UserError, ValueError, TypeError) as exc:
                 lines.append(f"{label}: {exc}")
             except Exception as exc:  # a plugin's bug: name it
@@ -166,9 +176,18 @@ def model_problems(bench: Benchmark) -> list[str]:
     return lines
 
 
+#: the top-level settings a Benchmark holds, checked by ``BenchmarkSettings``
+TOP_SETTINGS = ("name", "description", "protocol", "resamples", "recall", "fpr_rule")
+
+
 def settings_problems(bench: Benchmark) -> list[str]:
-    """Settings of a Benchmark built in Python (files are checked when parsed already)."""
-    lines = seed_problems(bench.seeds, "")
+    """Settings of a Benchmark built in Python or changed by the command line (files are
+    checked when parsed already): a value is refused alike wherever it came from."""
+    values = {name: getattr(bench, name) for name in TOP_SETTINGS}
+    lines = problems(BenchmarkSettings, values, "") + seed_problems(bench.seeds, "")
+    for key in ("id_datasets", "models", "detectors", "ood_datasets"):
+        if not getattr(bench, key):
+            lines.append(f"'{key}' must be a non-empty list")
     names = [t.name for t in bench.trainings]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -276,6 +295,38 @@ def data_problems(bench: Benchmark) -> list[str]:
         except Exception as exc:  # a plugin's bug: name it, keep checking the rest
             plugin = get_component(kind, ref.name).plugin
             lines.append(f"{kind} {ref.key!r} (plugin {plugin!r}) failed: {_broken(exc)}")
+    return lines
+
+
+def size_problems(
+    bench: Benchmark,
+    train_size: Callable[[Ref], int | None],
+    test_size: Callable[[Ref], int | None],
+) -> list[str]:
+    """Values that depend on the data's sizes, known once the splits are loaded (before any
+    training): a detector needing more ID training samples than a set has (its ``min_train``,
+    e.g. knn's ``k``), an OOD set's ``n`` larger than its test split. ``train_size`` (of an ID
+    dataset) and ``test_size`` (of an OOD set) are asked only where needed; None: unknown."""
+    from oebench.registry.lookup import create_detector
+
+    lines: list[str] = []
+    needs = {}
+    for ref in bench.detectors:
+        need = getattr(create_detector(ref.name, **ref.kwargs), "min_train", None)
+        if isinstance(need, int) and need > 1:
+            needs[ref.key] = need
+    for id_ref in bench.id_datasets if needs else []:
+        size = train_size(id_ref)
+        for key, need in needs.items() if size is not None else []:
+            if need > size:
+                lines.append(f"detector {key!r} needs at least {need} ID training samples, "
+                             f"but {id_ref.key!r} has {size}")  # fmt: skip
+    for ref in bench.ood_datasets:
+        n = ref.kwargs.get("n")
+        size = test_size(ref) if isinstance(n, int) and not isinstance(n, bool) else None
+        if size is not None and n > size:
+            lines.append(f"dataset {ref.key!r}: n = {n}, but its test split has only {size} "
+                         "images; give n <= that, or leave n out for all of them")  # fmt: skip
     return lines
 
 

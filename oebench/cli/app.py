@@ -10,11 +10,17 @@ import click
 
 from oebench.cli.cache import cache
 from oebench.cli.common import Group
-from oebench.cli.interrupts import interrupt_from_args, report_interrupt, watch_interrupts
+from oebench.cli.interrupts import (
+    WATCHDOG,
+    interrupt_from_args,
+    report_interrupt,
+    watch_interrupts,
+)
 from oebench.cli.lists import list_, show
 from oebench.cli.plugin import new_plugin
 from oebench.cli.results import leaderboard, plot
 from oebench.cli.run import run
+from oebench.cli.store import store
 from oebench.cli.sweep import sweep_command
 from oebench.core import settings
 
@@ -33,7 +39,7 @@ def cli(debug: bool) -> None:
     click.get_current_context().with_resource(settings.override(debug=debug))
 
 
-for _command in (list_, show, run, sweep_command, leaderboard, plot, new_plugin, cache):
+for _command in (list_, show, run, sweep_command, leaderboard, plot, new_plugin, cache, store):
     cli.add_command(_command)
 
 
@@ -63,11 +69,9 @@ def _exit(code: int | str | None) -> None:
 
     Tearing down torch's modules takes about 0.6 s on a 2-core machine, after all the work is
     done. atexit handlers still run and the streams are flushed; with other threads still
-    alive, the normal exit joins them instead.
+    alive (the Ctrl-C watchdog aside), the normal exit joins them instead.
     """
-    import threading
-
-    if "torch" not in sys.modules or threading.active_count() > 1:
+    if "torch" not in sys.modules or _other_threads():
         sys.exit(code)
     import atexit
 
@@ -81,3 +85,11 @@ def _exit(code: int | str | None) -> None:
     except (OSError, ValueError):  # a closed pipe: nothing more can be said
         pass
     os._exit(code or 0)
+
+
+def _other_threads() -> bool:
+    """Whether threads other than the main one and the Ctrl-C watchdog are alive."""
+    import threading
+
+    main = threading.main_thread()
+    return any(t is not main and t.name != WATCHDOG for t in threading.enumerate())

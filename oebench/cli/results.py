@@ -52,8 +52,9 @@ def _note_versions(df: Any) -> None:
 
 def _emit(text: str, output: str | None) -> None:
     if output:
-        with open(output, "w", newline="") as fh:
-            fh.write(text)
+        from oebench.core.files import write_text_file
+
+        write_text_file(output, text)  # whole, and never through a link planted meanwhile
         click.echo(f"Wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
@@ -170,9 +171,13 @@ def _print_leaderboard(
     if output is None:
         render(output_console(), df, detail, metrics, metrics[0], bands)
         return
-    with open(output, "w") as fh:
-        console = Console(file=fh, width=160, color_system=None)
-        render(console, df, detail, metrics, metrics[0], bands)
+    import io
+
+    from oebench.core.files import write_text_file
+
+    text = io.StringIO()
+    render(Console(file=text, width=160, color_system=None), df, detail, metrics, metrics[0], bands)
+    write_text_file(output, text.getvalue())
     click.echo(f"Wrote {output}", err=True)
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from oebench.cli.common import STORE_OPTION, output_console
-from oebench.cli.interrupts import RunInterrupted
+from oebench.cli.interrupts import RunInterrupted, note_run
 from oebench.core import settings
 from oebench.errors import UnknownNameError
 
@@ -66,8 +66,9 @@ class RunStorage:
 )
 @click.option(
     "--recall",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    help="OOD recall level of the FPR column (default: the benchmark's recall, else 0.95).",
+    type=float,  # checked with the benchmark's settings, as a file's `recall` is
+    help="OOD recall level of the FPR column, in (0, 1) (default: the benchmark's recall, "
+    "else 0.95).",
 )
 @click.option("--detail", help="Detector for the per-OOD-set table (default: the best).")
 @click.option(
@@ -161,6 +162,7 @@ def run(
         )
         overrides = Overrides(seeds, detector_patterns, oe_scratch, fpr_rule, recall)
         bench, chosen = prepare(benchmark, overrides, executor, workers, address)
+        note_run(store_path, bench)  # what a Ctrl-C the watchdog carries out counts
         if detail and detail not in [d.key for d in bench.detectors]:
             raise UnknownNameError("detector", detail, [d.key for d in bench.detectors])
         storage = RunStorage(store_path, rerun, scores_dir, on_change)

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING, Any
+
 import click
 
 from oebench.cli.common import STORE_OPTION, output_console
 from oebench.cli.run import RunStorage, execute
 from oebench.errors import UserError
+
+if TYPE_CHECKING:
+    from oebench.bench.matrix import Benchmark
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """``nan`` passes click's range check (every comparison with it is false): refuse it."""
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number in the range 0<x<1.")
+    return value
 
 
 @click.command("sweep")
@@ -25,6 +38,7 @@ from oebench.errors import UserError
     default=0.1,
     show_default=True,
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    callback=_finite,
     help="Fraction of the ID training split held out for validation.",
 )
 @click.option(
@@ -47,16 +61,33 @@ def sweep_command(
     from oebench.bench.parse import load_benchmark
     from oebench.bench.sweep import parse_values
     from oebench.execute.sweep import sweep
+    from oebench.session import check_places
 
     path, sep, values = setting.partition("=")
     if not sep:
         raise UserError(f"--set {setting!r}: expected PATH=V1,V2,...")
-    result = sweep(
-        load_benchmark(benchmark), path.strip(), parse_values(values), metric, detector, holdout,
-        device=device,
-    )  # fmt: skip
+    check_places(device)
+    bench, swept = load_benchmark(benchmark), parse_values(values)
+    check_values(bench, path.strip(), swept, holdout)
+    result = sweep(bench, path.strip(), swept, metric, detector, holdout, device=device)
     console = output_console()
     for value, score in result.scores.items():
         console.print(f"validation {metric} ({result.detector}) with {path} = {value}: {score:.2f}")
     console.print(f"chosen: {path} = {result.best}; running the test matrix with it")
     execute(result.chosen, device, csv_path, None, True, RunStorage(store_path))
+
+
+def check_values(bench: Benchmark, path: str, values: list[Any], holdout: float) -> None:
+    """Every swept value, before the first training: the benchmark with it (and its validation
+    version) must pass the checks a file's values pass."""
+    from oebench.bench.sweep import validation_benchmark, with_value
+    from oebench.bench.validation import component_problems, raise_problems, settings_problems
+    from oebench.registry.options import toml_text
+
+    for value in values:
+        variant = with_value(bench, path, value)
+        lines = settings_problems(variant) + component_problems(variant)
+        if not lines:
+            validation = validation_benchmark(variant, holdout)
+            lines = component_problems(validation)
+        raise_problems(lines, f"--set {path}={toml_text(value)}")

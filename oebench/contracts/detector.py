@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Outputs:
-    """What one forward pass of a model over a dataset produced (float64 numpy arrays)."""
+    """What one forward pass of a model over a dataset produced (numpy arrays; the engine's
+    are read-only, shared by every detector: see ``Detector.copies_outputs``)."""
 
     logits: np.ndarray
     features: np.ndarray | None = None
@@ -25,7 +26,7 @@ class Outputs:
 
 @dataclass
 class Head:
-    """The final linear layer: ``logits = features @ weight.T + bias``."""
+    """The final linear layer: ``logits = features @ weight.T + bias`` (read-only arrays)."""
 
     weight: np.ndarray
     bias: np.ndarray
@@ -45,9 +46,18 @@ class Detector:
       model after ``fit`` and before scoring, with [0, 1] image batches of the ID *training*
       split, in the order of the train outputs ``fit`` got (never ID test or OOD data), for
       statistics of intermediate layers.
+
+    What a detector is given is shared with the other detectors and must not change: the
+    arrays of ``Outputs`` and ``Head`` are read-only (a write raises ``ValueError``, and the
+    detector fails by name), a write around that flag is caught by checksum, and after a model
+    detector the engine checks the model's weights digest. A detector that wants to change
+    its inputs in place sets ``copies_outputs = True`` and gets writable copies of its own.
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
+    #: True: ``fit`` and ``score`` get writable copies of the outputs and head (costs a copy
+    #: per call); False: read-only views of the arrays every detector shares
+    copies_outputs: ClassVar[bool] = False
 
     def fit(self, train: Outputs | None, head: Head | None) -> None:
         """Learn statistics from ID training outputs (never OOD or ID test data)."""
@@ -61,6 +71,8 @@ class Detector:
         raise NotImplementedError
 
     def config(self) -> dict:
+        """What the object keeps, for showing; cached scores are keyed by the options as the
+        benchmark gives them (``Ref.config``), never by this."""
         return {
             "class": type(self).__qualname__,
             **{k: v for k, v in vars(self).items() if not k.startswith("_")},

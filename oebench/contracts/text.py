@@ -7,7 +7,9 @@ plus ``<pad>`` = 0 and ``<unk>`` = 1), and OOD sets and outliers are encoded wit
 dataset's vocabulary: the ID source's input spec ``shape = (length, vocabulary size,
 vocabulary digest)`` reaches their ``load(split, shape=...)`` the way an image ID dataset's
 (C, H, W) does. Vocabularies are cached under ``<cache>/vocab/<digest>.json``, keyed by what
-they were built from.
+they were built from (``from-<key>.json`` names the digest). Both files hold the name they were
+written under and a checksum over it and their content: a damaged file, or one copied or
+swapped to another name, costs one warning line, is removed, and the vocabulary is built again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from abc import abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -32,6 +35,8 @@ SPECIALS = ("<pad>", "<unk>")
 TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[^\w\s]")
 #: bump when tokenisation or encoding changes (it is part of every vocabulary digest)
 TEXT_VERSION = 1
+#: bump when what a cached vocabulary file holds changes (2: its name and a checksum)
+VOCAB_FILE_FORMAT = 2
 
 #: vocabularies built or read in this process, by digest
 _VOCABULARIES: dict[str, Vocabulary] = {}
@@ -102,16 +107,58 @@ def vocabulary(digest: str) -> Vocabulary:
     """The vocabulary named by ``digest``: built in this process, or read from the cache."""
     if digest in _VOCABULARIES:
         return _VOCABULARIES[digest]
-    path = _vocab_dir() / f"{digest}.json"
+    saved = _read_cached(digest)
+    vocab = None
     try:
-        saved = json.loads(path.read_text())
-        vocab = Vocabulary(tuple(saved["words"]), int(saved["length"]), bool(saved["lower"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        if saved is not None:
+            vocab = Vocabulary(tuple(saved["words"]), int(saved["length"]), bool(saved["lower"]))
+    except (ValueError, KeyError, TypeError):
         vocab = None
     if vocab is None or vocab.digest != digest:
+        if saved is not None:
+            _discard(_vocab_dir() / f"{digest}.json", "its words do not hash to its name")
         raise ValueError(f"no vocabulary {digest}: build it from the ID dataset first")
     _VOCABULARIES[digest] = vocab
     return vocab
+
+
+def _file_checksum(body: dict[str, Any]) -> str:
+    """sha256 over a cache file's content and the name it was written under."""
+    fields = {k: v for k, v in body.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _read_cached(name: str) -> dict[str, Any] | None:
+    """The cache file ``<vocab>/<name>.json`` when whole and written under that name; a damaged
+    or misplaced one is reported in one line and removed (one of another format is ignored)."""
+    path = _vocab_dir() / f"{name}.json"
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return _discard(path, f"unreadable: {type(exc).__name__}")
+    if not isinstance(body, dict):
+        return _discard(path, "not a JSON object")
+    if body.get("format") != VOCAB_FILE_FORMAT:
+        return None
+    if body.get("name") != name:
+        return _discard(path, f"it was written as {str(body.get('name'))[:32]!r}")
+    if body.get("checksum") != _file_checksum(body):
+        return _discard(path, "checksum mismatch: the file was damaged or edited")
+    return body
+
+
+def _discard(path: Any, problem: str) -> None:
+    from oebench.core.files import remove_cache_file
+
+    print(
+        f"oebench: warning: ignoring the cached vocabulary file {path} ({problem}); "
+        "building the vocabulary again",
+        file=sys.stderr,
+    )
+    remove_cache_file(path)
+    return None
 
 
 def keep_vocabulary(vocab: Vocabulary) -> None:
@@ -127,16 +174,19 @@ def _vocab_dir() -> Any:
 
 def _remember(vocab: Vocabulary, key: str) -> None:
     """Keep ``vocab`` in this process and on disk (``<digest>.json`` and a ``key`` link; an
-    unwritable cache costs one warning)."""
+    unwritable cache costs one warning). A file there already is rewritten unless it is whole
+    and says the same."""
     from oebench.core.files import write_cache_file
 
     _VOCABULARIES[vocab.digest] = vocab
     folder = _vocab_dir()
     body = {"words": list(vocab.words), "length": vocab.length, "lower": vocab.lower}
     for name, payload in ((vocab.digest, body), (f"from-{key}", {"digest": vocab.digest})):
+        full = {"format": VOCAB_FILE_FORMAT, "name": name, **payload}
+        full["checksum"] = _file_checksum(full)
         path = folder / f"{name}.json"
-        written = path.exists() or write_cache_file(
-            None, path, lambda tmp, p=payload: _write_json(tmp, p)
+        written = (path.exists() and _read_cached(name) == full) or write_cache_file(
+            None, path, lambda tmp, p=full: _write_json(tmp, p)
         )
         if not written:
             return
@@ -149,12 +199,15 @@ def _write_json(path: str, payload: Any) -> None:
 
 def _cached_digest(key: str) -> str | None:
     """The digest of the vocabulary built before from the same texts and settings."""
-    try:
-        digest = json.loads((_vocab_dir() / f"from-{key}.json").read_text())["digest"]
-        vocabulary(digest)
-        return str(digest)
-    except (OSError, ValueError, KeyError, TypeError):
+    link = _read_cached(f"from-{key}")
+    digest = link.get("digest") if link else None
+    if not isinstance(digest, str):
         return None
+    try:
+        vocabulary(digest)
+    except ValueError:
+        return None
+    return digest
 
 
 class TensorTokens:

@@ -10,6 +10,8 @@ which files go where and how to get them.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -18,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from oebench.core.files import file_sha256
+from oebench.core.files import file_sha256, mark_cache
 from oebench.core.settings import DATA_ROOT_ENV, cache_dir, data_root, download_allowed
 from oebench.errors import DataNotFoundError
 
@@ -75,6 +77,7 @@ def find_dir(
             return d
     target = dirs[0]
     if download is not None and download_allowed():
+        mark_cache(target)  # the cache folder's marker, when the data root is in it
         target.mkdir(parents=True, exist_ok=True)
         try:
             download(target)
@@ -230,19 +233,71 @@ def content_digest(path: str | os.PathLike) -> str:
 
 #: path -> [size, mtime_ns, ctime_ns, inode, sha256], this process's view of the digest file
 _DIGESTS: dict[str, list] = {}
+#: bump when the digest file's layout changes (2: a checksum per entry)
+DIGESTS_FORMAT = 2
+#: digest files found damaged in this process (each reported once)
+_REPORTED: set[str] = set()
 
 
 def _digest_file() -> Path:
     return cache_dir() / "file-digests.json"
 
 
+def _entry_check(path: str, known: list) -> str:
+    """A checksum over one remembered file's path, stamp and digest."""
+    return hashlib.sha256(json.dumps([path, *known]).encode()).hexdigest()[:16]
+
+
+def _entry(path: Any, entry: Any) -> list | None:
+    """[*stamp, sha256] of one stored entry, None when it is not whole."""
+    if not isinstance(path, str) or not isinstance(entry, list) or len(entry) != 6:
+        return None
+    *known, check = entry
+    stamp, digest = known[:4], known[4]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in stamp):
+        return None
+    if not isinstance(digest, str) or len(digest) != 64 or check != _entry_check(path, known):
+        return None
+    return known
+
+
+def _old_entry(entry: Any) -> bool:
+    """Whether ``entry`` is one of a digest file written before entries had checksums."""
+    return isinstance(entry, list) and len(entry) == 5 and isinstance(entry[4], str)
+
+
 def _load_digests() -> dict[str, list]:
-    """The digests remembered on disk ({} when the file is missing or unreadable)."""
+    """The digests remembered on disk ({} when the file is missing or of another format); a
+    damaged file is reported in one line and removed, so its files are hashed again."""
+    path = _digest_file()
     try:
-        data = json.loads(_digest_file().read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as exc:
+        return _discard_digests(path, f"unreadable: {type(exc).__name__}")
+    if isinstance(data, dict) and "format" not in data and all(map(_old_entry, data.values())):
+        return {}  # written before entries had checksums: hashed again, then rewritten
+    if not isinstance(data, dict) or data.get("format") != DIGESTS_FORMAT:
+        return _discard_digests(path, "not a digest file of this oebench")
+    files = data.get("files")
+    found = {k: _entry(k, v) for k, v in files.items()} if isinstance(files, dict) else {}
+    if not isinstance(files, dict) or any(v is None for v in found.values()):
+        return _discard_digests(path, "damaged entries")
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _discard_digests(path: Path, problem: str) -> dict[str, list]:
+    if str(path) not in _REPORTED:
+        _REPORTED.add(str(path))
+        print(
+            f"oebench: warning: ignoring the file digest cache {path} ({problem}); "
+            "the data files are hashed again",
+            file=sys.stderr,
+        )
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return {}
 
 
 def _save_digests() -> None:
@@ -250,11 +305,13 @@ def _save_digests() -> None:
     path = _digest_file()
     try:
         merged = {**_load_digests(), **_DIGESTS}
+        files = {k: [*v, _entry_check(k, v)] for k, v in merged.items()}
+        mark_cache(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".digests.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as fh:
-                json.dump(merged, fh)
+                json.dump({"format": DIGESTS_FORMAT, "files": files}, fh)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

@@ -1,5 +1,6 @@
-"""Files oebench writes: whole or not at all (``atomic_write``), cache files whose failure is
-no error (``write_cache_file``), their sha256, and the checks on a command's output files
+"""Files oebench writes: whole or not at all (``atomic_write``; output files the user named
+through ``atomic_write_file``, never through a link), cache files whose failure is no error
+(``write_cache_file``), their sha256, and the checks on a command's output files
 (``--csv``, ``-o``, plot and score folders) made before any work: the folder exists, nothing is
 written through a symbolic link, and what gets overwritten is said."""
 
@@ -13,7 +14,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from oebench.errors import UserError
 
@@ -26,7 +27,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     symbolic link at ``path`` rather than writing to its target. On any failure the temporary
     file is removed and ``path`` is left as it was.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:16]}.", suffix=".tmp")
+    fd, tmp = _temporary(path)
     os.close(fd)
     try:
         os.chmod(tmp, _new_file_mode())
@@ -37,6 +38,55 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_file(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write an output file ``path`` whole or not at all, never through a link: ``write(fh)``
+    fills a new temporary file in ``path``'s folder through its own open descriptor ``fh``
+    (binary), which is synced and renamed over ``path``.
+
+    Unlike ``atomic_write``, nothing is opened by name: a link or file that someone plants at
+    the temporary file's name, or at ``path``, is never written through (the rename replaces
+    a link at ``path``; a temporary file swapped while being written is refused).
+    """
+    fd, tmp = _temporary(path)
+    try:
+        try:
+            os.fchmod(fd, _new_file_mode())
+            with os.fdopen(fd, "wb", closefd=False) as fh:
+                write(fh)
+            os.fsync(fd)
+            _still_ours(fd, tmp)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_file(path: str | Path, text: str) -> None:
+    """Write ``text`` to the output file ``path`` (``atomic_write_file``), encoded as ``open``
+    encodes it, line endings as they are."""
+
+    def write(fh: BinaryIO) -> None:
+        with open(fh.fileno(), "w", newline="", closefd=False) as out:
+            out.write(text)
+
+    atomic_write_file(Path(path), write)
+
+
+def _temporary(path: Path) -> tuple[int, str]:
+    """A new, exclusively created temporary file next to ``path`` (``.<name>.<random>.tmp``)."""
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:16]}.", suffix=".tmp")
+
+
+def _still_ours(fd: int, tmp: str) -> None:
+    """Refuse to rename ``tmp`` when it is no longer the file open as ``fd``."""
+    named, mine = os.stat(tmp, follow_symlinks=False), os.fstat(fd)
+    if (named.st_dev, named.st_ino) != (mine.st_dev, mine.st_ino):
+        raise OSError(f"the temporary file {tmp} was replaced while it was written")
 
 
 def _fsync(name: str) -> None:
@@ -56,6 +106,33 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
+#: the file that marks a folder as oebench's own cache, written when oebench makes the folder:
+#: ``oebench cache clear`` deletes only in a marked folder, and only files of oebench's naming
+CACHE_MARKER = ".oebench-cache"
+CACHE_MARKER_TEXT = (
+    "This folder is oebench's cache (trained checkpoints, forward-pass outputs, notes).\n"
+    "`oebench cache clear` deletes only files oebench wrote here, and only in a folder\n"
+    "holding this file.\n"
+)
+
+
+def mark_cache(path: str | os.PathLike) -> None:
+    """Before oebench creates ``path``: when it lies in the cache folder (``cache_dir()``) and
+    that folder does not exist yet or is empty, make the folder with its marker file."""
+    from oebench.core.settings import cache_dir
+
+    root = cache_dir().absolute()
+    marker = root / CACHE_MARKER
+    try:
+        Path(path).absolute().relative_to(root)
+        if marker.exists() or (root.is_dir() and any(root.iterdir())):
+            return
+        root.mkdir(parents=True, exist_ok=True)
+        marker.write_text(CACHE_MARKER_TEXT)
+    except (ValueError, OSError):  # not in the cache, or unwritable (the write itself says so)
+        return
+
+
 def write_cache_file(cache: Any, path: Path, write: Callable[[str], None]) -> bool:
     """Write the cache file ``path`` with ``atomic_write``; True when it was written.
 
@@ -67,6 +144,7 @@ def write_cache_file(cache: Any, path: Path, write: Callable[[str], None]) -> bo
     if getattr(cache, "write_failed", False):
         return False
     try:
+        mark_cache(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, write)
     except (OSError, RuntimeError) as exc:  # torch.save reports write errors as RuntimeError

@@ -20,7 +20,7 @@ from oebench.core.failures import describe_exception
 from oebench.errors import PluginFailed, UserError
 from oebench.execute.cell_models import TrainedModels
 from oebench.execute.context import Context
-from oebench.execute.detect import CellData, DetectorRun
+from oebench.execute.detect import CellData, DetectorRun, DetectorTampered
 from oebench.execute.outputs import OutputCache
 from oebench.registry.lookup import create_detector, get_component
 
@@ -40,6 +40,8 @@ class CellWork:
         try:
             noted = self.models.noted(cell)  # a checkpoint already there: nothing to load
             _, seconds, cached = (None, noted[1], True) if noted else self.models.build(cell)
+        except PluginFailed as exc:  # a broken plugin, a diverged training: its cells say so
+            return TaskResult(cell.key, failed=str(exc))
         except UserError:
             raise
         except (Exception, SystemExit) as exc:  # the cell itself reports it again, by name
@@ -104,7 +106,10 @@ class CellWork:
             except (Exception, SystemExit) as exc:  # a broken detector must not take others down
                 plugin = get_component("detector", ref.name).plugin
                 message = (
-                    f"detector {ref.key!r} (plugin {plugin!r}) failed on {cell.label}: "
+                    f"detector {ref.key!r} (plugin {plugin!r}) {exc}; its rows of {cell.label} "
+                    "are dropped, the other detectors' are kept"
+                    if isinstance(exc, DetectorTampered)
+                    else f"detector {ref.key!r} (plugin {plugin!r}) failed on {cell.label}: "
                     f"{describe_exception(exc)}"
                 )
                 result.failures.append(message)
@@ -142,6 +147,7 @@ class CellWork:
         start = time.perf_counter()
         id_test = ("dataset", cell.id_ref, "test", None, cell.seed)
         id_out = self._outputs(model, digest, id_test, shape)
+        self.models.check_logits(cell, id_out, id_test)  # NaN logits: the model's, no detector's
         accuracy = 100.0 * float(np.mean(id_out.logits.argmax(1) == id_out.labels))
         warning = chance_warning(cell.label, accuracy, source.num_classes)
         if warning:
@@ -154,11 +160,11 @@ class CellWork:
             norm = ctx.sources.norm("dataset", ref, source)
             where = ("dataset", ref, "test", shape, cell.seed, norm)
             oods[ref.key] = (where, self._outputs(model, digest, where, shape))
+            self.models.check_logits(cell, oods[ref.key][1], where)
             passes(1, ref.key)
-        id_train = ("dataset", cell.id_ref, "train", None, cell.seed)
-        train_out = functools.cache(lambda: self._outputs(model, digest, id_train, shape))
+        outputs_of = lambda where: self._outputs(model, digest, where, shape)  # noqa: E731
         data = CellData(
-            cell, shape, model, digest, (id_test, id_out), oods, train_out, accuracy,
+            cell, shape, model, digest, (id_test, id_out), oods, outputs_of, accuracy,
             forward_seconds=time.perf_counter() - start,
         )  # fmt: skip
         return data, train_seconds, cached

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from oebench.bench.matrix import Cell, Training, canonical_hash
+from oebench.errors import PluginFailed
 from oebench.execute.context import Context
 from oebench.execute.engine import engine
+from oebench.execute.sources import ContentNotes
 from oebench.keys.fingerprints import weights_code
-from oebench.registry.lookup import create_model, create_objective
+from oebench.registry.lookup import create_model, create_objective, get_component
 
 #: the keyed cell of the same seed, ID dataset and model with another training (by name)
 Sibling = Callable[[Cell, str], Cell]
@@ -34,11 +36,15 @@ class TrainedModels:
         self.checkpoints = CheckpointCache(cache_root, enabled=use_cache)
         #: the digests of weights already seen, so that a cached cell needs no model
         self.notes = WeightNotes(self.checkpoints)
+        if context.sources.notes is None:  # each split's content digest, noted beside them
+            context.sources.notes = ContentNotes(self.checkpoints.root / "splits", self.checkpoints)
         #: checkpoint key -> its weights (this process), and -> the training's seconds
         self._states: dict[str, dict] = {}
         self._seconds: dict[str, float] = {}
         #: cell key -> checkpoint key
         self._checkpoint_keys: dict[str, str] = {}
+        #: checkpoint key -> why its training diverged (the same again: not trained again)
+        self._diverged: dict[str, str] = {}
         self._models_checked = False
 
     def check(self) -> None:
@@ -90,6 +96,27 @@ class TrainedModels:
             self.notes.note_trained(key, digest, self._seconds[key])
         return model, digest, seconds, cached
 
+    def check_logits(self, cell: Cell, outputs: Any, where: tuple) -> None:
+        """A ``PluginFailed`` naming the cell's model when its logits on the split ``where``
+        are not finite (a detector would fail on them, or worse)."""
+        import numpy as np
+
+        logits = outputs.logits
+        if np.isfinite(logits).all():
+            return
+        plugin = get_component("model", cell.model_ref.name).plugin
+        nan = int(np.isnan(logits).sum())
+        t = cell.training
+        made, why = "as loaded", "its weights"
+        if not t.params.get("evaluate_only"):
+            made = f"after training {t.name!r} (objective {t.objective.key!r})"
+            why = f"a training that diverged (lower its `lr`, now {t.params.get('lr')})"
+        raise PluginFailed(
+            f"model {cell.model_ref.key!r} (plugin {plugin!r}) gave {nan} NaN and "
+            f"{int(np.isinf(logits).sum())} infinite logit(s) among {logits.size} on "
+            f"{where[1].key} ({where[2]}) {made}: {why}, or the model's own arithmetic"
+        )
+
     def noted(self, cell: Cell) -> tuple[str, float] | None:
         """(digest, training seconds) of the cell's weights from the notes, without building
         the model; None when they cannot be trusted (see oebench.keys.weights)."""
@@ -130,6 +157,8 @@ class TrainedModels:
         if key in self._states:
             model.load_state_dict(self._states[key])
             return 0.0, True
+        if key in self._diverged:
+            raise PluginFailed(self._diverged[key])
         with cache_lock(self.checkpoints, key):  # workers sharing a cache train it once
             return self._load_or_train(key, cell, model, shape)
 
@@ -154,7 +183,7 @@ class TrainedModels:
 
     def _load_or_train(self, key: str, cell: Cell, model: Any, shape: tuple) -> tuple[float, bool]:
         """The checkpoint ``key`` from the cache, else trained now and saved."""
-        from oebench.execute.training import train
+        from oebench.execute.training import TrainingDiverged, train
 
         t = cell.training
         saved = self.checkpoints.load(key)
@@ -181,19 +210,26 @@ class TrainedModels:
             ),
         )
         with torch_threads(params.get("threads", 0)):  # same weights on any machine/executor
-            seconds = train(
-                model,
-                train_set,
-                objective,
-                params,
-                cell.seed,
-                shape,
-                self.context.device,
-                outliers,
-                on_step=lambda step, total: steps(1),
-                on_stats=lambda loss, acc: steps(0, f"loss {loss:.3f}, train acc {acc:.1f}%"),
-                partial=self.checkpoints.partial(key),  # per-epoch state: resumable
-            )
+            try:
+                seconds = train(
+                    model,
+                    train_set,
+                    objective,
+                    params,
+                    cell.seed,
+                    shape,
+                    self.context.device,
+                    outliers,
+                    on_step=lambda step, total: steps(1),
+                    on_stats=lambda loss, acc: steps(0, f"loss {loss:.3f}, train acc {acc:.1f}%"),
+                    partial=self.checkpoints.partial(key),  # per-epoch state: resumable
+                )
+            except TrainingDiverged as exc:  # stopped there: nothing of it is saved
+                self._diverged[key] = (
+                    f"training {t.name!r} (objective {t.objective.key!r}) of "
+                    f"{cell.model_ref.key} on {cell.id_ref.key}, seed {cell.seed}, diverged: {exc}"
+                )
+                raise PluginFailed(self._diverged[key]) from None
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         self.checkpoints.save(key, state, seconds)
         self._states[key] = state
@@ -221,7 +257,10 @@ def cache_lock(cache: Any, key: str) -> Any:
         return contextlib.nullcontext()
     from filelock import FileLock
 
+    from oebench.core.files import mark_cache
+
     path = Path(cache.path(key))
+    mark_cache(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError:  # an unwritable cache: no one can save it, so no one waits for it

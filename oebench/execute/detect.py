@@ -4,9 +4,11 @@ every OOD set, and turn the scores into metric rows under the benchmark's protoc
 from __future__ import annotations
 
 import functools
+import warnings
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,7 +16,7 @@ import numpy as np
 from oebench.bench.matrix import Cell, Ref, canonical_hash
 from oebench.contracts.checks import ContractError, checked_metrics, checked_scores
 from oebench.contracts.detector import Detector, Head, Outputs
-from oebench.errors import UserError
+from oebench.errors import PluginFailed, UserError
 from oebench.execute.context import Context
 from oebench.execute.outputs import OutputCache
 from oebench.keys.fingerprints import code_digest
@@ -23,6 +25,15 @@ from oebench.registry.lookup import get_component
 
 #: where a split comes from: (kind, ref, split, shape, seed[, norm]), as Sources takes it
 Where = tuple
+
+
+def train_where(cell: Cell) -> Where:
+    """Where a cell's ID *training* split comes from (what ``fit`` detectors learn from)."""
+    return ("dataset", cell.id_ref, "train", None, cell.seed)
+
+
+class DetectorTampered(RuntimeError):
+    """A detector wrote into what it was given (outputs, head, model): its rows are dropped."""
 
 
 @dataclass
@@ -38,10 +49,20 @@ class CellData:
     id_test: tuple[Where, Outputs]
     #: OOD set key -> (where, outputs)
     oods: dict[str, tuple[Where, Outputs]]
-    train_out: Callable[[], Outputs]
+    #: the outputs of a split, through the output cache (verified there; computed on a miss)
+    outputs_of: Callable[[Where], Outputs]
     accuracy: float
     #: the seconds the forward passes of the test sets took (they count as scoring time)
     forward_seconds: float = 0.0
+    _train: Outputs | None = field(default=None, repr=False)
+    #: the model's weights (on the CPU) from before any detector was handed the model
+    _weights: dict | None = field(default=None, repr=False)
+
+    def train_out(self) -> Outputs:
+        """The ID training outputs, computed (or read from the cache) on first use."""
+        if self._train is None:
+            self._train = self.outputs_of(train_where(self.cell))
+        return self._train
 
 
 class DetectorRun:
@@ -56,72 +77,41 @@ class DetectorRun:
     ) -> tuple[list[dict], list[tuple[str, np.ndarray]]]:
         """Fit one detector, score ID and every OOD set: its rows and its score arrays.
         Scores are cached; the detector is fitted only when some score is not."""
+        sets = [("id", *data.id_test)] + [(k, *found) for k, found in data.oods.items()]
         made_by = self._made_by(data.cell, ref, det)
-        prepare = functools.cache(lambda: self._fit(data, ref, det))
-        where, out = data.id_test
-        id_scores = self._score(data, det, out, where, made_by, prepare)
-        scores, rows, per_set = [("id", id_scores)], [], []
-        for ood_key, (where, out) in data.oods.items():
-            ood_scores = self._score(data, det, out, where, made_by, prepare)
-            scores.append((ood_key, ood_scores))
+        keys = {name: self._key(data, where, made_by) for name, where, _ in sets}
+        scores = {name: self.cache.cached_scores(key) for name, key in keys.items()}
+        missing = [(name, where, out) for name, where, out in sets if scores[name] is None]
+        if missing:
+            computed = self._run(data, ref, det, missing)
+            for name, values in computed.items():  # cached only once the detector is cleared
+                scores[name] = self.cache.keep_scores(keys[name], values)
+        id_scores = checked_scores(scores["id"], len(data.id_test[1]))
+        rows, per_set, arrays = [], [], [("id", id_scores)]
+        for ood_key, (_, out) in data.oods.items():
+            ood_scores = checked_scores(scores[ood_key], len(out))
+            arrays.append((ood_key, ood_scores))
             found = self._evaluate(id_scores, ood_scores, data.cell.seed, ood_key)
             metrics = checked_metrics(found, ood_key)
             per_set.append(metrics)
             rows.append(self._row(data, ref, ood_key, metrics, len(id_scores), len(ood_scores)))
         mean = {m: float(np.mean([p[m] for p in per_set])) for m in per_set[0]}
         rows.append(self._row(data, ref, "mean", mean, len(id_scores), 0))
-        return rows, scores
+        return rows, arrays
 
     def _made_by(self, cell: Cell, ref: Ref, det: Detector) -> dict[str, Any]:
         """What a detector's cached scores depend on besides the weights and the data: its
-        options, its code and what it was fitted to."""
+        options as the benchmark gives them, its code and what it was fitted to."""
         sources = self.context.sources
         return {
-            "options": det.config(),  # before fitting, which may add attributes
+            "options": ref.config(),  # never what the object keeps (arrays, derived values)
             "code": code_digest(get_component("detector", ref.name).factory),
-            "fit": sources.fingerprint("dataset", cell.id_ref, "train", None, cell.seed)
-            if "fit" in det.needs
-            else None,
+            "fit": sources.fingerprint(*train_where(cell)) if "fit" in det.needs else None,
         }
 
-    def _fit(self, data: CellData, ref: Ref, det: Detector) -> None:
-        """Fit a detector: ID training outputs and the head as it needs them, then the ID
-        *training* images, batch by batch, to a model detector's ``fit_inputs``."""
-        from oebench.execute.outputs import iterate_batches
-
-        if det.needs & {"fit", "head"}:
-            det.fit(
-                data.train_out() if "fit" in det.needs else None,
-                head_of(data.model(), ref) if "head" in det.needs else None,
-            )
-        if {"model", "fit"} <= det.needs and callable(getattr(det, "fit_inputs", None)):
-            cell = data.cell
-            split = self.context.sources.load("dataset", cell.id_ref, "train", None, cell.seed)
-            ctx = self.context
-            batches = iterate_batches(split, ctx.eval_batch(), data.shape, ctx.device)
-            det.fit_inputs(data.model(), (x for x, _ in batches))
-
-    def _score(
-        self,
-        data: CellData,
-        det: Detector,
-        out: Outputs,
-        where: Where,
-        made_by: dict,
-        prepare: Callable[[], None],
-    ) -> np.ndarray:
-        """A detector's scores, checked (one real number, ±inf allowed, per sample) and cached
-        under the weights, the data and ``made_by``; ``prepare()`` fits it on a miss."""
-        n = len(out.logits)
-
-        def compute() -> np.ndarray:
-            prepare()
-            try:
-                return checked_scores(self._raw_scores(data, det, out, where), n)
-            except ContractError as exc:
-                raise ContractError(f"{exc} on {where[1].key} ({where[2]})") from None
-
-        key = canonical_hash(
+    def _key(self, data: CellData, where: Where, made_by: dict) -> str:
+        """The cache key of a detector's scores on the split ``where``."""
+        return canonical_hash(
             {
                 "model": data.digest,
                 "data": self.context.sources.fingerprint(*where),
@@ -129,18 +119,76 @@ class DetectorRun:
                 "made_by": made_by,
             }
         )
-        return checked_scores(self.cache.scores(key, compute), n)
+
+    def _run(
+        self, data: CellData, ref: Ref, det: Detector, missing: list[tuple[str, Where, Outputs]]
+    ) -> dict[str, np.ndarray]:
+        """Fit the detector and score the ``missing`` sets; then check that it changed none of
+        what it was given (before any of its scores is cached), putting back what it did."""
+        prepare = functools.cache(lambda: self._fit(data, ref, det))
+        model = "model" in det.needs
+        try:
+            with guarded_call():
+                computed = {
+                    name: self._computed(data, det, out, where, prepare)
+                    for name, where, out in missing
+                }
+        except (Exception, SystemExit):
+            restore(data, self.cache, model)  # put back; the detector's own error is told
+            raise
+        changed = restore(data, self.cache, model)
+        if changed:
+            listed = ", ".join(changed[:-1]) + (" and " if changed[1:] else "") + changed[-1]
+            raise DetectorTampered(f"changed {listed} in place (put back for the other detectors)")
+        return computed
+
+    def _model(self, data: CellData) -> Any:
+        """The model as a detector gets it, its weights kept first (see ``restore``)."""
+        model = data.model()
+        if data._weights is None:
+            state = model.state_dict().items()
+            data._weights = {k: v.detach().to("cpu", copy=True) for k, v in state}
+        return model
+
+    def _fit(self, data: CellData, ref: Ref, det: Detector) -> None:
+        """Fit a detector: ID training outputs and the head as it needs them, then the ID
+        *training* images, batch by batch, to a model detector's ``fit_inputs``."""
+        copy = bool(getattr(det, "copies_outputs", False))
+        if det.needs & {"fit", "head"}:
+            det.fit(
+                handed(data.train_out(), copy) if "fit" in det.needs else None,
+                head_of(data.model(), ref, copy) if "head" in det.needs else None,
+            )
+        if {"model", "fit"} <= det.needs and callable(getattr(det, "fit_inputs", None)):
+            split = self.context.sources.load(*train_where(data.cell))
+            det.fit_inputs(self._model(data), self._batches(data, split))
+
+    def _batches(self, data: CellData, split: Any) -> Iterator[Any]:
+        """A split's input batches for a model detector (token ids as copies of their own)."""
+        from oebench.execute.outputs import iterate_batches
+
+        ctx = self.context
+        text = getattr(split, "modality", "image") != "image"
+        for x, _ in iterate_batches(split, ctx.eval_batch(), data.shape, ctx.device):
+            yield x.clone() if text else x  # image batches are made afresh for each pass
+
+    def _computed(
+        self, data: CellData, det: Detector, out: Outputs, where: Where, prepare: Callable
+    ) -> np.ndarray:
+        """A detector's scores, checked (one real number, ±inf allowed, per sample);
+        ``prepare()`` fits it first."""
+        prepare()
+        try:
+            return checked_scores(self._raw_scores(data, det, out, where), len(out))
+        except ContractError as exc:
+            raise ContractError(f"{exc} on {where[1].key} ({where[2]})") from None
 
     def _raw_scores(self, data: CellData, det: Detector, out: Outputs, where: Where) -> Any:
         """What the fitted detector returns: from the outputs, or from the model's inputs."""
-        from oebench.execute.outputs import iterate_batches
-
         if "model" not in det.needs:
-            return det.score(out)
-        ctx = self.context
-        split = ctx.sources.load(*where)
-        batches = iterate_batches(split, ctx.eval_batch(), data.shape, ctx.device)
-        return det.score_inputs(data.model(), (x for x, _ in batches))
+            return det.score(handed(out, bool(getattr(det, "copies_outputs", False))))
+        split = self.context.sources.load(*where)
+        return det.score_inputs(self._model(data), self._batches(data, split))
 
     def _evaluate(
         self, id_scores: np.ndarray, ood_scores: np.ndarray, seed: int, ood_key: str
@@ -187,17 +235,110 @@ class DetectorRun:
         }
 
 
-def head_of(model: Any, ref: Ref) -> Head:
-    """The model's final linear layer as float64 arrays (for detectors that need ``head``)."""
+def head_of(model: Any, ref: Ref, copy: bool = False) -> Head:
+    """The model's final linear layer as float64 arrays of their own (for detectors that need
+    ``head``): read-only, or writable with ``copy`` (``copies_outputs``)."""
     fc = model.head_linear()
     if fc is None:
         raise UserError(f"detector {ref.key!r} needs the model's final nn.Linear named 'fc'")
-    return Head(
-        fc.weight.detach().cpu().double().numpy(),
-        fc.bias.detach().cpu().double().numpy()
+    weight = fc.weight.detach().cpu().double().numpy().copy()
+    bias = (
+        fc.bias.detach().cpu().double().numpy().copy()
         if fc.bias is not None
-        else np.zeros(fc.out_features),
+        else np.zeros(fc.out_features)
     )
+    if not copy:
+        weight.flags.writeable = bias.flags.writeable = False
+    return Head(weight, bias)
+
+
+def handed(out: Outputs, copy: bool = False) -> Outputs:
+    """Outputs as a detector gets them: read-only views of the engine's arrays, or (``copy``,
+    for a detector that declares ``copies_outputs``) writable copies of its own."""
+
+    def given(value: np.ndarray | None) -> np.ndarray | None:
+        if value is None or copy:
+            return None if value is None else np.array(value, copy=True)
+        view = value.view()
+        view.flags.writeable = False
+        return view
+
+    return Outputs(given(out.logits), given(out.features), given(out.labels))
+
+
+@contextmanager
+def guarded_call() -> Iterator[None]:
+    """Around a detector's calls: a write into a read-only array it was given becomes a
+    ``DetectorTampered`` that says so; torch's warning on wrapping a read-only array is not
+    shown (a write through such a tensor is caught by the checksums instead)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        try:
+            yield
+        except ValueError as exc:
+            if "read-only" not in str(exc):
+                raise
+            raise DetectorTampered(
+                "tried to write into the outputs it was given; they are read-only, shared "
+                "with the other detectors (a detector that changes its inputs declares "
+                f"copies_outputs = True and gets copies): {exc}"
+            ) from exc
+
+
+def restore(data: CellData, cache: OutputCache, model_detector: bool) -> list[str]:
+    """What a detector changed of the cell's outputs (and, for a model detector, of the
+    model's weights), each put back from the cache or the kept weights."""
+    changed = []
+    if not _intact(data.id_test[1]):
+        data.id_test = _reloaded(data, cache, *data.id_test)
+        changed.append(f"the {data.id_test[0][1].key} test outputs")
+    for name, (where, out) in data.oods.items():
+        if not _intact(out):
+            data.oods[name] = _reloaded(data, cache, where, out)
+            changed.append(f"the {name} test outputs")
+    if data._train is not None and not _intact(data._train):
+        cache.forget(data._train.key)
+        data._train = None  # read again when a detector needs them
+        changed.append("the ID training outputs")
+    if model_detector and data._weights is not None and _restore_model(data, data.model()):
+        changed.append("the model's weights")
+    return changed
+
+
+def _reloaded(data: CellData, cache: OutputCache, where: Where, out: Any) -> tuple:
+    """Changed outputs dropped from the cache's memory and read (or computed) again."""
+    cache.forget(out.key)
+    return where, data.outputs_of(where)
+
+
+def _intact(out: Outputs) -> bool:
+    """Whether outputs from the cache still match their checksum (others are not checked)."""
+    check = getattr(out, "intact", None)
+    return check is None or check()
+
+
+def _restore_model(data: CellData, model: Any) -> bool:
+    """Put the model back in eval mode without gradients; True when its weights had changed
+    and were put back (a model that cannot be put back fails the cell)."""
+    from oebench.keys.fingerprints import model_digest
+
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    if model_digest(model) == data.digest:
+        return False
+    try:
+        model.load_state_dict(data._weights)
+    except Exception as exc:
+        raise PluginFailed(
+            f"a detector changed the model of {data.cell.label} beyond repair ({exc}); "
+            "nothing is stored for the cell"
+        ) from None
+    if model_digest(model) != data.digest:
+        raise PluginFailed(
+            f"the weights of {data.cell.label} could not be put back after a "
+            "detector changed them; nothing is stored for the cell"
+        )
+    return True
 
 
 def _ap_baseline(n_id: int, n_ood: int) -> float:

@@ -203,14 +203,52 @@ class RayExecutor(Executor):
 
 
 def make_executor(settings: ExecutorSettings) -> Executor:
-    """The executor ``settings.name`` names."""
+    """The executor ``settings.name`` names; a cluster address that does not answer is a
+    UserError now, before any work (not after the client's 30 s timeout)."""
     if settings.name == "local":
         return LocalExecutor()
+    if settings.name in ("dask", "ray") and settings.address:
+        check_address(settings.name, settings.address)
     if settings.name == "dask":
         return DaskExecutor(settings)
     if settings.name == "ray":
         return RayExecutor(settings)
     raise UserError(f"unknown executor {settings.name!r}; choose one of: {', '.join(EXECUTORS)}")
+
+
+#: seconds a cluster's address has to accept a connection
+CONNECT_TIMEOUT = 3.0
+#: the port an address without one means (Dask's scheduler, Ray's GCS, Ray Client)
+DEFAULT_PORTS = {"dask": 8786, "ray": 6379, "ray://": 10001}
+
+
+def check_address(executor: str, address: str) -> None:
+    """A quick TCP connect to ``address`` (``tcp://host:port``, ``host:port``, ``ray://...``);
+    addresses that name no TCP host (Ray's ``auto``, Dask's ``inproc://``) are not tested."""
+    import socket
+    from urllib.parse import urlsplit
+
+    scheme, _, rest = address.rpartition("://")
+    untested = scheme not in ("", "tcp", "tls", "ray")
+    if untested or (executor == "ray" and address in ("auto", "local")):
+        return
+    try:
+        where = urlsplit(f"//{rest}")
+        host = where.hostname
+        port = where.port or DEFAULT_PORTS["ray://" if scheme == "ray" else executor]
+    except ValueError as exc:  # a port that is not a number
+        raise UserError(f"address {address!r}: not an address ({exc})") from None
+    if not host:
+        raise UserError(f"address {address!r}: not an address; e.g. tcp://host:8786")
+    what = "Dask scheduler" if executor == "dask" else "Ray cluster"
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise UserError(
+            f"cannot reach the {what} at {address} ({host}:{port}: {reason}, "
+            f"waited up to {CONNECT_TIMEOUT:g} s); is it running?"
+        ) from None
 
 
 def _by_priority(tasks: list[Task]) -> list[Task]:

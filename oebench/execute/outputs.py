@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
     for name in sorted(arrays):
         arr = np.ascontiguousarray(arrays[name])
         h.update(f"{name}{arr.dtype}{arr.shape}".encode())
-        h.update(arr.tobytes())
+        h.update(arr)  # the array's bytes, read in place (``tobytes`` would copy them)
     return h.hexdigest()
 
 
@@ -124,17 +125,50 @@ def _nbytes(arrays: Arrays) -> int:
     return sum(a.nbytes for a in arrays.values())
 
 
+def _framed(key: str, arrays: Arrays) -> Arrays:
+    """The arrays as a cache file holds them: with the format and the key."""
+    return {**arrays, "format": np.array(CACHE_FORMAT), "key": np.array(key)}
+
+
+def _sealed(arrays: Arrays) -> Arrays:
+    """The arrays made read-only: the cache's own, never written again (the checksum that
+    is kept with them catches a write that goes around the flag)."""
+    for value in arrays.values():
+        value.flags.writeable = False
+    return arrays
+
+
+@dataclass
+class CachedOutputs(Outputs):
+    """Outputs as the cache holds them: read-only, with the key and checksum they are kept
+    under, so that a change made to them in memory is noticed."""
+
+    key: str = ""
+    checksum: str = ""
+
+    def intact(self) -> bool:
+        """Whether the arrays still hash to the checksum they were stored or loaded with."""
+        return _checksum(_framed(self.key, _outputs_arrays(self))) == self.checksum
+
+
+def _outputs_arrays(out: Outputs) -> Arrays:
+    found = {"logits": out.logits, "features": out.features, "labels": out.labels}
+    return {name: value for name, value in found.items() if value is not None}
+
+
 class OutputCache:
     """Outputs and detector scores on disk under ``<cache>/outputs/<key>.npz``, verified by
     checksum (and the key the file holds) on read; the most recent also in memory, up to
-    ``MEMORY_BYTES``."""
+    ``MEMORY_BYTES``, verified against the same checksum on every read. Every array it hands
+    out is read-only."""
 
     def __init__(self, root: Path | None = None, enabled: bool = True):
         from collections import OrderedDict
 
         self.root = (root or cache_dir()) / "outputs"
         self.enabled = enabled
-        self._memory: OrderedDict[str, Arrays] = OrderedDict()
+        #: key -> (read-only arrays, the checksum of their file)
+        self._memory: OrderedDict[str, tuple[Arrays, str]] = OrderedDict()
         self._memory_bytes = 0
         #: set after a failed write: the cache is read but no longer written
         self.write_failed = False
@@ -143,47 +177,81 @@ class OutputCache:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.npz"
 
-    def get_or_compute(self, key: str, compute: Callable[[], Outputs]) -> Outputs:
+    def get_or_compute(self, key: str, compute: Callable[[], Outputs]) -> CachedOutputs:
         """Outputs for ``key``: from memory, from a verified file, or computed and stored."""
+        found = self._lookup(key, "logits")
+        if found is None:
+            found = self._store(key, _outputs_arrays(compute()))
+        arrays, checksum = found
+        return CachedOutputs(
+            arrays["logits"], arrays.get("features"), arrays.get("labels"), key, checksum
+        )
 
-        def arrays() -> Arrays:
-            out = compute()
-            found = {"logits": out.logits, "features": out.features, "labels": out.labels}
-            return {name: value for name, value in found.items() if value is not None}
+    def cached_scores(self, key: str) -> np.ndarray | None:
+        """A detector's scores for ``key`` (read-only) from memory or a verified file, or None."""
+        found = self._lookup(key, "scores")
+        return None if found is None else found[0]["scores"]
 
-        got = self._arrays(key, "logits", arrays)
-        return Outputs(got["logits"], got.get("features"), got.get("labels"))
+    def keep_scores(self, key: str, scores: np.ndarray) -> np.ndarray:
+        """Store a detector's scores under ``key``; returns the cache's read-only copy."""
+        return self._store(key, {"scores": np.array(scores, copy=True)})[0]["scores"]
 
-    def scores(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
-        """A detector's scores for ``key``: from memory, from a verified file, or computed."""
-        return self._arrays(key, "scores", lambda: {"scores": compute()})["scores"]
-
-    def _arrays(self, key: str, main: str, compute: Callable[[], Arrays]) -> Arrays:
-        """The arrays of ``key`` (an entry holding ``main``), computed and stored on a miss."""
+    def forget(self, key: str) -> None:
+        """Let the arrays of ``key`` held in memory go (the file, if any, stays)."""
         if key in self._memory:
-            self.hits += 1
-            self._memory.move_to_end(key)
-            return self._memory[key]
-        found = self._read(key) if self.enabled else None
-        if found is None or main not in found:  # (an entry of another kind: computed again)
-            self.misses += 1
-            found = compute()
-            if self.enabled:
-                self._write(key, found)
-        else:
-            self.hits += 1
-        self._keep(key, found)
+            arrays, _ = self._memory.pop(key)
+            self._memory_bytes -= _nbytes(arrays)
+
+    def _lookup(self, key: str, main: str) -> tuple[Arrays, str] | None:
+        """The arrays of ``key`` (an entry holding ``main``) with their checksum, or None."""
+        found = self._held(key)
+        if found is None and self.enabled:
+            found = self._read(key)
+            if found is not None:
+                self._keep(key, *found)
+        if found is None or main not in found[0]:  # (an entry of another kind: computed again)
+            return None
+        self.hits += 1
         return found
 
-    def _keep(self, key: str, arrays: Arrays) -> None:
+    def _store(self, key: str, arrays: Arrays) -> tuple[Arrays, str]:
+        """Seal computed arrays, write them (when enabled) and hold them in memory."""
+        self.misses += 1
+        arrays = _sealed(arrays)
+        framed = _framed(key, arrays)
+        checksum = _checksum(framed)
+        if self.enabled:
+            self._write(key, framed, checksum)
+        self._keep(key, arrays, checksum)
+        return arrays, checksum
+
+    def _held(self, key: str) -> tuple[Arrays, str] | None:
+        """The arrays of ``key`` held in memory, when they still match their checksum; a
+        changed entry is dropped (and said), never served."""
+        if key not in self._memory:
+            return None
+        arrays, checksum = self._memory[key]
+        if _checksum(_framed(key, arrays)) != checksum:
+            print(
+                f"oebench: the cached arrays {key} held in memory were changed; recomputing",
+                file=sys.stderr,
+            )
+            self.forget(key)
+            return None
+        self._memory.move_to_end(key)
+        return arrays, checksum
+
+    def _keep(self, key: str, arrays: Arrays, checksum: str) -> None:
         """Hold ``arrays`` in memory, letting the oldest go beyond ``MEMORY_BYTES``."""
-        self._memory[key] = arrays
+        self.forget(key)
+        self._memory[key] = (arrays, checksum)
         self._memory_bytes += _nbytes(arrays)
         while len(self._memory) > 1 and self._memory_bytes > MEMORY_BYTES:
-            _, old = self._memory.popitem(last=False)
+            _, (old, _) = self._memory.popitem(last=False)
             self._memory_bytes -= _nbytes(old)
 
-    def _read(self, key: str) -> Arrays | None:
+    def _read(self, key: str) -> tuple[Arrays, str] | None:
+        """The arrays of a verified cache file (read-only) with their checksum, or None."""
         path = self.path(key)
         if not path.exists():
             return None
@@ -202,13 +270,11 @@ class OutputCache:
             )
             remove_cache_file(path)
             return None
-        return arrays
+        return _sealed(arrays), stored
 
-    def _write(self, key: str, found: Arrays) -> None:
-        arrays = {**found, "format": np.array(CACHE_FORMAT), "key": np.array(key)}
-
+    def _write(self, key: str, framed: Arrays, checksum: str) -> None:
         def write(tmp: str) -> None:
             with open(tmp, "wb") as fh:
-                np.savez(fh, checksum=np.array(_checksum(arrays)), **arrays)
+                np.savez(fh, checksum=np.array(checksum), **framed)
 
         write_cache_file(self, self.path(key), write)

@@ -116,10 +116,34 @@ class Runner:
                 check(id_source.mean, id_source.std, id_source.shape[0])
 
     def check_models_for(self, tasks: list[Task]) -> None:
-        """Before any work: build every model once (see ``TrainedModels.check``) unless the
-        weights of every task's cell are noted, i.e. a warm run that may need no model."""
+        """Before any work: the values that depend on the data's sizes, then build every model
+        once (see ``TrainedModels.check``), unless the weights of every task's cell are noted:
+        a warm run that may need no model, nor data (its sizes were checked when the noted
+        weights' outputs were made)."""
         if any(self.models.noted(self.cell_for(task)) is None for task in tasks):
+            self.check_sizes()
             self.models.check()
+
+    def check_sizes(self) -> None:
+        """A detector's ``min_train`` (knn's k) and an OOD set's ``n`` against the sizes of the
+        splits (loaded as the first seed's cells load them, and kept for them)."""
+        from oebench.bench.validation import raise_problems, size_problems
+
+        b, sources = self.bench, self.sources
+        id_source = sources.source("dataset", b.id_datasets[0])
+        shape = tuple(id_source.shape)
+
+        def size(ref: Any, split: str) -> int | None:
+            test = split == "test"  # an OOD set, at the ID shape; else an ID training split
+            norm = sources.norm("dataset", ref, id_source) if test else None
+            try:
+                where = (split, shape if test else None, b.seeds[0], norm)
+                return len(sources.load("dataset", ref, *where))
+            except (UserError, TypeError):  # a split that does not load: its cells say so
+                return None
+
+        lines = size_problems(b, lambda ref: size(ref, "train"), lambda ref: size(ref, "test"))
+        raise_problems(lines, b.source)
 
     # -- a task --------------------------------------------------------------------------------
     def cell_for(self, task: Task) -> Cell:

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 TRAINING_VERSION = 1
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss (or, after the last step, the weights) of a training stopped being finite."""
+
+
 def cosine_factor(step: int, total: int, lr: float, floor: float = 1e-6) -> float:
     """The OE reference schedule: cosine from 1 down to ``floor / lr``, stepped per iteration."""
     low = floor / lr
@@ -82,6 +86,10 @@ def train(
     schedule, every random generator) is saved there, and a training that finds one resumes
     after its epoch, with the same weights as had it never stopped. ``on_epoch(done, epochs)``
     is called after each epoch (and its save).
+
+    A loss that is not finite (NaN, inf: a diverged training, NaN logits) raises
+    ``TrainingDiverged`` as soon as it is seen, before the epoch's state is saved (see
+    ``_Guard`` for when it looks); so do weights that are not finite after the last step.
     """
     import torch
 
@@ -119,6 +127,7 @@ def train(
         for done in range(step) if on_step is not None else ():
             on_step(done + 1, total)
     stats = _Stats(on_stats, max(1, steps_per_epoch // 10), device)
+    guard = _Guard(max(1, steps_per_epoch // 10), device, step, (params["lr"], total))
     for epoch in range(first_epoch, params["epochs"]):
         order = torch.randperm(len(train_set), generator=gen)[:n_train]
         out_iter = None
@@ -157,14 +166,17 @@ def train(
             sched.step()
             step += 1
             stats.add(loss, logits[:n_in], y)
+            guard.add(loss, step, epoch, logits)
             if on_step is not None:
                 on_step(step, total)
+        guard.check(step, epoch)
         if partial is not None and epoch + 1 < params["epochs"]:
             spent = time.perf_counter() - start
             partial.save(_snapshot(epoch + 1, step, total, spent, model, opt, sched, gen))
         if on_epoch is not None:
             on_epoch(epoch + 1, params["epochs"])
     model.eval()
+    guard.check_weights(model)
     if on_gpu:
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -258,3 +270,52 @@ class _Stats:
             self.loss.zero_()
             self.correct.zero_()
             self.seen = self.steps = 0
+
+
+class _Guard:
+    """The loss summed on the device, which must stay finite. It is looked at (one host
+    synchronisation) after the first step, every ``every`` steps and at each epoch's end; on
+    a CPU, where looking costs nothing, after every step. Summing and looking change no
+    weight: a training stopped by it would have given the same weights up to there."""
+
+    def __init__(self, every: int, device: Any, step: int, lr_total: tuple[float, int]):
+        import torch
+
+        self.every = 1 if device.type == "cpu" else every
+        self.sum = torch.zeros((), device=device)
+        self.first = self.checked = step  # the steps before ``checked`` had finite losses
+        self.lr, self.total = lr_total
+
+    def add(self, loss: torch.Tensor, step: int, epoch: int, logits: torch.Tensor) -> None:
+        self.sum += loss.detach()
+        if step == self.first + 1 or step - self.checked >= self.every:
+            self.check(step, epoch, logits)
+
+    def check(self, step: int, epoch: int, logits: torch.Tensor | None = None) -> None:
+        """Raise ``TrainingDiverged`` unless every loss up to ``step`` was finite."""
+        if step == self.checked:
+            return
+        value = float(self.sum)
+        if math.isfinite(value):
+            self.checked = step
+            return
+        steps = f"{self.checked + 1}..{step}" if step > self.checked + 1 else str(step)
+        found = f"the loss became {value} at step {steps} of {self.total} (epoch {epoch + 1})"
+        if step == self.first + 1 == 1:  # the initial weights: not the learning rate
+            import torch
+
+            bad = logits is not None and not bool(torch.isfinite(logits).all())
+            culprit = "the model's logits are" if bad else "the objective's loss is"
+            raise TrainingDiverged(f"{found}: {culprit} not finite before any update")
+        raise TrainingDiverged(f"{found}; lower the training's `lr` (now {self.lr:g})")
+
+    def check_weights(self, model: torch.nn.Module) -> None:
+        """Raise ``TrainingDiverged`` when a weight or buffer is not finite after training."""
+        import torch
+
+        floats = [t for t in model.state_dict().values() if t.is_floating_point()]
+        if floats and not bool(torch.stack([torch.isfinite(t).all() for t in floats]).all()):
+            raise TrainingDiverged(
+                f"the weights are not finite after the last step; lower the training's `lr` "
+                f"(now {self.lr:g})"
+            )

@@ -1,14 +1,34 @@
 """Fingerprints: short hashes of everything that decides a result, in one place.
 
 - configuration: ``canonical_hash`` (a benchmark's settings, a cell's configuration);
-- code: ``code_digest`` hashes a component's own code (its class or function, the base
-  classes and module-level helpers it uses from first-party packages, and simple constants it
-  reads), so editing one detector in a file of several leaves the others' results valid;
+- code: ``code_digest`` hashes a component's code and everything that code reaches, so edited
+  code is never served from a stale cache, while editing one detector in a file of several
+  leaves the others' results valid (below);
 - data files: ``file_fingerprints`` / ``content_digest`` (sha256 of each file, remembered by
   its stamp; see ``oebench.core.datafiles``);
 - model weights: ``model_digest``.
 
 ``describe_changes`` names what differs between two cells' fingerprint blocks.
+
+What a code fingerprint covers: starting from a component's class or function, ``closure``
+follows, transitively through the first-party packages (the component's own top-level package
+and ``oebench``), base classes, methods, properties and class attributes; the names its code
+reads from module globals, attributes of first-party modules (``module.helper``, also
+``package.module.helper``), imports inside functions, default argument values and closure
+cells (``oebench.keys.members``). A first-party class or function met is followed (its source
+is hashed, without comments, blank lines and indentation; code made by ``exec`` or ``type()``
+by its compiled code); a constant of any type by its canonical text (``oebench.keys.values``:
+containers item by item, numpy arrays and tensors by dtype, shape and bytes, other objects by
+class and attributes); a third-party class, function or module by its name (libraries are
+versioned, and recorded so); module state (a name its module's functions rebind or change in
+place: caches) by the text of its declarations, since its value of the moment depends on what
+ran before. Where it cannot tell (a value with no canonical text, a computed ``getattr`` on a
+first-party module, ``globals()``, ``eval``, ``import_module(name)``), it hashes every ``.py``
+file of the package involved (``package_digest``), never nothing. Nothing hashed depends on
+the process or the machine (no ``id()``, no address, paths inside a package as relative).
+Each source is read once per process: the code that runs is the code that was imported, so a
+file edited during a run does not change the run's keys half-way (``clear_caches`` forgets
+them, for tests that edit code in place).
 """
 
 from __future__ import annotations
@@ -16,10 +36,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-import linecache
-import os
 import sys
-import textwrap
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +45,10 @@ from typing import Any
 from oebench.bench.matrix import canonical_hash
 from oebench.core.datafiles import content_digest, content_digests, file_fingerprints
 from oebench.core.files import file_sha256
+from oebench.keys import members
+from oebench.keys.members import Member, unwrap
+from oebench.keys.pyfiles import code_text, file_digest, parse
+from oebench.keys.values import Opaque, canonical
 
 __all__ = [
     "canonical_hash",
@@ -45,8 +66,6 @@ __all__ = [
 
 #: packages whose code counts as a component's own besides the component's package itself
 FIRST_PARTY = ("oebench",)
-#: a referenced module-level constant is hashed by its ``repr`` when made of these only
-_CONSTANTS = (int, float, complex, str, bytes, bool, type(None))
 
 
 def model_digest(model: Any) -> str:
@@ -58,201 +77,83 @@ def model_digest(model: Any) -> str:
     return h.hexdigest()[:20]
 
 
-@functools.cache
-def _file_digest(path: str) -> str:
-    """sha256 (16 hex digits) of a file's bytes, once per process."""
-    return file_sha256(Path(path))[:16]
-
-
 def code_digest(obj: Any) -> str | None:
-    """A hash of a component's own code (class or function), so that edited code is never
-    served from a stale cache; the whole source file where the source cannot be isolated,
-    ``None`` where there is no source at all."""
-    obj = _unwrap(obj)
-    parts = []
-    for member in _closure(obj):
-        source = _normalised_source(member)
-        if source is None and member is obj:
-            return _whole_file_digest(obj)
-        parts.append(source if source is not None else str(_whole_file_digest(member)))
+    """A hash of a component's code (class or function) and of everything it reaches, so that
+    edited code is never served from a stale cache: the whole file where its source cannot be
+    isolated, ``None`` where there is no source at all."""
+    root = obj if isinstance(obj, types.FunctionType) else unwrap(obj)  # a wrapper is code too
+    found = closure(root)
+    if found[0].text is None:
+        return file_digest(root) or _package_part(members.top(root))
+    parts = [m.text if m.text is not None else str(_no_source(m.obj)) for m in found]
+    wide = {top for m in found for top in m.wide}
+    if root is not obj:  # a partial's arguments, a bound method's instance
+        try:
+            parts.append(canonical(obj, lambda _: None))
+        except Opaque:
+            wide.add(members.top(root))
+    parts += [str(_package_part(top)) for top in sorted(wide)]
     # sorted: the order the closure was found in follows set order, which varies by process
     return hashlib.sha256("\n\0".join(sorted(parts)).encode()).hexdigest()[:16]
 
 
-def _whole_file_digest(obj: Any) -> str | None:
-    """The digest of the file defining ``obj`` (None when it has none)."""
-    try:
-        return _file_digest(inspect.getfile(obj))
-    except (TypeError, OSError):
-        return None
+def _no_source(obj: Any) -> str | None:
+    """What stands for code without source: its file's digest, else its package's."""
+    return file_digest(obj) or _package_part(members.top(obj))
 
 
-def _unwrap(obj: Any) -> Any:
-    """The function behind a ``functools.partial``, a bound method or a decorator."""
-    while True:
-        if isinstance(obj, functools.partial):
-            obj = obj.func
-        elif isinstance(obj, (types.MethodType, staticmethod, classmethod)):
-            obj = obj.__func__
-        elif not inspect.isclass(obj) and hasattr(obj, "__wrapped__"):
-            obj = obj.__wrapped__  # a decorated function (functools.wraps), an lru_cache
-        else:
-            return obj
+def _package_part(top: str) -> str | None:
+    digest = package_digest(top) if top else None
+    return f"<package {top}> {digest}" if digest else None
 
 
 @functools.cache
-def _normalised_source(obj: Any) -> str | None:
-    """``obj``'s source without indentation, blank lines and comment-only lines (plus the
-    values of the simple module constants it reads); None when it has no source.
-
-    Read once per process (``clear_caches`` forgets it): the code that runs is the code that
-    was imported, so a file edited during a run must not change the run's keys half-way.
-    """
-    try:
-        text = _source(obj)
-    except (TypeError, OSError, SyntaxError, ValueError):  # no (readable) source
-        return None
-    lines = [line.rstrip() for line in textwrap.dedent(text).splitlines()]
-    kept = [line for line in lines if line and not line.lstrip().startswith("#")]
-    constants = [f"{name} = {value!r}" for name, value in _constants(obj)]
-    return "\n".join(kept + constants)
+def closure(obj: Any) -> tuple[Member, ...]:
+    """``obj``'s member first, then every first-party member its code reaches."""
+    homes = {members.top(obj), _home(obj), *FIRST_PARTY}
+    tops = frozenset(homes - {"", "__main__", *sys.stdlib_module_names})
+    seen: dict[int, Member] = {}  # by id: to find each object once, never hashed
+    todo = [obj]
+    while todo:
+        item = todo.pop()
+        if id(item) not in seen:
+            seen[id(item)] = found = members.member(item, tops)
+            todo += found.refs
+    return tuple(seen.values())
 
 
-def _source(obj: Any) -> str:
-    """The source text of a module, class or function (``inspect.getsource``, with each file
-    parsed once rather than once per class)."""
-    path = inspect.getsourcefile(obj) or inspect.getfile(obj)
-    if inspect.ismodule(obj):
-        linecache.checkcache(path)
-        return "".join(linecache.getlines(path))
-    stat = os.stat(path)
-    lines, spans = _spans(path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
-    span = spans.get(getattr(obj, "__qualname__", ""))
-    if span is None:  # a lambda, or a definition the file no longer holds
-        return inspect.getsource(obj)
-    return "".join(lines[span[0] - 1 : span[1]])
+def _home(obj: Any) -> str:
+    """The top-level package of the first class of ``obj``'s MRO that its module holds under
+    its name (a class made by ``type()`` may say ``abc`` is its module)."""
+    for cls in obj.__mro__ if inspect.isclass(obj) else ():
+        module = sys.modules.get(cls.__module__)
+        if getattr(module, cls.__name__, None) is cls:
+            return members.top(cls)
+    return members.top(obj)
 
 
-@functools.lru_cache(maxsize=256)
-def _spans(path: str, *stamp: int) -> tuple[list[str], dict[str, tuple[int, int]]]:
-    """A file's lines, and qualified name -> (first, last) line of every class and function
-    it defines (decorators included; the last of several same-named definitions); ``stamp``
-    (size, mtime, inode) makes an edited file read again, for objects loaded after the edit."""
-    import ast
-
-    linecache.checkcache(path)
-    lines = linecache.getlines(path)
-    spans: dict[str, tuple[int, int]] = {}
-
-    def visit(node: ast.AST, prefix: str) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                name = prefix + child.name
-                first = min([child.lineno] + [d.lineno for d in child.decorator_list])
-                spans[name] = (first, child.end_lineno or child.lineno)
-                inner = ".<locals>." if not isinstance(child, ast.ClassDef) else "."
-                visit(child, name + inner)
-            else:
-                visit(child, prefix)
-
-    visit(ast.parse("".join(lines)), "")
-    return lines, spans
+@functools.cache
+def package_digest(top: str) -> str | None:
+    """A hash of every ``.py`` file of a top-level package (its path inside the package and
+    its content), or of the file of a top-level module; None when it has no files."""
+    module = sys.modules.get(top)
+    folders = sorted(str(p) for p in getattr(module, "__path__", None) or [])
+    file = getattr(module, "__file__", None)
+    if not folders:
+        return file_sha256(Path(file))[:16] if file and Path(file).is_file() else None
+    h = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                name = path.relative_to(folder).as_posix()
+                h.update(f"{name}\0{file_sha256(path)}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def clear_caches() -> None:
     """Forget every source and file read so far (for tests that edit code in place)."""
-    for cached in (_normalised_source, _closure, _spans, _file_digest):
+    for cached in (closure, package_digest, parse, members.member, file_digest, code_text):
         cached.cache_clear()
-
-
-@functools.cache
-def _closure(obj: Any) -> tuple[Any, ...]:
-    """``obj`` and, transitively, the first-party classes and functions its code uses."""
-    tops = {_top(obj), *FIRST_PARTY} - {"", "builtins", "__main__"}
-    seen: dict[int, Any] = {}
-    todo = [obj]
-    while todo:
-        item = todo.pop()
-        if id(item) in seen:
-            continue
-        seen[id(item)] = item
-        todo += [ref for ref in _references(item, tops) if _followed(ref, tops)]
-    return tuple(seen.values())
-
-
-def _top(obj: Any) -> str:
-    """The top-level package of the module that defines ``obj`` (or of a module)."""
-    name = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None)
-    return (name or "").partition(".")[0]
-
-
-def _references(obj: Any, tops: set[str]) -> list[Any]:
-    """Base classes, and the module-level objects the code of ``obj`` names (attributes too,
-    of the modules of the packages ``tops``: ``module.helper(...)``)."""
-    found: list[Any] = list(obj.__mro__[1:]) if inspect.isclass(obj) else []
-    module = sys.modules.get(getattr(obj, "__module__", "") or "")
-    namespace = vars(module) if module is not None else {}
-    for code in _code_objects(obj):
-        names = _names(code)
-        for name in names:
-            value = namespace.get(name)
-            if inspect.ismodule(value):
-                if _top(value) in tops:  # attribute names are co_names too
-                    found += [getattr(value, n) for n in names if hasattr(value, n)]
-            elif value is not None:
-                found.append(value)
-    return [_unwrap(f) for f in found if inspect.isclass(f) or callable(f)]
-
-
-def _constants(obj: Any) -> list[tuple[str, Any]]:
-    """(name, value) of the simple module-level constants the code of ``obj`` reads."""
-    module = sys.modules.get(getattr(obj, "__module__", "") or "")
-    namespace = vars(module) if module is not None else {}
-    names = sorted({n for code in _code_objects(obj) for n in _names(code)})
-    return [
-        (n, namespace[n])
-        for n in names
-        if n in namespace and _simple(namespace[n]) and len(repr(namespace[n])) < 1000
-    ]
-
-
-def _simple(value: Any) -> bool:
-    """Whether ``repr(value)`` is the same in every process (no object addresses)."""
-    if isinstance(value, (tuple, frozenset)):
-        return all(_simple(v) for v in value)
-    return isinstance(value, _CONSTANTS)
-
-
-def _code_objects(obj: Any) -> list[types.CodeType]:
-    """The code objects of a function, or of every method and property of a class."""
-    if inspect.isfunction(obj):
-        return [obj.__code__]
-    if not inspect.isclass(obj):
-        return []
-    codes = []
-    for value in vars(obj).values():
-        if isinstance(value, property):
-            codes += [f.__code__ for f in (value.fget, value.fset, value.fdel) if f is not None]
-            continue
-        value = _unwrap(value)
-        if inspect.isfunction(value):
-            codes.append(value.__code__)
-    return codes
-
-
-def _names(code: types.CodeType) -> set[str]:
-    """Global and attribute names used by ``code`` and the code nested in it."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _names(const)
-    return names
-
-
-def _followed(obj: Any, tops: set[str]) -> bool:
-    """Whether ``obj`` is first-party code: a class or function of the component's own
-    top-level package or of oebench (third-party libraries are versioned, and recorded so)."""
-    return (inspect.isclass(obj) or inspect.isfunction(obj)) and _top(obj) in tops
 
 
 #: entries of a cell configuration that fingerprint code and data rather than say which cell

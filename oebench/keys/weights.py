@@ -15,12 +15,17 @@ cached. So the runner leaves two small notes in the checkpoint cache:
 A note is believed only while the checkpoint file still has that sha256 (about 1 ms for a
 small model); any other state (no note, a replaced or damaged file, the cache switched off)
 makes the runner load the model and compute the digest as before, and write the note again.
+Each note holds the name it was written under and a checksum over that name and its content,
+so a note damaged, edited, or copied to another key's name (with or without the checkpoint
+it describes) is reported in one warning line, removed, and made again.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import math
 import re
 import sys
 from importlib.util import find_spec
@@ -30,8 +35,10 @@ from typing import Any
 from oebench.bench.matrix import canonical_hash
 from oebench.core.files import file_sha256
 
-#: bump when what a note holds, or how its key is made, changes
-NOTE_FORMAT = 1
+#: bump when what a note holds changes (2: its own name and a checksum)
+NOTE_FORMAT = 2
+#: bump when how an init note's key is made changes
+NOTE_KEY_FORMAT = 1
 
 
 def torch_version() -> str:
@@ -70,7 +77,7 @@ def init_note_key(config: dict[str, Any]) -> str:
     code = {k: v for k, v in (prints.get("code") or {}).items() if not k.startswith("detector:")}
     return canonical_hash(
         {
-            "format": NOTE_FORMAT,
+            "format": NOTE_KEY_FORMAT,
             "id_dataset": config.get("id_dataset"),
             "model": config.get("model"),
             "model_files": config.get("model_files"),
@@ -96,16 +103,16 @@ class WeightNotes:
 
     def init_digest(self, note_key: str) -> str | None:
         """The seeded initial weights' digest, when noted."""
-        note = self._read(f"init-{note_key}")
-        return note.get("digest") if note else None
+        note = self._read(f"init-{note_key}", {"digest": str})
+        return note["digest"] if note else None
 
     def note_init(self, note_key: str, digest: str) -> None:
         self._write(f"init-{note_key}", {"digest": digest})
 
     def trained(self, key: str) -> tuple[str, float] | None:
         """(digest, training seconds) of checkpoint ``key``, while its file is the one noted."""
-        note = self._read(key)
-        if not note or note.get("file") != _file_sha256(self.checkpoints.path(key)):
+        note = self._read(key, TRAINED_FIELDS)
+        if not note or note["file"] != _file_sha256(self.checkpoints.path(key)):
             return None
         return note["digest"], float(note["seconds"])
 
@@ -115,20 +122,73 @@ class WeightNotes:
         if file is not None:
             self._write(key, {"digest": digest, "seconds": float(seconds), "file": file})
 
-    def _read(self, name: str) -> dict[str, Any] | None:
+    def _read(self, name: str, fields: dict[str, type | tuple[type, ...]]) -> dict | None:
+        """The note ``name`` when it is whole and was written under that name; a damaged or
+        misplaced one is reported in one line and removed (a note of another format is only
+        ignored: the next write replaces it)."""
         if not self.enabled:
             return None
+        path = self.root / f"{name}.json"
         try:
-            note = json.loads((self.root / f"{name}.json").read_text())
-        except (OSError, ValueError):
+            note = json.loads(path.read_text())
+        except FileNotFoundError:
             return None
-        return note if isinstance(note, dict) and note.get("format") == NOTE_FORMAT else None
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            return self._discard(path, f"unreadable: {type(exc).__name__}")
+        if isinstance(note, dict) and note.get("format") != NOTE_FORMAT and "format" in note:
+            return None
+        problem = note_problem(note, name, fields)
+        return note if problem is None else self._discard(path, problem)
+
+    def _discard(self, path: Path, problem: str) -> None:
+        from oebench.core.files import remove_cache_file
+
+        print(
+            f"oebench: warning: ignoring the weight note {path} ({problem}); "
+            "the model is loaded and the note made again",
+            file=sys.stderr,
+        )
+        remove_cache_file(path)
+        return None
 
     def _write(self, name: str, note: dict[str, Any]) -> None:
         from oebench.core.files import write_cache_file
 
         if not self.enabled:
             return
-        text = json.dumps({"format": NOTE_FORMAT, **note}, sort_keys=True)
+        body = {"format": NOTE_FORMAT, "key": name, **note}
+        text = json.dumps({**body, "checksum": note_checksum(body)}, sort_keys=True)
         path = self.root / f"{name}.json"
         write_cache_file(self.checkpoints, path, lambda tmp: Path(tmp).write_text(text))
+
+
+#: what a note on trained weights holds, with its types
+TRAINED_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "digest": str,
+    "seconds": (int, float),
+    "file": str,
+}
+
+
+def note_checksum(body: dict[str, Any]) -> str:
+    """sha256 over a note's content and the name (key) it was written under."""
+    fields = {k: v for k, v in body.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def note_problem(note: Any, name: str, fields: dict[str, type | tuple[type, ...]]) -> str | None:
+    """Why a read note cannot be believed as the note ``name`` (None when it can)."""
+    if not isinstance(note, dict):
+        return "not a JSON object"
+    if note.get("key") != name:
+        return f"it was written for another key ({str(note.get('key'))[:24]})"
+    if note.get("checksum") != note_checksum(note):
+        return "checksum mismatch: the note was damaged or edited"
+    for field, kind in fields.items():
+        value = note.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"its {field!r} is missing or not a {getattr(kind, '__name__', 'number')}"
+    seconds = note.get("seconds", 0.0)
+    if isinstance(seconds, (int, float)) and not math.isfinite(seconds):
+        return "its 'seconds' is not a finite number"
+    return None

@@ -45,6 +45,8 @@ class Recorder:
         if key is None:
             return False
         rows = self.store.rows([key])
+        if not rows:  # it failed its checksum since (reported): computed again
+            return False
         self._rows[task.key] = rows
         self.reused += 1
         if self.scores_dir is not None:

@@ -52,6 +52,9 @@ CELL_TYPES: dict[str, type] = {
     "recall": float,
     "fpr_rule": str,
 }
+#: what the store keeps with a cell besides its record: the checksum over its record, rows
+#: and score arrays (``oebench.record.checksums``; schema 3, NULL in cells stored before)
+STORE_CELL_TYPES: dict[str, type] = {"checksum": str}
 #: a result row of a cell
 ROW_TYPES: dict[str, type] = {
     "detector": str,

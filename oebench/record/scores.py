@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from oebench.core.files import atomic_write
+from oebench.core.files import atomic_write_file
 from oebench.record.schema import SCORE_COLUMNS
 from oebench.record.store import ScoreArray
 
@@ -53,10 +53,11 @@ def score_file_name(meta: dict[str, Any]) -> str:
 
 
 def write_scores(directory: str | Path, meta: dict[str, Any], arrays: list[ScoreArray]) -> Path:
-    """Write a cell's scores to ``directory`` as Parquet, atomically; returns the path."""
+    """Write a cell's scores to ``directory`` as Parquet, atomically and never through a
+    symbolic link (``atomic_write_file``); returns the path."""
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / score_file_name(meta)
     frame = scores_frame(meta, arrays)
-    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    atomic_write_file(path, lambda fh: frame.to_parquet(fh, index=False))
     return path

@@ -3,7 +3,9 @@
 One file (``$OEBENCH_STORE``, else ``$XDG_DATA_HOME/oebench/results.sqlite``, else
 ``~/.local/share/oebench/results.sqlite``) in WAL mode, so concurrent runs can share it. Each
 finished cell is written in one transaction with its rows and scores: a run killed at any
-moment leaves every cell either complete or absent.
+moment leaves every cell either complete or absent. Each cell carries a checksum over its
+record, rows and score arrays (``oebench.record.checksums``), verified whenever they are read: a
+cell that fails is reported in one line and not served (``oebench run`` computes it again).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import sys
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -24,14 +25,17 @@ import numpy as np
 from oebench.core import settings
 from oebench.core.signals import sigint_deferred
 from oebench.errors import UserError
+from oebench.record import checksums
 from oebench.record.changes import json_object, stale_cells
+from oebench.record.damage import CellCheck, DamageReport, bad_arrays, check_store, unserved
 from oebench.record.schema import CELL_COLUMNS, METRIC_COLUMNS, OPTIONAL, ROW_COLUMNS
 from oebench.record.tables import (
     APPLICATION_ID,
+    MIGRATIONS,
     SCHEMA_VERSION,
     create_tables,
     immediate,
-    migrate_from_1,
+    migrate,
 )
 
 BUSY_SECONDS = 60.0
@@ -81,8 +85,10 @@ class ResultStore:
     def __init__(self, path: str | Path | None = None, create: bool = True):
         self.path = Path(path).expanduser() if path else settings.store_path()
         self._conn: sqlite3.Connection | None = None
-        #: (cell, detector, dataset) of score arrays found damaged (reported once each)
-        self._damage: set[tuple[str, str, str]] = set()
+        #: cells and score arrays found damaged (reported once each)
+        self.damage = DamageReport(self.path)
+        #: whether the store has a checksum column (a read-only schema 2 store has none)
+        self.checksums = True
         #: opened as an immutable snapshot: a read-only store without its -wal/-shm files
         self.immutable = False
         with self._guard():
@@ -102,7 +108,13 @@ class ResultStore:
                 f"(choose another with --store or ${settings.STORE_ENV})"
             )
         if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a file where a folder should be, no permission
+                raise StoreError(
+                    f"results store {self.path}: cannot make its folder {self.path.parent} "
+                    f"({exc.strerror or exc}); pass another --store"
+                ) from None
         elif not self._writable():
             return self._connect_immutable()
         uri = f"file:{quote(str(self.path.absolute()))}?mode={'rwc' if create else 'rw'}"
@@ -155,8 +167,10 @@ class ResultStore:
                 f"results store {self.path} has schema version {version}, newer than this "
                 f"oebench reads ({SCHEMA_VERSION}): upgrade oebench or use another --store"
             )
-        elif version == 1 and writable:
-            migrate_from_1(conn)
+        elif version in MIGRATIONS and writable:
+            migrate(conn)
+        elif version == SCHEMA_VERSION - 1:  # read-only, from before checksums: read as it is
+            self.checksums = False
         elif version < SCHEMA_VERSION:
             raise StoreError(
                 f"results store {self.path} has the old schema version {version} (this oebench "
@@ -204,14 +218,15 @@ class ResultStore:
     ) -> bool:
         """Store a finished cell with its rows and scores in one transaction.
 
-        A cell already stored is left alone (returns False) unless ``replace``. Stored cells
-        this one supersedes (``stale_cells``: the same cell computed with other code or data)
-        are deleted in the same transaction, so no query ever sees both.
+        A cell already stored is left alone (returns False) unless ``replace``, or unless it
+        fails its checksum. Stored cells this one supersedes (``stale_cells``: the same cell
+        computed with other code or data) are deleted in the same transaction, so no query
+        ever sees both. The new cell's checksum is computed from what the store then holds.
         """
         key = record["key"]
         with self._guard(), self._transaction() as conn:
             if conn.execute("SELECT 1 FROM cells WHERE key = ?", (key,)).fetchone():
-                if not replace:
+                if not replace and checksums.cell_problem(conn, key) is None:
                     return False
                 _delete_cell(conn, key)
             for stale in stale_cells(conn, json_object(record["config"]), key):
@@ -245,6 +260,8 @@ class ResultStore:
                     for s in scores
                 ],
             )
+            checksum = checksums.compute(conn, key)
+            conn.execute("UPDATE cells SET checksum = ? WHERE key = ?", (checksum, key))
         return True
 
     # -- reading -----------------------------------------------------------------------------
@@ -256,9 +273,18 @@ class ResultStore:
             return stale_cells(self._connection, config)
 
     def has(self, key: str) -> bool:
+        """Whether cell ``key`` is stored and its record and rows match their checksum (a
+        damaged cell is reported, and counts as absent)."""
         with self._guard():
-            query = "SELECT 1 FROM cells WHERE key = ?"
-            return self._connection.execute(query, (key,)).fetchone() is not None
+            conn = self._connection
+            if conn.execute("SELECT 1 FROM cells WHERE key = ?", (key,)).fetchone() is None:
+                return False
+            if not self.checksums:
+                return True
+            problem = checksums.cell_problem(conn, key, arrays=False)
+            if problem is not None:
+                self.damage.cell(conn, key, problem)
+        return problem is None
 
     def count(self, keys: Iterable[str] | None = None) -> int:
         """How many cells are stored and committed (of ``keys``, when given)."""
@@ -293,6 +319,9 @@ class ResultStore:
             cursor = self._connection.execute(query, params)
             names = [d[0] for d in cursor.description]
             found = [dict(zip(names, values, strict=True)) for values in cursor]
+            bad = self._unserved(params if keys is not None else None, found)
+        if bad:
+            found = [row for row in found if row["cell"] not in bad]
         for row in found:
             row["trained"] = bool(row["trained"])
             for m in METRIC_COLUMNS:
@@ -320,48 +349,46 @@ class ResultStore:
     def scores(self, keys: Iterable[str]) -> dict[str, list[ScoreArray]]:
         """Per-sample scores of the given cells, by cell key (ID set first, then OOD sets).
 
-        A damaged array is reported on stderr (once) naming its cell, and every array of that
-        cell and detector is left out, so no caller computes anything from a partial set.
+        A damaged array (one that fails the cell's checksum, or cannot be decoded) is reported
+        on stderr (once) naming its cell, and every array of that cell and detector is left
+        out, so no caller computes anything from a partial set.
         """
         found: dict[str, list[ScoreArray]] = {}
         with self._guard():
+            conn = self._connection
             for key in dict.fromkeys(keys):
-                cursor = self._connection.execute(
-                    "SELECT detector, dataset, is_ood, n, data FROM scores WHERE cell = ? "
-                    "ORDER BY rowid",
-                    (key,),
-                )
-                arrays, bad = [], set()
-                for det, ds, is_ood, n, data in cursor:
+                stored = conn.execute(f"{checksums.ARRAYS_QUERY} ORDER BY rowid", (key,)).fetchall()
+                bad = bad_arrays(conn, key, stored, self.damage) if self.checksums else set()
+                arrays = []
+                for det, ds, is_ood, n, data in stored:
+                    if det in bad:
+                        continue
                     try:
                         arrays.append(ScoreArray(det, ds, bool(is_ood), decode_scores(data, n)))
-                    except (zlib.error, ValueError, sqlite3.DatabaseError) as exc:
+                    except (zlib.error, ValueError, TypeError, sqlite3.DatabaseError) as exc:
                         bad.add(det)
-                        self._report_damage(key, det, ds, exc)
+                        self.damage.array(conn, key, det, ds, f"{type(exc).__name__}: {exc}")
                 found[key] = [a for a in arrays if a.detector not in bad]
         return found
 
     def damaged(self, keys: Iterable[str]) -> set[tuple[str, str]]:
-        """(cell, detector) pairs among ``keys`` whose stored scores cannot be decoded."""
+        """(cell, detector) pairs among ``keys`` whose stored scores are damaged."""
         wanted = set(keys)
         self.scores(wanted)
-        return {(cell, det) for cell, det, _ in self._damage if cell in wanted}
+        return {(cell, det) for cell, det, _ in self.damage.arrays if cell in wanted}
 
-    def _report_damage(self, key: str, detector: str, dataset: str, exc: Exception) -> None:
-        if (key, detector, dataset) in self._damage:
-            return
-        self._damage.add((key, detector, dataset))
-        record = self.cell(key) or {}
-        where = " / ".join(
-            str(record.get(c, "?")) for c in ("benchmark", "id_dataset", "model", "training")
-        )
-        print(
-            f"oebench: warning: the stored scores of detector {detector!r} on {dataset!r} in "
-            f"cell {key} ({where} / seed {record.get('seed', '?')}) are damaged "
-            f"({type(exc).__name__}: {exc}); that detector's scores of the cell are left out "
-            "(`oebench run --rerun` recomputes them)",
-            file=sys.stderr,
-        )
+    def _unserved(self, keys: list[str] | None, found: list[dict[str, Any]]) -> set[str]:
+        """The cells of rows ``found`` (of ``keys``, or of all) that fail their checksum."""
+        if not self.checksums:
+            self.damage.unverifiable()
+            return set()
+        return unserved(self._connection, keys, found, self.damage)
+
+    def check(self) -> Iterator[CellCheck]:
+        """Every stored cell verified against its checksum, its score arrays decoded (a store
+        damaged as an SQLite file, or one without checksums, is a ``StoreError``)."""
+        with self._guard():
+            yield from check_store(self._connection, self.path, self.checksums, decode_scores)
 
 
 def _delete_cell(conn: sqlite3.Connection, key: str) -> None:

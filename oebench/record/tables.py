@@ -15,13 +15,16 @@ from oebench.record.schema import (
     METRIC_COLUMNS,
     OPTIONAL,
     ROW_TYPES,
+    STORE_CELL_TYPES,
 )
 
-SCHEMA_VERSION = 2
+#: 1: the first; 2: metric settings and calibration columns; 3: each cell's checksum
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x6F656221  # "oe" + "b!": marks a file as an oebench results store
 SQL_TYPES: dict[type, str] = {str: "TEXT", int: "INTEGER", bool: "INTEGER", float: "REAL"}
-#: columns that may hold NULL: the optional ones, and the metrics (as every store has them)
-NULLABLE = OPTIONAL | frozenset(METRIC_COLUMNS)
+#: columns that may hold NULL: the optional ones, the metrics (as every store has them), and
+#: the checksum (NULL: a cell stored before schema 3, which cannot be verified)
+NULLABLE = OPTIONAL | frozenset(METRIC_COLUMNS) | frozenset(STORE_CELL_TYPES)
 #: the constraints of cells columns that are more than NOT NULL
 CELL_CONSTRAINTS = {
     "key": "PRIMARY KEY",
@@ -43,7 +46,13 @@ def _table(name: str, definitions: list[str]) -> str:
 #: every statement that makes a new store's tables, in order
 TABLES: tuple[str, ...] = (
     _table("benchmarks", ["digest TEXT PRIMARY KEY", "name TEXT NOT NULL", "text TEXT NOT NULL"]),
-    _table("cells", [column_sql(c, t, CELL_CONSTRAINTS.get(c)) for c, t in CELL_TYPES.items()]),
+    _table(
+        "cells",
+        [
+            column_sql(c, t, CELL_CONSTRAINTS.get(c))
+            for c, t in {**CELL_TYPES, **STORE_CELL_TYPES}.items()
+        ],
+    ),
     "CREATE INDEX cells_by_benchmark ON cells (benchmark, seed)",
     _table(
         "results",
@@ -92,17 +101,32 @@ def create_tables(conn: sqlite3.Connection) -> None:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def migrate_from_1(conn: sqlite3.Connection) -> None:
-    """Schema 1 -> 2: add the metric-setting, context and calibration columns (NULL for
-    cells stored before; their numbers are unchanged)."""
+def _to_2(conn: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: the metric-setting, context and calibration columns (NULL for cells
+    stored before; their numbers are unchanged)."""
+    for column in EXTRA_CELL_COLUMNS:
+        conn.execute(f"ALTER TABLE cells ADD COLUMN {column_sql(column, CELL_TYPES[column])}")
+    for column in EXTRA_ROW_COLUMNS:
+        conn.execute(f"ALTER TABLE results ADD COLUMN {column_sql(column, ROW_TYPES[column])}")
+
+
+def _to_3(conn: sqlite3.Connection) -> None:
+    """Schema 2 -> 3: each cell's checksum; none is computed for the cells stored before
+    (NULL: not verifiable, served with a note)."""
+    for column, kind in STORE_CELL_TYPES.items():
+        conn.execute(f"ALTER TABLE cells ADD COLUMN {column_sql(column, kind)}")
+
+
+#: the upgrade from each older schema version to the next
+MIGRATIONS = {1: _to_2, 2: _to_3}
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Upgrade a store of an older schema version (1 or 2) to ``SCHEMA_VERSION`` in place, in
+    one transaction (unless another process just did)."""
     with immediate(conn):
-        if conn.execute("PRAGMA user_version").fetchone()[0] == 1:
-            for column in EXTRA_CELL_COLUMNS:
-                conn.execute(
-                    f"ALTER TABLE cells ADD COLUMN {column_sql(column, CELL_TYPES[column])}"
-                )
-            for column in EXTRA_ROW_COLUMNS:
-                conn.execute(
-                    f"ALTER TABLE results ADD COLUMN {column_sql(column, ROW_TYPES[column])}"
-                )
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        while version in MIGRATIONS:
+            MIGRATIONS[version](conn)
+            version += 1
+        conn.execute(f"PRAGMA user_version = {version}")

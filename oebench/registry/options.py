@@ -41,29 +41,41 @@ def option_problems(
                     f"{', '.join(params) or 'none'}"
                 )
             continue
-        message = _type_problem(hints.get(name), value)
+        message = _nan_problem(value) or _type_problem(hints.get(name), value)
         if message:
             lines.append(f"{where}: {name} = {toml_text(value)}: {message}")
     return lines
 
 
 def _hints(factory: Callable) -> dict[str, Any]:
-    """Resolved annotations of a factory (a class's ``__init__``); {} when they do not resolve."""
+    """Resolved annotations of a factory (a class's ``__init__``), ``Annotated`` ranges kept
+    (``Annotated[int, Field(ge=1)]``); {} when they do not resolve."""
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:
-        return typing.get_type_hints(target)
+        return typing.get_type_hints(target, include_extras=True)
     except Exception:  # unresolvable forward references: fall back to no type checks
         return {}
 
 
+def _nan_problem(value: Any) -> str | None:
+    """NaN anywhere in a value (a list or table too) means nothing to any component."""
+    if isinstance(value, float) and value != value:
+        return "NaN is not a number any option can use"
+    items = value.values() if isinstance(value, dict) else value
+    if isinstance(value, (dict, list, tuple)):
+        return next((found for v in items if (found := _nan_problem(v))), None)
+    return None
+
+
 def _type_problem(annotation: Any, value: Any) -> str | None:
-    """Why ``value`` does not fit ``annotation`` (None when it does or cannot be checked)."""
+    """Why ``value`` does not fit ``annotation`` (None when it does or cannot be checked); a
+    float option is finite unless its annotation allows more (``Field(allow_inf_nan=True)``)."""
     if annotation is None or annotation is Any:
         return None
     from pydantic import ConfigDict, TypeAdapter, ValidationError
 
     try:
-        adapter = TypeAdapter(annotation, config=ConfigDict(strict=True))
+        adapter = TypeAdapter(annotation, config=ConfigDict(strict=True, allow_inf_nan=False))
     except Exception:  # a type pydantic cannot build a validator for
         return None
     try:
@@ -71,15 +83,15 @@ def _type_problem(annotation: Any, value: Any) -> str | None:
     except ValidationError as exc:
         if isinstance(value, (list, tuple)) and _fits_lax(annotation, value):
             return None  # a TOML array for a tuple parameter
-        return exc.errors()[0]["msg"]
+        return str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
     return None
 
 
 def _fits_lax(annotation: Any, value: Any) -> bool:
-    from pydantic import TypeAdapter, ValidationError
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
 
     try:
-        TypeAdapter(annotation).validate_python(value)
+        TypeAdapter(annotation, config=ConfigDict(allow_inf_nan=False)).validate_python(value)
     except ValidationError:
         return False
     return True

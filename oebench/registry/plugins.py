@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -69,9 +73,63 @@ class PluginInfo:
         }
 
 
+#: what a plugin's own code may raise without taking the command down: its errors, and a
+#: ``sys.exit`` or a KeyboardInterrupt of its own (not one that a Ctrl-C delivered)
+PLUGIN_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
+
+
 def _describe(exc: BaseException) -> str:
     """One line, and under ``--debug`` the full traceback after it."""
-    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0] + debug_traceback(exc)
+    text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0] if str(exc) else ""
+    return (text or type(exc).__name__) + debug_traceback(exc)
+
+
+@contextlib.contextmanager
+def plugin_code() -> Iterator[Callable[[], bool]]:
+    """Run a plugin's code (its import, its hooks): what it prints to stdout goes to stderr
+    (stdout carries results, ``leaderboard --format csv``), and every Ctrl-C the user presses
+    meanwhile is noted. The callable yielded says whether one came: a KeyboardInterrupt (or
+    an error an extension module made of it) is then the user's, not the plugin's.
+
+    The note is taken by a SIGINT handler that calls the one installed before (the CLI's
+    watcher, or Python's), so a Ctrl-C still interrupts as it did; without a Python handler
+    (Ctrl-C ignored or fatal) or off the main thread, no Ctrl-C arrives as an exception.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    seen: list[int] = []
+    main = threading.current_thread() is threading.main_thread()
+    if main and callable(previous):
+
+        @functools.wraps(previous)  # its __wrapped__: the handler it calls
+        def noting(signum: int, frame: Any) -> Any:
+            seen.append(signum)
+            return previous(signum, frame)
+
+        signal.signal(signal.SIGINT, noting)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield lambda: bool(seen)
+    finally:
+        if main and callable(previous):
+            signal.signal(signal.SIGINT, previous)
+
+
+def call_plugin(code: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+    """Call a plugin's ``code()`` inside ``plugin_code``: its result and None, or None and what
+    it raised (``PLUGIN_FAILURES``). A Ctrl-C the user pressed meanwhile is raised instead,
+    whatever became of it in the plugin's code (caught, or made into another error)."""
+    result: Any = None
+    failed: BaseException | None = None
+    with plugin_code() as interrupted:
+        try:
+            result = code()
+        except PLUGIN_FAILURES as exc:
+            failed = exc
+        if interrupted():
+            if isinstance(failed, KeyboardInterrupt):
+                raise failed
+            raise KeyboardInterrupt from failed
+    return result, failed
 
 
 class PluginManager(pluggy.PluginManager):
@@ -81,6 +139,8 @@ class PluginManager(pluggy.PluginManager):
         super().__init__("oebench")
         self.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
+        #: top-level modules of the plugins loaded (or tried): whose code a stack frame runs
+        self.modules: set[str] = set()
         self._components: dict[str, dict[str, Component]] | None = None
 
     # -- loading -----------------------------------------------------------------------------
@@ -100,12 +160,11 @@ class PluginManager(pluggy.PluginManager):
             seen.add((ep.name, ep.value))
             dist = ep.dist.name if ep.dist else None
             version = ep.dist.version if ep.dist else None
-            try:
-                module = ep.load()
-            except Exception as exc:  # a broken plugin must not stop the others
-                self._broken(
-                    PluginInfo(ep.name, ep.value, dist, version), f"import failed: {_describe(exc)}"
-                )
+            self.modules.add(_top_level(ep.value))
+            module, failed = call_plugin(ep.load)
+            if failed is not None:  # a broken plugin must not stop the others
+                info = PluginInfo(ep.name, ep.value, dist, version)
+                self._broken(info, f"import failed: {_describe(failed)}")
                 continue
             self.register(module, name=ep.name, dist=dist, version=version)
 
@@ -119,6 +178,7 @@ class PluginManager(pluggy.PluginManager):
         """Register ``plugin``; a plugin with bad or misspelled hooks is recorded as broken."""
         name = name or self.get_canonical_name(plugin)
         info = PluginInfo(name, getattr(plugin, "__name__", type(plugin).__name__), dist, version)
+        self.modules.add(_top_level(getattr(plugin, "__module__", None) or info.module))
         try:
             registered = super().register(plugin, name=name)
         except ValueError as exc:  # pluggy: already registered under that name
@@ -171,8 +231,7 @@ class PluginManager(pluggy.PluginManager):
                 found = self._collect_plugin(plugin_name)
                 self._check_conflicts(found, result)
             except PluginError as exc:
-                info.error = str(exc)
-                print(f"oebench: plugin {plugin_name!r} is broken: {exc}", file=sys.stderr)
+                self._broken(info, str(exc))
                 continue
             info.components = {}
             for comp in found:
@@ -187,12 +246,12 @@ class PluginManager(pluggy.PluginManager):
             for impl in getattr(self.hook, hook_name).get_hookimpls():
                 if impl.plugin is not plugin:
                     continue
-                try:
-                    impl.function(register=self._register_callback(kind, plugin_name, found))
-                except PluginError:
-                    raise
-                except Exception as exc:
-                    raise PluginError(f"hook {hook_name} raised {_describe(exc)}") from exc
+                register = self._register_callback(kind, plugin_name, found)
+                _, failed = call_plugin(functools.partial(impl.function, register=register))
+                if isinstance(failed, PluginError):
+                    raise failed
+                if failed is not None:
+                    raise PluginError(f"hook {hook_name} raised {_describe(failed)}") from failed
         return found
 
     @staticmethod
@@ -218,18 +277,27 @@ class PluginManager(pluggy.PluginManager):
         """Let each plugin add CLI commands; a failing plugin is reported, not fatal."""
         for impl in self.hook.register_commands.get_hookimpls():
             before = set(getattr(cli, "commands", {}))
-            try:
-                impl.function(cli=cli)
-                info = self.infos.get(impl.plugin_name)
-                if info is not None:
-                    info.commands = sorted(set(getattr(cli, "commands", {})) - before)
-            except Exception as exc:
-                info = self.infos.get(impl.plugin_name)
-                if info is not None:
-                    self._broken(info, f"hook register_commands raised {_describe(exc)}")
+            _, failed = call_plugin(functools.partial(impl.function, cli=cli))
+            info = self.infos.get(impl.plugin_name)
+            if info is None:
+                continue
+            if failed is not None:
+                self._broken(info, f"hook register_commands raised {_describe(failed)}")
+            else:
+                info.commands = sorted(set(getattr(cli, "commands", {})) - before)
+
+
+def _top_level(module: str) -> str:
+    """``pkg`` of an entry point's ``pkg.mod:attr`` or a module's ``pkg.mod``."""
+    return module.split(":")[0].split(".")[0].strip()
 
 
 _pm: PluginManager | None = None
+
+
+def plugin_modules() -> set[str]:
+    """Top-level modules of the plugins loaded so far (none before the manager exists)."""
+    return set(_pm.modules) if _pm is not None else set()
 
 
 def get_plugin_manager() -> PluginManager:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from oebench.core.files import atomic_write_file
 from oebench.errors import UserError
 from oebench.metrics import auroc, binary_curve, fpr_at_recall
 from oebench.record.store import ResultStore, ScoreArray
@@ -155,6 +156,12 @@ def _side(label: str, training: str, arrays: list[ScoreArray], detector: str) ->
     return label, training, {a.dataset: (ids, a.scores) for a in mine if a.is_ood}
 
 
+def save_png(fig: Figure, path: Path) -> None:
+    """Write ``fig`` to ``path`` as PNG, whole or not at all and never through a symbolic link
+    (one planted in the folder during the command is replaced, its target left alone)."""
+    atomic_write_file(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
+
+
 def safe_name(*parts: Any) -> str:
     return "_".join(re.sub(r"[^A-Za-z0-9.+-]+", "-", str(p)) for p in parts)
 
@@ -193,7 +200,7 @@ def plot_results(
             for kind in kinds:
                 make = roc_figure if kind == "roc" else histogram_figure
                 path = out / f"{stem}_{kind}.png"
-                make(title, sets, sides).savefig(path, dpi=110)
+                save_png(make(title, sets, sides), path)
                 written.append(path)
                 if progress is not None:
                     progress(1)
@@ -213,7 +220,7 @@ def _detector_figures(
         sets = list(dict.fromkeys(s for scores in curves.values() for s in scores))
         title = f"{bench} · {id_ds} · {model} · {training} · seed {seed}"
         path = out / f"{safe_name(bench, id_ds, model, training, f'seed{seed}')}_detectors.png"
-        detectors_figure(title, sets, curves).savefig(path, dpi=110)
+        save_png(detectors_figure(title, sets, curves), path)
         written.append(path)
         if progress is not None:
             progress(1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from oebench.core.files import write_text_file
 from oebench.metrics import CONVENTION, CONVENTION_ID, LOWER_IS_BETTER
 from oebench.record.schema import GROUP_COLUMNS, LABELS
 from oebench.report.tables import BOARD_COLUMNS, SHOWN
@@ -21,15 +22,15 @@ HEADERS = {"id_dataset": "ID dataset", "oe_training": "OE training"}
 
 
 def write_table(df: pd.DataFrame, path: str, fmt: str = "csv") -> None:
-    """Write results (csv, json, markdown, latex) to ``path`` (``-`` for stdout)."""
+    """Write results (csv, json, markdown, latex) to ``path`` (``-`` for stdout), whole or not
+    at all and never through a symbolic link (one planted there during a run is replaced)."""
     import sys
 
     text = format_table(df, fmt)
     if path == "-":
         sys.stdout.write(text)
     else:
-        with open(path, "w", newline="") as fh:
-            fh.write(text)
+        write_text_file(path, text)
 
 
 def format_table(df: pd.DataFrame, fmt: str, numbers: bool = True) -> str:

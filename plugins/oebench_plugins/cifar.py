@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oebench.api import (
-    ImageSource,
-    TensorImages,
-    find_dir,
-)
-from oebench_plugins.vision_datasets import (
-    check_split,
-    checked,
-)
+from oebench.api import ImageSource, TensorImages, find_dir
+from oebench_plugins.vision_datasets import check_split, checked
 
 CIFAR_MEAN = tuple(v / 255 for v in (125.3, 123.0, 113.9))
 CIFAR_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from oebench.api import (
-    DataNotFoundError,
-    ImageSource,
-    find_dir,
-)
+from annotated_types import Ge
+
+from oebench.api import DataNotFoundError, ImageSource, find_dir
 from oebench_plugins.vision_datasets import (
     IMAGE_SUFFIXES,
     ImageFiles,
@@ -41,7 +40,7 @@ class ClassFolders(ImageSource):
         exclude: str | list[str] | None = None,
         root: str | None = None,
         size: int = 64,
-        max_images: int | None = None,
+        max_images: Annotated[int, Ge(1)] | None = None,
     ):
         self.folder, self.root, self.size, self.max_images = folder, root, size, max_images
         entries = exclude.split(",") if isinstance(exclude, str) else list(exclude or [])

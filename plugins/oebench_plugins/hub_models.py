@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from oebench.api import DataNotFoundError, UserError
 from oebench_plugins.vision_models import (
+    SavedFile,
     _split_classes,
     load_weights,
     read_state_dict,
@@ -19,7 +20,7 @@ def torchvision_model(
     shape: tuple[int, int, int],
     arch: str,
     weights: str | None = None,
-    path: str | None = None,
+    path: Annotated[str, SavedFile()] | None = None,
     strict: bool = True,
     **options: Any,
 ) -> Any:
@@ -86,7 +87,7 @@ def timm_model(
     shape: tuple[int, int, int],
     arch: str,
     pretrained: bool = False,
-    path: str | None = None,
+    path: Annotated[str, SavedFile()] | None = None,
     **options: Any,
 ) -> Any:
     """Any timm model by name (the optional extra ``oebench[timm]``).

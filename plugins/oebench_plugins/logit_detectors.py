@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import warnings
+from typing import Annotated
 
 import numpy as np
+from annotated_types import Gt
 
 import oebench.api as oebench
 from oebench.api import Detector, Head, Outputs, log_softmax64, logsumexp64, msp_log_odds
@@ -31,7 +33,7 @@ class MaxLogit(Detector):
 class Energy(Detector):
     """Free energy ``-T logsumexp(z / T)`` (Liu et al., NeurIPS 2020)."""
 
-    def __init__(self, temperature: float = 1.0):
+    def __init__(self, temperature: Annotated[float, Gt(0)] = 1.0):
         self.temperature = temperature
 
     def score(self, outputs):

@@ -7,17 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
-from oebench.api import (
-    ImageSource,
-    TensorImages,
-    cache_dir,
-    find_dir,
-    present,
-)
-from oebench_plugins.vision_datasets import (
-    check_split,
-    checked,
-)
+from oebench.api import ImageSource, TensorImages, cache_dir, find_dir, present
+from oebench_plugins.vision_datasets import check_split, checked
 
 SYSTEM_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from annotated_types import Ge, Le, Lt
+
 import oebench.api as oebench
 
 
@@ -45,7 +49,12 @@ def max_pool_2x2():
     return MaxPool2x2()
 
 
-def small_cnn(num_classes: int, shape: tuple[int, int, int], width: int = 16, dropout: float = 0.0):
+def small_cnn(
+    num_classes: int,
+    shape: tuple[int, int, int],
+    width: Annotated[int, Ge(1), Le(1024)] = 16,
+    dropout: Annotated[float, Ge(0), Lt(1)] = 0.0,
+):
     """Three conv-BN-ReLU blocks (width, 2x, 4x channels), global average pool, linear head."""
     from torch import nn
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from annotated_types import Ge
 
 import oebench.api as oebench
 from oebench.api import (
@@ -38,7 +40,12 @@ class RandomImages300K(ImageSource):
 
     splits = ("train", "test")
 
-    def __init__(self, root: str | None = None, n: int | None = None, sha256: str | None = None):
+    def __init__(
+        self,
+        root: str | None = None,
+        n: Annotated[int, Ge(1)] | None = None,
+        sha256: str | None = None,
+    ):
         self.root, self.n, self.sha256 = root, n, sha256
 
     def _locate(self) -> Path:
@@ -104,7 +111,12 @@ class TinyImages80M(ImageSource):
 
     splits = ("train", "test")
 
-    def __init__(self, root: str | None = None, n: int | None = None, exclude_cifar: bool = True):
+    def __init__(
+        self,
+        root: str | None = None,
+        n: Annotated[int, Ge(1)] | None = None,
+        exclude_cifar: bool = True,
+    ):
         self.root, self.n, self.exclude_cifar = root, n, exclude_cifar
 
     def _required(self) -> list[str]:
@@ -252,7 +264,7 @@ class DatasetOutliers(ImageSource):
         self,
         dataset: str,
         dataset_split: str | None = None,
-        max_images: int | None = None,
+        max_images: Annotated[int, Ge(1)] | None = None,
         **options: Any,
     ):
         self.dataset, self.dataset_split, self.max_images = dataset, dataset_split, max_images

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Annotated
 
-from oebench.api import (
-    DataNotFoundError,
-    ImageSource,
-    UserError,
-    find_dir,
-)
+from annotated_types import Ge
+
+from oebench.api import DataNotFoundError, ImageSource, UserError, find_dir
 from oebench_plugins.vision_datasets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -42,7 +40,7 @@ class Places365(ImageSource):
     def __init__(
         self,
         root: str | None = None,
-        n: int | None = 10000,
+        n: Annotated[int, Ge(1)] | None = 10000,
         size: int = 256,
         folder: str | None = None,
     ):

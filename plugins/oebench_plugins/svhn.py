@@ -5,16 +5,8 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from oebench.api import (
-    DataNotFoundError,
-    ImageSource,
-    TensorImages,
-    find_dir,
-)
-from oebench_plugins.vision_datasets import (
-    check_split,
-    checked,
-)
+from oebench.api import DataNotFoundError, ImageSource, TensorImages, find_dir
+from oebench_plugins.vision_datasets import check_split, checked
 
 
 class Svhn(ImageSource):

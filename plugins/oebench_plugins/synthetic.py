@@ -25,8 +25,10 @@ like any image (under CIFAR's normalisation about twice the reference amplitude)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import numpy as np
+from annotated_types import Ge, Le
 
 import oebench.api as oebench
 from oebench.api import ImageSource, TensorImages, UserError
@@ -37,6 +39,8 @@ RANGES = {"normalised": (-1.0, 1.0), "unit": (0.0, 1.0)}
 #: what oebench assumes when a caller does not say (ImageSource's default normalisation)
 DEFAULT_NORM = ((0.5,), (0.5,))
 CHUNK = 1000
+#: how many images a set draws: at least one, at most a million (beyond that, a typo)
+Count = Annotated[int, Ge(1), Le(1_000_000)]
 
 
 def _rng(seed: int, split: str) -> np.random.Generator:
@@ -82,7 +86,7 @@ class NetworkSpaceSet(ImageSource):
 
     network_space = True
 
-    def __init__(self, n: int = 2000, space: str = "auto"):
+    def __init__(self, n: Count = 2000, space: str = "auto"):
         if space not in SPACES:
             raise UserError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
         self.n, self.space = n, space
@@ -135,7 +139,7 @@ def _blobs(rng: np.random.Generator, size: tuple[int, ...], p: float, sigma: flo
 class Gaussian(NetworkSpaceSet):
     """clip(N(0, sigma), -1, 1) (normalised) or clip(N(0.5, sigma), 0, 1) (unit), network space."""
 
-    def __init__(self, n: int = 2000, sigma: float = 0.5, space: str = "auto"):
+    def __init__(self, n: Count = 2000, sigma: float = 0.5, space: str = "auto"):
         super().__init__(n, space)
         self.sigma = sigma
 
@@ -157,7 +161,7 @@ class Blobs(NetworkSpaceSet):
 
     def __init__(
         self,
-        n: int = 2000,
+        n: Count = 2000,
         p: float = 0.7,
         sigma: float = 1.5,
         cutoff: float = 0.75,
@@ -174,7 +178,7 @@ class Blobs(NetworkSpaceSet):
 class PixelSynthetic(ImageSource):
     """The older variants: drawn in [0, 1] pixel space, then normalised like any image."""
 
-    def __init__(self, n: int = 2000):
+    def __init__(self, n: Count = 2000):
         self.n = n
 
     def load(self, split, *, shape=None, seed=0):
@@ -188,7 +192,7 @@ class PixelSynthetic(ImageSource):
 class GaussianPixel(PixelSynthetic):
     """clip(N(0.5, sigma), 0, 1) per pixel."""
 
-    def __init__(self, n: int = 2000, sigma: float = 0.25):
+    def __init__(self, n: Count = 2000, sigma: float = 0.25):
         super().__init__(n)
         self.sigma = sigma
 
@@ -206,7 +210,7 @@ class RademacherPixel(PixelSynthetic):
 class BlobsPixel(PixelSynthetic):
     """Bernoulli(0.7) -> blur (sigma 1.5, all axes incl. channels) -> values < 0.75 set to 0."""
 
-    def __init__(self, n: int = 2000, p: float = 0.7, sigma: float = 1.5, cutoff: float = 0.75):
+    def __init__(self, n: Count = 2000, p: float = 0.7, sigma: float = 1.5, cutoff: float = 0.75):
         super().__init__(n)
         self.p, self.sigma, self.cutoff = p, sigma, cutoff
 

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from annotated_types import Ge, Le, Lt
+
 import oebench.api as oebench
+
+#: a layer size: at least 1, at most 16384 (beyond that, a typo)
+Size = Annotated[int, Ge(1), Le(16384)]
 
 
 def gru(
     num_classes: int,
     shape: tuple,
-    embed_dim: int = 50,
-    hidden: int = 128,
-    layers: int = 2,
-    dropout: float = 0.0,
+    embed_dim: Size = 50,
+    hidden: Size = 128,
+    layers: Annotated[int, Ge(1), Le(64)] = 2,
+    dropout: Annotated[float, Ge(0), Lt(1)] = 0.0,
 ):
     """Embedding (``shape[1]`` ids, ``<pad>`` = 0) -> GRU -> last layer's final hidden state
     (the features) -> linear head ``fc``. The OE reference: 50-d embeddings, 2 x 128 GRU."""

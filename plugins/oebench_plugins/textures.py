@@ -4,17 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oebench.api import (
-    ImageSource,
-    find_dir,
-)
-from oebench_plugins.vision_datasets import (
-    Fit,
-    _size,
-    check_split,
-    checked,
-    image_files,
-)
+from oebench.api import ImageSource, find_dir
+from oebench_plugins.vision_datasets import Fit, _size, check_split, checked, image_files
 
 
 class Dtd(ImageSource):

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oebench.api import (
-    ImageSource,
-    find_dir,
-)
+from oebench.api import ImageSource, find_dir
 from oebench_plugins.vision_datasets import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -31,7 +31,7 @@ from oebench.api import (
     to_float,
 )
 
-#: the transforms `val-ood` offers: the OE paper's validation sets, named once in oebench.bench.sweep
+#: the transforms `val-ood` offers: the OE paper's validation sets (named once, in oebench)
 KINDS = VALIDATION_SETS
 
 

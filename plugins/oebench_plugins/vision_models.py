@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from annotated_types import Ge, Le, Lt
 
 import oebench.api as oebench
 from oebench.api import DataNotFoundError, UserError, data_root
+
+Dropout = Annotated[float, Ge(0), Lt(1)]
 
 
 @functools.lru_cache(maxsize=1)
@@ -108,9 +112,9 @@ def _init_weights(net: Any) -> None:
 def wide_resnet(
     num_classes: int,
     shape: tuple[int, int, int],
-    depth: int = 40,
-    widen_factor: int = 2,
-    dropout: float = 0.3,
+    depth: Annotated[int, Ge(10), Le(1000)] = 40,
+    widen_factor: Annotated[int, Ge(1), Le(32)] = 2,
+    dropout: Dropout = 0.3,
 ) -> Any:
     """A Wide ResNet; ``depth`` must be 6n + 4."""
     if depth < 10 or (depth - 4) % 6:
@@ -121,9 +125,9 @@ def wide_resnet(
 def wrn_40_2(
     num_classes: int,
     shape: tuple[int, int, int],
-    depth: int = 40,
-    widen_factor: int = 2,
-    dropout: float = 0.3,
+    depth: Annotated[int, Ge(10), Le(1000)] = 40,
+    widen_factor: Annotated[int, Ge(1), Le(32)] = 2,
+    dropout: Dropout = 0.3,
 ) -> Any:
     """WRN-40-2 with dropout 0.3 (the OE paper's CIFAR network)."""
     return wide_resnet(num_classes, shape, depth, widen_factor, dropout)
@@ -132,9 +136,9 @@ def wrn_40_2(
 def wrn_16_4(
     num_classes: int,
     shape: tuple[int, int, int],
-    depth: int = 16,
-    widen_factor: int = 4,
-    dropout: float = 0.4,
+    depth: Annotated[int, Ge(10), Le(1000)] = 16,
+    widen_factor: Annotated[int, Ge(1), Le(32)] = 4,
+    dropout: Dropout = 0.4,
 ) -> Any:
     """WRN-16-4 with dropout 0.4 (the OE paper's SVHN network)."""
     return wide_resnet(num_classes, shape, depth, widen_factor, dropout)
@@ -200,17 +204,34 @@ def _resnet_classes() -> tuple[type, type]:
     return BasicBlock, CifarResNet18
 
 
-def resnet18_cifar(num_classes: int, shape: tuple[int, int, int], width: int = 64) -> Any:
+def resnet18_cifar(
+    num_classes: int, shape: tuple[int, int, int], width: Annotated[int, Ge(1), Le(512)] = 64
+) -> Any:
     """ResNet-18 for small images: 3x3 stem, no max-pool, widths ``width`` x (1, 2, 4, 8)."""
     return _resnet_classes()[1](num_classes, shape[0], width)
 
 
 # -- saved weights ---------------------------------------------------------------------------------
+class SavedFile:
+    """An option naming a weights file, which must exist when the options are checked."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(_existing, handler(source))
+
+
+def _existing(path: str) -> str:
+    if not any(p.is_file() for p in (Path(path).expanduser(), data_root() / path)):
+        raise ValueError(f"no such file {path} (nor under the data root {data_root()})")
+    return path
+
+
 def checkpoint(
     num_classes: int,
     shape: tuple[int, int, int],
     arch: str,
-    path: str,
+    path: Annotated[str, SavedFile()],
     strict: bool = True,
     **options: Any,
 ) -> Any:
@@ -276,6 +297,8 @@ def load_weights(net: Any, state: dict[str, Any], *, strict: bool, where: str) -
         )
 
 
+# -- the torchvision / timm wrappers (used by hub_models); kept in this module because the
+# code digest of a function that defines classes includes its module's name and docstring
 @functools.lru_cache(maxsize=1)
 def _split_classes() -> tuple[type, type]:
     """The wrappers for torchvision and timm models (torch is imported only when needed)."""

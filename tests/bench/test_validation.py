@@ -79,8 +79,8 @@ OE_LR = "lr = 0.01\noutlier_batch_size = 256"
         ('"faces",', '"faces", "faces",', "'ood_datasets' lists faces twice; give one a 'label'"),
         ('"faces",', '{ name = "faces", label = "letters" },', "lists letters twice"),
         ("width = 8", 'width = "8"', "model 'small-cnn': width = \"8\": Input should be a valid"),
-        ("width = 8", "width = 0", "model 'small-cnn' on 'mnist-5k': a test forward pass failed"),
-        ("width = 8", "width = 8, dropout = 1.5", "dropout probability has to be between 0 and 1"),
+        ("width = 8", "width = 0", "model 'small-cnn': width = 0: Input should be greater than"),
+        ("width = 8", "width = 8, dropout = 1.5", "dropout = 1.5: Input should be less than 1"),
         ('"energy"]', '{ name = "knn", k = "5" }]', "detector 'knn': k = \"5\": Input should be"),
         ('"energy"]', '{ name = "knn", k = 0 }]', "detector 'knn': k must be at least 1, got 0"),
         (

@@ -88,13 +88,15 @@ def test_help_does_not_import_torch():
 
 def test_cache_info_and_clear(tmp_path):
     cache = tmp_path / "cache"
-    for sub in ("models", "outputs"):
+    cache.mkdir()
+    (cache / ".oebench-cache").write_text("made by oebench")  # only a marked cache is cleared
+    for sub, suffix in (("models", "pt"), ("outputs", "npz")):
         (cache / sub).mkdir(parents=True)
-        (cache / sub / "x.bin").write_bytes(b"0" * 2048)
+        (cache / sub / f"{'0' * 20}.{suffix}").write_bytes(b"0" * 2048)
     env = {"OEBENCH_CACHE_DIR": str(cache)}
     info = run_cli("cache", "info", env=env)
     assert "models: 1 files" in info.stdout and "outputs: 1 files" in info.stdout
     assert run_cli("cache", "clear", "--outputs-only", env=env).returncode == 0
-    assert not (cache / "outputs").exists() and (cache / "models" / "x.bin").exists()
+    assert not (cache / "outputs").exists() and (cache / "models" / f"{'0' * 20}.pt").exists()
     assert run_cli("cache", "clear", env=env).returncode == 0
     assert not (cache / "models").exists()

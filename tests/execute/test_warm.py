@@ -91,10 +91,12 @@ def test_a_replaced_checkpoint_is_not_vouched_for_by_its_old_note(bench, tmp_pat
 def test_a_note_that_lies_about_the_weights_stores_nothing(bench, tmp_path):
     cache = tmp_path / "cache"
     _rows(Runner(bench, device="cpu", cache_root=cache))
+    from oebench.keys.weights import note_checksum
+
     for path in _notes(cache):
-        if not path.name.startswith("init-"):
-            note = json.loads(path.read_text())
-            path.write_text(json.dumps(note | {"digest": "0" * 20}))
+        if not path.name.startswith("init-"):  # a lie with a valid checksum: not damage
+            note = json.loads(path.read_text()) | {"digest": "0" * 20}
+            path.write_text(json.dumps(note | {"checksum": note_checksum(note)}))
     runner = Runner(bench, device="cpu", cache_root=cache)
     rows = run_here(runner)
     # no output is cached under the made-up digest: the model is built, its digest checked

@@ -33,13 +33,13 @@ def test_the_store_tables_are_made_from_the_schema_columns(tmp_path):
     tables = ("cells", "results")
     info = {t: {r[1]: r for r in db.execute(f"PRAGMA table_info({t})")} for t in tables}
     db.close()
-    assert list(info["cells"]) == list(columns.CELL_COLUMNS)
+    assert list(info["cells"]) == [*columns.CELL_COLUMNS, *columns.STORE_CELL_TYPES]
     assert list(info["results"]) == ["cell", *columns.ROW_COLUMNS]
     sql = {str: "TEXT", int: "INTEGER", bool: "INTEGER", float: "REAL"}
     for table, types in (("cells", columns.CELL_TYPES), ("results", columns.ROW_TYPES)):
         assert {c: info[table][c][2] for c in types} == {c: sql[t] for c, t in types.items()}
     nullable = {c for table in info.values() for c, row in table.items() if not row[3]}
-    assert nullable == {"key", *columns.OPTIONAL, *columns.METRIC_COLUMNS}  # as schema 2 has it
+    assert nullable == {"key", *columns.OPTIONAL, *columns.METRIC_COLUMNS, "checksum"}
     keys = {t: [c for c, row in info[t].items() if row[5]] for t in info}
     assert keys == {"cells": ["key"], "results": ["cell", "detector", "ood_dataset"]}
 
