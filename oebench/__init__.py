@@ -33,10 +33,12 @@ _LAZY = {
     "ood_metrics": "oebench.metrics",
     "load_benchmark": "oebench.bench.parse",
     "run": "oebench.session",
+    "evaluate": "oebench.evaluation",
     "results_frame": "oebench.report.tables",
     "load_results": "oebench.report.results",
     "load_scores": "oebench.report.results",
     "leaderboard": "oebench.report.results",
+    "compare": "oebench.report.against",
     "ResultStore": "oebench.record.store",
 }
 

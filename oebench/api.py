@@ -63,9 +63,12 @@ _LAZY = {
     "uniform_cross_entropy": "oebench.contracts.objective",
     # the OE paper's validation OOD sets (val-ood transforms)
     "VALIDATION_SETS": "oebench.bench.sweep",
+    # progress: a bar for a long loop of a plugin's own (shown while a benchmark runs)
+    "track": "oebench.core.progress",
     # contract checks for a plugin's own tests (the plugin kit)
     "check_dataset": "oebench.testing",
     "check_detector": "oebench.testing",
+    "check_import_is_light": "oebench.testing",
     "check_model": "oebench.testing",
     "check_objective": "oebench.testing",
     "check_outlier_source": "oebench.testing",

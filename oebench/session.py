@@ -58,9 +58,12 @@ def run(
     cache_root: str | Path | None = None,
     executor: str | ExecutorSettings | None = None,
     progress: Progress | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Run ``benchmark`` (a registered name, a TOML path or a Benchmark) as ``oebench run``
     does; returns the rows ``oebench run --csv`` writes (group means included).
+    ``overrides``: values to change, as ``oebench run --set KEY=VALUE`` changes them
+    (``{"training.epochs": 1, "ood_datasets.gaussian.n": 1000}``).
 
     Cells in ``store`` (default: ``$OEBENCH_STORE``, else the user data folder) are served
     from it unless ``rerun``; new cells are stored as they finish. ``executor``: "local",
@@ -68,13 +71,15 @@ def run(
     Messages of failed detectors and cells are in ``df.attrs["failures"]``. A Ctrl-C raises
     KeyboardInterrupt once the finished cells are stored.
     """
+    from oebench.bench.overrides import Overrides
     from oebench.execute.executors import ExecutorSettings
 
     named = os.fspath(benchmark) if isinstance(benchmark, (str, os.PathLike)) else benchmark
+    changes = Overrides(settings=tuple((overrides or {}).items()))
     if isinstance(executor, ExecutorSettings):
-        bench, _ = prepare(named)
+        bench, _ = prepare(named, changes)
     else:
-        bench, executor = prepare(named, executor=executor)
+        bench, executor = prepare(named, changes, executor=executor)
     done = run_session(
         bench,
         device=device,
@@ -122,6 +127,9 @@ def run_session(
     from oebench.record.store import ResultStore
 
     check_places(device)  # before any work: a mistake here is one line, not a late failure
+    from oebench.core.platforms import prepare_process
+
+    prepare_process((t.name, t.params) for t in bench.trainings)  # before torch: kernel pins
     root = Path(cache_root) if cache_root is not None else None
     runner = Runner(bench, device=device, progress=progress, use_cache=use_cache, cache_root=root)
     run_on = make_executor(executor or ExecutorSettings())

@@ -19,7 +19,7 @@ CONTRIBUTING.md promises: shapes, dtypes, value ranges, finiteness, determinism.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -281,3 +281,89 @@ def check_objective(name: str, classes: int = 10, **options: Any) -> Any:
         f"{name}: no gradient"
     )
     return objective
+
+
+# -- import cost -------------------------------------------------------------------------------
+#: libraries that take long to import (torch alone: seconds): a plugin module imports them
+#: inside the functions that use them, never at its top, since ``oebench --help`` imports
+#: every plugin module
+HEAVY_MODULES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "pandas",
+    "pyarrow",
+    "matplotlib",
+    "scipy",
+    "sklearn",
+    "skimage",
+    "cv2",
+    "datasets",
+    "transformers",
+    "tensorflow",
+    "jax",
+)
+
+#: run in a fresh interpreter: import oebench.api (what oebench imports anyway), then the
+#: module, noting where each heavy library is first imported; prints {library: "file:line"}
+_IMPORT_PROBE = r"""
+import importlib, json, sys
+module, sys.path[:], heavy = sys.argv[1], json.loads(sys.argv[2]), set(json.loads(sys.argv[3]))
+import oebench.api
+before = {name.partition(".")[0] for name in sys.modules}
+first = {}
+
+
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        top = name.partition(".")[0]
+        if top in heavy and top not in before and top not in first:
+            frame = sys._getframe(1)
+            while frame is not None and frame.f_code.co_filename.startswith("<"):
+                frame = frame.f_back  # importlib's own frames, and this script's
+            first[top] = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame else "?"
+        return None
+
+
+sys.meta_path.insert(0, Watch())
+importlib.import_module(module)
+loaded = {name.partition(".")[0] for name in sys.modules}
+print(json.dumps({top: first.get(top, "?") for top in sorted(heavy & loaded - before)}))
+"""
+
+
+def check_import_is_light(
+    module: str, heavy: Iterable[str] = HEAVY_MODULES, timeout: float = 120
+) -> None:
+    """Import ``module`` (a plugin module, by name) in a fresh Python process with this
+    process's ``sys.path``, and fail, naming each library and the line that imported it, when
+    importing it imports any of ``heavy`` (torch, torchvision, pandas, matplotlib, ...) that
+    ``oebench.api`` itself does not: every plugin module is imported by ``oebench --help``,
+    so heavy libraries belong inside the functions that use them."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _IMPORT_PROBE,
+            module,
+            json.dumps(sys.path),
+            json.dumps(sorted(heavy)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise AssertionError(f"importing {module!r} failed in a fresh process: {last}")
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not found, (
+        f"importing {module!r} imports "
+        + ", ".join(f"{name} (at {where})" for name, where in found.items())
+        + ": import heavy libraries inside the functions that use them; `oebench --help` "
+        "imports every plugin module"
+    )

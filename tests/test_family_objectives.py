@@ -231,7 +231,7 @@ def test_ntom_trains_any_objective_and_is_reproducible():
         ('{name = "ntm"}', "unknown outlier_sampling 'ntm'"),
         ('{name = "ntom", quantile = 1.5}', "quantile must be in"),
         ('{name = "ntom", pool = 0}', "pool must be a positive integer"),
-        ('{name = "ntom", size = 3}', "no option(s) size"),
+        ('{name = "ntom", size = 3}', "has unknown key(s) size"),
         ('"ntom"', "must be a table"),
     ],
 )

@@ -85,7 +85,7 @@ class _StopAfterFirstCell(Progress):
 
     def start(self, description, total):
         def advance(steps=1, status=""):
-            if description.startswith("benchmark ") and status:
+            if description.startswith("benchmark ") and steps and status:  # a cell ended
                 raise KeyboardInterrupt
 
         return advance

@@ -59,6 +59,11 @@ TRAINING_SETTINGS: dict[str, Setting] = {
     "evaluate_only": Setting(bool, False),
     #: flip each outlier image horizontally at random (the reference's SVHN OE recipe)
     "outlier_flip": Setting(bool, False),
+    #: "portable": CPU kernels pinned to what every x86-64 CPU runs (oebench.core.platforms),
+    #: so other CPUs give the same weights; keyed only where a benchmark sets it
+    "numerics": Setting(("native", "portable"), "native"),
+    #: deterministic algorithms (torch, cuDNN, cuBLAS) during the training; keyed where set
+    "deterministic": Setting(bool, False),
 }
 #: the settings every training's params hold unless set: hashed into every cache key
 DEFAULT_TRAINING: dict[str, Any] = {
@@ -107,6 +112,31 @@ class Training:
 
 
 @dataclass(frozen=True)
+class PublishedRow:
+    """One row of a ``[published]`` table: where it sits in the matrix (``model`` and
+    ``id_dataset`` empty: any) and its numbers, metric -> value in %."""
+
+    training: str
+    detector: str
+    ood_dataset: str  # an OOD set's key, "mean" or a group mean "mean:<group>"
+    values: tuple[tuple[str, float], ...]
+    model: str = ""
+    id_dataset: str = ""
+    #: the published numbers' spread (std over the paper's runs), in points; None: not given
+    spread: float | None = None
+
+
+@dataclass(frozen=True)
+class Published:
+    """The numbers a paper reports for a benchmark (``[published]``; ``oebench.report.against``
+    compares results with them). Never part of a cell's key: editing them recomputes nothing."""
+
+    source: str
+    rows: tuple[PublishedRow, ...]
+    runs: int | None = None
+
+
+@dataclass(frozen=True)
 class Benchmark:
     """A benchmark matrix with its settings; change one with ``dataclasses.replace``."""
 
@@ -131,6 +161,8 @@ class Benchmark:
     #: where cells run by default (``[executor]``: name, workers, address, gpus_per_task);
     #: never part of a cell's key, since every executor gives the same numbers
     executor: dict[str, Any] = field(default_factory=dict)
+    #: the paper's numbers for this benchmark (``[published]``); never part of a cell's key
+    published: Published | None = None
 
     def __hash__(self) -> int:
         # the list and dict fields are not hashable: equal benchmarks have equal name and text

@@ -6,11 +6,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from oebench.bench.groups import group_problems, groups_in_text
+from oebench.bench.groups import group_label, group_problems, groups_in_text
 from oebench.bench.matrix import (
     DEFAULT_TRAINING,
     TRAINING_SETTINGS,
     Benchmark,
+    Published,
+    PublishedRow,
     Ref,
     Training,
 )
@@ -96,7 +98,7 @@ def _refs(data: dict, key: str, base: Path | None, problems: _Problems) -> list[
 
 
 def _training(data: Any, defaults: dict, base: Path | None, problems: _Problems) -> Training | None:
-    from oebench.bench.validation import TrainingSettings
+    from oebench.bench.validation import TrainingSettings, unknown_keys
     from oebench.bench.validation import problems as schema_problems
 
     where = "training"
@@ -107,12 +109,7 @@ def _training(data: Any, defaults: dict, base: Path | None, problems: _Problems)
         problems.append(f"[[trainings]]: name = {data['name']!r}: must be a non-empty string")
         return None
     where = f"{where} {data['name']!r}"
-    unknown = set(data) - TRAINING_SETTINGS.keys() - {"name", "objective", "outliers", "from"}
-    if unknown:
-        problems.append(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-            f"settings: {', '.join(sorted(TRAINING_SETTINGS))}"
-        )
+    problems += unknown_keys(f"{where}: ", data, [*TRAINING_SETTINGS, *TRAINING_KEYS])
     own = {k: v for k, v in data.items() if k in TRAINING_SETTINGS}
     settings = {**defaults, **own}
     # a bad [training] default is reported once, for [training], not for every training
@@ -142,6 +139,9 @@ def _default_lines(defaults: dict) -> list[str]:
     return problems(TrainingSettings, defaults, "[training]")
 
 
+#: the keys of a ``[[trainings]]`` entry besides its settings
+TRAINING_KEYS = ("name", "objective", "outliers", "from")
+
 KNOWN_KEYS = {
     "name",
     "description",
@@ -158,6 +158,7 @@ KNOWN_KEYS = {
     "recall",
     "fpr_rule",
     "executor",
+    "published",
 }
 
 
@@ -167,18 +168,16 @@ def parse_benchmark(text: str, source: str = "<string>", base: Path | None = Non
     Every problem found is reported in one UserError, one line each; relative paths in
     component options resolve against ``base`` (the file's folder).
     """
-    from oebench.bench.validation import raise_problems
+    from oebench.bench.validation import raise_problems, unknown_keys
 
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{source}: invalid TOML: {exc}") from None
     found = _Problems()
-    unknown = set(data) - KNOWN_KEYS
-    if unknown:
-        found.append(
-            f"unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(KNOWN_KEYS))}"
-        )
+    setting = "a training setting: put it under [training] or in a [[trainings]] entry"
+    elsewhere = {k: setting for k in [*TRAINING_SETTINGS, *TRAINING_KEYS]}
+    found += unknown_keys("", data, KNOWN_KEYS, elsewhere)
     defaults = _defaults(data, found)
     trainings = _trainings(data, defaults, base, found)
     found += _settings_problems(data)
@@ -186,6 +185,7 @@ def parse_benchmark(text: str, source: str = "<string>", base: Path | None = Non
     seeds = data.get("seeds", [0])
     refs = {key: _refs(data, key, base, found) for key in REF_LISTS}
     found += group_problems(data.get("ood_groups"), [r.key for r in refs["ood_datasets"]])
+    found += _published_problems(data, trainings, refs)
     raise_problems(found + _component_problems(found, trainings, refs), source)
     return Benchmark(
         name=str(data.get("name", Path(source).stem)),
@@ -201,6 +201,7 @@ def parse_benchmark(text: str, source: str = "<string>", base: Path | None = Non
         defaults=defaults,
         ood_groups=groups_in_text(text),
         executor=executor if isinstance(executor, dict) else {},
+        published=_published(data.get("published")),
         **refs,
     )
 
@@ -208,16 +209,55 @@ def parse_benchmark(text: str, source: str = "<string>", base: Path | None = Non
 REF_LISTS = ("id_datasets", "models", "detectors", "ood_datasets")
 
 
+def _published_problems(data: dict, trainings: list[Training], refs: dict) -> list[str]:
+    """Problems of the ``[published]`` table: every name it uses must be one of the file's."""
+    from oebench.bench.validation import published_problems
+
+    groups = data.get("ood_groups")
+    means = ["mean", *(group_label(g) for g in (groups if isinstance(groups, dict) else {}))]
+    names = {
+        "training": [t.name for t in trainings],
+        "detector": [r.key for r in refs["detectors"]],
+        "ood_dataset": [r.key for r in refs["ood_datasets"]] + means,
+        "model": [r.key for r in refs["models"]],
+        "id_dataset": [r.key for r in refs["id_datasets"]],
+    }
+    return published_problems(data.get("published"), names)
+
+
+def _published(value: Any) -> Published | None:
+    """The checked ``[published]`` table as a value (rows take the table's defaults)."""
+    if value is None:
+        return None
+    from oebench.bench.validation import PUBLISHED_PLACES, published_values
+
+    defaults = {k: value[k] for k in (*PUBLISHED_PLACES, "spread") if k in value}
+    rows = []
+    for row in value["rows"]:
+        full = {**defaults, **row}
+        numbers = tuple((k, float(row[k])) for k in published_values() if k in row)
+        spread = full.get("spread")
+        rows.append(
+            PublishedRow(
+                **{k: str(full.get(k, "")) for k in PUBLISHED_PLACES},
+                values=numbers,
+                spread=float(spread) if spread is not None else None,
+            )
+        )
+    return Published(value["source"].strip(), tuple(rows), value.get("runs"))
+
+
 def _defaults(data: dict, found: _Problems) -> dict[str, Any]:
     """The ``[training]`` defaults every training starts from (its problems go to ``found``)."""
+    from oebench.bench.validation import unknown_keys
+
     defaults = dict(DEFAULT_TRAINING)
     section = data.get("training", {})
     if not isinstance(section, dict):
         found.append("[training] must be a table of settings")
         section = {}
-    extra = set(section) - TRAINING_SETTINGS.keys()
-    if extra:
-        found.append(f"[training] has unknown key(s) {', '.join(sorted(extra))}")
+    only = {k: "only in a [[trainings]] entry" for k in TRAINING_KEYS}
+    found += unknown_keys("[training] has ", section, TRAINING_SETTINGS, only)
     defaults.update({k: v for k, v in section.items() if k in TRAINING_SETTINGS})
     found += _default_lines(defaults)
     return defaults
@@ -225,13 +265,22 @@ def _defaults(data: dict, found: _Problems) -> dict[str, Any]:
 
 def _settings_problems(data: dict) -> list[str]:
     """Problems of the top-level settings, ``[executor]`` and ``seeds``."""
-    from oebench.bench.validation import BenchmarkSettings, ExecutorTable, problems, seed_problems
+    from oebench.bench.validation import (
+        BenchmarkSettings,
+        ExecutorTable,
+        problems,
+        seed_problems,
+        unknown_keys,
+    )
 
     names = ("name", "description", "protocol", "resamples", "recall", "fpr_rule")
     found = problems(BenchmarkSettings, {k: data[k] for k in names if k in data}, "")
     executor = data.get("executor", {})
     if isinstance(executor, dict):
-        found += problems(ExecutorTable, executor, "[executor]")
+        fields = ExecutorTable.model_fields
+        found += unknown_keys("[executor] has ", executor, fields)
+        known = {k: v for k, v in executor.items() if k in fields}
+        found += problems(ExecutorTable, known, "[executor]")
     else:
         found.append("[executor] must be a table: name, workers, address, gpus_per_task")
     seeds = data.get("seeds", [0])
@@ -284,7 +333,7 @@ def load_benchmark(name_or_path: str) -> Benchmark:
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
-            raise UserError(f"benchmark file not found: {path.resolve()}")
+            raise UserError(f"benchmark file not found: {path.resolve()}{_registered(path)}")
         return parse_benchmark(read_text(path), str(path), path.resolve().parent)
     from oebench.registry.lookup import get_component
 
@@ -294,6 +343,20 @@ def load_benchmark(name_or_path: str) -> Benchmark:
         return target
     target = Path(target)
     return parse_benchmark(read_text(target), str(target), target.resolve().parent)
+
+
+def _registered(path: Path) -> str:
+    """A hint when a missing file's name is a registered benchmark's (``benchmarks/x.toml``
+    outside a clone of the repository): ``; a registered benchmark is named 'x': ...``."""
+    from oebench.registry.lookup import list_benchmarks
+
+    try:
+        names = list_benchmarks()
+    except Exception:  # a broken registry must not hide the file-not-found message
+        return ""
+    if path.stem in names:
+        return f"; a registered benchmark is named {path.stem!r}: oebench run {path.stem}"
+    return ""
 
 
 def read_text(path: Path) -> str:

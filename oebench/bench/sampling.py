@@ -8,6 +8,7 @@ the check of a benchmark's value (``oebench.execute.sampling`` draws the outlier
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from oebench.errors import UserError
@@ -24,15 +25,19 @@ def check_sampling(value: Any, where: str) -> None:
     """A one-line ``UserError`` unless ``value`` is a valid ``outlier_sampling`` setting."""
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         raise UserError(f"{where}: outlier_sampling must be a table with a 'name'")
+    from oebench.bench.validation import unknown_keys
+
     name = value["name"]
     if name not in SAMPLERS:
-        raise UserError(f"{where}: unknown outlier_sampling {name!r}; known: {', '.join(SAMPLERS)}")
-    unknown = set(value) - {"name"} - set(SAMPLERS[name])
-    if unknown:
+        close = difflib.get_close_matches(name, SAMPLERS, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserError(
-            f"{where}: outlier_sampling {name!r} has no option(s) {', '.join(sorted(unknown))}"
-            f"; options: {', '.join(SAMPLERS[name]) or 'none'}"
+            f"{where}: unknown outlier_sampling {name!r}{hint}; known: {', '.join(SAMPLERS)}"
         )
+    allowed = ["name", *SAMPLERS[name]]
+    unknown = unknown_keys(f"{where}: outlier_sampling {name!r} has ", value, allowed)
+    if unknown:
+        raise UserError(unknown[0])
     if name == "ntom":
         defaults = SAMPLERS["ntom"]
         quantile, pool = value.get("quantile", defaults["quantile"]), value.get("pool")

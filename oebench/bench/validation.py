@@ -118,6 +118,31 @@ def seed_problems(seeds: Iterable[Any], where: str) -> list[str]:
     return lines
 
 
+def unknown_keys(
+    where: str,
+    given: Iterable[Any],
+    allowed: Iterable[str],
+    elsewhere: dict[str, str] | None = None,
+) -> list[str]:
+    """One line naming the keys of a table (``where``: its prefix, e.g. ``"training 'oe': "``)
+    that it does not allow, each with the nearest allowed key (difflib, as names get one) or
+    where it belongs (``elsewhere``: key -> place), then every key it allows."""
+    import difflib
+
+    allowed = sorted(set(allowed))
+    unknown = sorted({str(k) for k in given} - set(allowed))
+    if not unknown:
+        return []
+    elsewhere, named = elsewhere or {}, []
+    for key in unknown:
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        if key in elsewhere:
+            named.append(f"{key} ({elsewhere[key]})")
+        else:
+            named.append(f"{key} (did you mean {close[0]!r}?)" if close else key)
+    return [f"{where}unknown key(s) {', '.join(named)}; allowed keys: {', '.join(allowed)}"]
+
+
 # -- the whole benchmark, against the registry ------------------------------------------------
 def check_benchmark(bench: Benchmark, models: bool = True) -> None:
     """Raise one UserError listing every problem found before any work starts; ``models``:
@@ -343,3 +368,121 @@ def chance_warning(what: str, accuracy: float, num_classes: int | None) -> str |
         f"({chance:.1f}% for {num_classes} classes); its OOD numbers mean little. "
         "Train longer (epochs, max_train) or check the data."
     )
+
+
+# -- the [published] table --------------------------------------------------------------------
+#: where a row sits: [published] gives defaults for every row, a row its own
+PUBLISHED_PLACES = {
+    "training": "training",
+    "detector": "detector",
+    "ood_dataset": "OOD set",
+    "model": "model",
+    "id_dataset": "ID dataset",
+}
+PUBLISHED_TABLE_KEYS = ("source", "runs", "rows", "spread", *PUBLISHED_PLACES)
+
+
+def published_values() -> tuple[str, ...]:
+    """The columns a published row may hold numbers for (metrics in %, ``id_accuracy``)."""
+    from oebench.metrics import METRICS
+
+    return (*METRICS, "id_accuracy")
+
+
+def published_problems(value: Any, names: dict[str, list[str]]) -> list[str]:
+    """One line per problem of a ``[published]`` table; ``names`` holds, per place
+    (``training``, ``detector``, ``ood_dataset``, ``model``, ``id_dataset``), the names this
+    benchmark has there (``ood_dataset``: its OOD sets, ``mean`` and its group means)."""
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return ["[published] must be a table: source, runs, rows (see `[[published.rows]]`)"]
+    lines = [_unknown_key("[published]", k, PUBLISHED_TABLE_KEYS) for k in value]
+    lines = [line for line in lines if line]
+    source = value.get("source")
+    if source is None:
+        lines.append("[published]: needs 'source': where the numbers come from (authors, year, "
+                     "table), as a string")  # fmt: skip
+    elif not isinstance(source, str) or not source.strip():
+        lines.append(f"[published]: source = {toml_text(source)}: must be a non-empty string")
+    runs = value.get("runs")
+    if runs is not None and (type(runs) is not int or not 1 <= runs <= 100_000):
+        lines.append(f"[published]: runs = {toml_text(runs)}: the number of runs the published "
+                     "numbers average, an integer >= 1")  # fmt: skip
+    defaults = {k: value[k] for k in (*PUBLISHED_PLACES, "spread") if k in value}
+    lines += _spread_problem("[published]", defaults.get("spread"))
+    lines += _place_problems("[published]", defaults, names)  # once, not for every row
+    rows = value.get("rows")
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        return lines + ["[published] needs rows: one [[published.rows]] table per result"]
+    seen: dict[tuple, int] = {}
+    allowed = (*PUBLISHED_PLACES, "spread", *published_values())
+    for i, row in enumerate(rows):
+        where = f"published.rows[{i}]"
+        lines += [line for line in (_unknown_key(where, k, allowed) for k in row) if line]
+        lines += _spread_problem(where, row.get("spread"))
+        lines += _place_problems(where, row, names)
+        full = {**defaults, **row}
+        needed = [k for k in ("training", "detector", "ood_dataset") if k not in full]
+        lines += [f"{where}: needs '{key}' (here or in [published])" for key in needed]
+        numbers = [k for k in published_values() if k in row]
+        if not numbers:
+            lines.append(f"{where}: gives no number; give one or more of "
+                         f"{', '.join(published_values())} (in %)")  # fmt: skip
+        for k in numbers:
+            v = row[k]
+            if type(v) not in (int, float) or not 0 <= v <= 100:
+                lines.append(f"{where}: {k} = {toml_text(v)}: must be a number from 0 to 100 (%)")
+        place = tuple(str(full.get(key, "")) for key in PUBLISHED_PLACES)
+        if place in seen:
+            lines.append(
+                f"{where} repeats published.rows[{seen[place]}] (the same training, "
+                "detector, OOD set, model and ID dataset): give each result once"
+            )
+        seen.setdefault(place, i)
+    return lines
+
+
+def _place_problems(where: str, given: dict[str, Any], names: dict[str, list[str]]) -> list[str]:
+    """Names in ``given`` (training, detector, ...) that are not this benchmark's."""
+    import difflib
+
+    lines = []
+    for key, kind in PUBLISHED_PLACES.items():
+        name = given.get(key)
+        known = names.get(key, [])
+        if name is None or name == "":
+            continue
+        if not isinstance(name, str):
+            lines.append(f"{where}: {key} = {toml_text(name)}: must be a name (a string)")
+        elif name not in known:
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            article = "an" if kind[0] in "aeiouIO" else "a"
+            lines.append(
+                f"{where}: {key} = {name!r} is not {article} {kind} of this benchmark.{hint} "
+                f"Its {kind}s: {', '.join(known) or '(none)'}"
+            )
+    return lines
+
+
+def _unknown_key(where: str, key: str, known: Iterable[str]) -> str:
+    """A line for ``key`` when it is not one of ``known`` ("" when it is)."""
+    import difflib
+
+    known = list(known)
+    if key in known:
+        return ""
+    if key == "aupr":  # the paper's AUPR: average precision with OOD as the positive class
+        hint = " Did you mean: aupr_out? (the OE paper's AUPR has OOD as the positive class)"
+    else:
+        close = difflib.get_close_matches(str(key), known, n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"{where}: unknown key {key!r}.{hint} Known: {', '.join(known)}"
+
+
+def _spread_problem(where: str, spread: Any) -> list[str]:
+    if spread is None or (type(spread) in (int, float) and 0 <= spread <= 100):
+        return []
+    return [f"{where}: spread = {toml_text(spread)}: the published numbers' spread (std over "
+            "runs) in points, a number from 0 to 100"]  # fmt: skip

@@ -16,8 +16,9 @@ from oebench.cli.interrupts import (
     report_interrupt,
     watch_interrupts,
 )
-from oebench.cli.lists import list_, show
+from oebench.cli.lists import init, list_, show
 from oebench.cli.plugin import new_plugin
+from oebench.cli.report import report
 from oebench.cli.results import leaderboard, plot
 from oebench.cli.run import run
 from oebench.cli.store import store
@@ -39,7 +40,19 @@ def cli(debug: bool) -> None:
     click.get_current_context().with_resource(settings.override(debug=debug))
 
 
-for _command in (list_, show, run, sweep_command, leaderboard, plot, new_plugin, cache, store):
+for _command in (
+    list_,
+    show,
+    init,
+    run,
+    sweep_command,
+    leaderboard,
+    plot,
+    report,
+    new_plugin,
+    cache,
+    store,
+):
     cli.add_command(_command)
 
 

@@ -39,15 +39,45 @@ def _filters(values: dict[str, Any]) -> dict[str, Any]:
     return {name: values[name] for _, name, _ in FILTER_OPTIONS if values.get(name)}
 
 
+def against_options(command: Any) -> Any:
+    """``--against paper|FILE`` and ``--strict`` (``oebench run`` and ``leaderboard``)."""
+    command = click.option(
+        "--strict",
+        is_flag=True,
+        help="With --against: exit 1 when a number falls outside its tolerance or a published "
+        "row matches no result (default: the comparison is a report, exit 0).",
+    )(command)
+    return click.option(
+        "--against",
+        metavar="paper|FILE",
+        help="Compare with published numbers: 'paper' (the benchmark file's [published] "
+        "table) or a CSV with the long CSV's columns (training, detector, ood_dataset, "
+        "metrics; id_dataset, model, benchmark optional).",
+    )(command)
+
+
 def _note_versions(df: Any) -> None:
-    """Say when one benchmark name has results from several versions of its file."""
-    versions = df.groupby("benchmark").benchmark_digest.nunique()
-    for name, count in versions[versions > 1].items():
-        click.echo(
-            f"Note: benchmark {name!r} has results from {count} versions of its file; "
-            "the newest result per cell and detector is shown.",
-            err=True,
-        )
+    """Say when one benchmark name has results from several versions of its file, and which
+    groups they are shown as where their settings differ (``oebench.report.versions``)."""
+    from oebench.report.versions import version_names
+
+    groups = version_names(df)
+    whole = df[df.benchmark == df.benchmark_name] if "benchmark_name" in df.columns else df
+    versions = whole.groupby("benchmark").benchmark_digest.nunique()  # not split into groups
+    for name in dict.fromkeys([*groups, *versions[versions > 1].index]):
+        if name in groups:
+            said = f"whose settings differ, shown apart: {', '.join(groups[name])}"
+        else:
+            said = f"of {versions[name]} versions of its file that agree (the newest is shown)"
+        click.echo(f"Note: benchmark {name!r} has results {said}.", err=True)
+
+
+def _note_platforms(df: Any) -> None:
+    """Warn for each table whose cells come from different platforms (CPU family, GPU)."""
+    from oebench.report.platforms import frame_mixed_platforms
+
+    for line in frame_mixed_platforms(df):
+        click.secho(line, fg="yellow", err=True)
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -93,6 +123,7 @@ def _emit(text: str, output: str | None) -> None:
 @click.option("--detail", help="Detector for the per-OOD-set table (table format).")
 @click.option("--force", is_flag=True, help="Replace a symbolic link at --output (never followed).")
 @click.option("--aupr-in", is_flag=True, help="Also show AUPR-In (ID as the positive class).")
+@against_options
 def leaderboard(
     store_path: str | None,
     sort: str | None,
@@ -103,6 +134,8 @@ def leaderboard(
     detail: str | None,
     force: bool,
     aupr_in: bool,
+    against: str | None,
+    strict: bool,
     **filters: Any,
 ) -> None:
     """Leaderboards from the results store: without OE | with OE | delta per detector.
@@ -122,19 +155,30 @@ def leaderboard(
     metrics = (sort, *[m for m in SHOWN if m != sort]) if sort else SHOWN
     if aupr_in and "aupr_in" not in metrics:
         metrics = (*metrics, "aupr_in")
+    check_against(against, strict)
     with ResultStore(store_path, create=False) as store:
         df = stored_results(store, **_filters(filters))
         _note_versions(df)
+        _note_platforms(df)
         if detail and detail not in set(df.detector):
             raise UnknownNameError("detector", detail, set(df.detector))
         bands = _intervals(store, df, resamples) if ci else None
+        published = stored_published(against, store, df)
+    if published is not None and fmt != "table":  # the comparison, in that format
+        table = comparison_of(df, published)
+        _emit(format_table(table, fmt), output)
+        strict_exit(table, strict)
+        return
     if fmt in ("csv", "json"):
         long = results_frame(df)
         if sort:
             long = long.sort_values(sort, ascending=sort in LOWER_IS_BETTER, kind="mergesort")
         _emit(format_table(long, fmt), output)
     elif fmt == "table":
-        _print_leaderboard(df, detail, metrics, bands, output)
+        table = None if published is None else comparison_of(df, published)
+        _print_leaderboard(df, detail, metrics, bands, output, table)
+        if table is not None:
+            strict_exit(table, strict)
     else:
         from oebench.report.tables import comparison
         from oebench.report.text import leaderboard_table, wide_text_table
@@ -148,6 +192,73 @@ def leaderboard(
         _emit(format_table(text, fmt, numbers=False), output)
 
 
+def check_against(against: str | None, strict: bool) -> None:
+    """Refuse ``--strict`` alone, and a published CSV that cannot be read, before any work."""
+    if strict and against is None:
+        raise UserError("--strict needs --against paper|FILE")
+    if against is not None and against != "paper":
+        from oebench.report.against import read_published
+
+        read_published(against)
+
+
+def stored_published(against: str | None, store: Any, df: Any) -> Any:
+    """The published table ``--against`` names for stored results (None without it)."""
+    if against is None:
+        return None
+    from oebench.report.against import paper_numbers, read_published, stored_benchmarks
+
+    if against == "paper":
+        return paper_numbers(stored_benchmarks(store, df))
+    return read_published(against)
+
+
+def bench_published(against: str | None, strict: bool, bench: Any) -> Any:
+    """The published table ``--against`` names for a benchmark about to run (None without
+    it): a missing ``[published]`` table or a bad file is a UserError before any work."""
+    check_against(against, strict)
+    if against is None:
+        return None
+    from oebench.report.against import published_table
+
+    return published_table(against, [bench])
+
+
+def comparison_of(df: Any, published: Any) -> Any:
+    from oebench.report.against import comparison
+
+    return comparison(df, published)
+
+
+def show_against(df: Any, published: Any, strict: bool) -> Any:
+    """Measured vs published on stdout; with ``strict``, exit 1 when any falls outside.
+    Returns the comparison."""
+    from oebench.report.against import render_against
+
+    table = comparison_of(df, published)
+    console = output_console()
+    console.print()
+    render_against(console, table)
+    strict_exit(table, strict)
+    return table
+
+
+def strict_exit(table: Any, strict: bool) -> None:
+    """With ``--strict``: exit 1 (one line on stderr) when numbers fall outside or published
+    rows match nothing."""
+    from oebench.report.against import outside_count
+
+    outside, unmatched = outside_count(table), len(table.attrs.get("unmatched", []))
+    if strict and (outside or unmatched):
+        click.secho(
+            f"Error: --strict: {outside} number(s) outside their tolerance, {unmatched} "
+            "published row(s) not measured",
+            fg="red",
+            err=True,
+        )
+        raise SystemExit(1)
+
+
 def _intervals(store: Any, df: Any, resamples: int) -> Any:
     """Bootstrap intervals for the leaderboard, with a progress bar."""
     from rich.console import Console
@@ -155,28 +266,40 @@ def _intervals(store: Any, df: Any, resamples: int) -> Any:
     from oebench.core.progress import RichProgress
     from oebench.report.results import intervals
 
-    with RichProgress(Console(stderr=True)) as progress:
-        advance = progress.start("bootstrap intervals", int((df.ood_dataset == "mean").sum()))
-        return intervals(store, df, resamples, progress=advance)
+    with RichProgress(Console(stderr=True)) as progress:  # a bar over every resample
+        return intervals(store, df, resamples, bars=progress)
 
 
 def _print_leaderboard(
-    df: Any, detail: str | None, metrics: tuple[str, ...], bands: Any, output: str | None
+    df: Any,
+    detail: str | None,
+    metrics: tuple[str, ...],
+    bands: Any,
+    output: str | None,
+    against: Any = None,
 ) -> None:
-    """The rich leaderboard on stdout, or as plain text in ``output``."""
+    """The rich leaderboard on stdout, or as plain text in ``output``; then the comparison
+    with published numbers (``against``, from ``--against``) when there is one."""
     from rich.console import Console
 
+    from oebench.report.against import render_against
     from oebench.report.render import render
 
-    if output is None:
-        render(output_console(), df, detail, metrics, metrics[0], bands)
-        return
-    import io
+    console = output_console() if output is None else None
+    text = None
+    if console is None:
+        import io
 
+        text = io.StringIO()
+        console = Console(file=text, width=160, color_system=None)
+    render(console, df, detail, metrics, metrics[0], bands)
+    if against is not None:
+        console.print()
+        render_against(console, against)
+    if text is None or output is None:
+        return
     from oebench.core.files import write_text_file
 
-    text = io.StringIO()
-    render(Console(file=text, width=160, color_system=None), df, detail, metrics, metrics[0], bands)
     write_text_file(output, text.getvalue())
     click.echo(f"Wrote {output}", err=True)
 

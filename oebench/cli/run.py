@@ -11,6 +11,7 @@ import click
 
 from oebench.cli.common import STORE_OPTION, output_console
 from oebench.cli.interrupts import RunInterrupted, note_run
+from oebench.cli.results import against_options, bench_published, show_against, strict_exit
 from oebench.core import settings
 from oebench.errors import UnknownNameError
 
@@ -70,6 +71,15 @@ class RunStorage:
     help="OOD recall level of the FPR column, in (0, 1) (default: the benchmark's recall, "
     "else 0.95).",
 )
+@click.option(
+    "--set",
+    "settings_given",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Change one value of the benchmark (repeatable), e.g. --set trainings.baseline.epochs=1 "
+    "--set training.max_train=512 --set ood_datasets.gaussian.n=1000; the changed benchmark "
+    "is stored under its own digest (keys: see oebench.bench.overrides).",
+)
 @click.option("--detail", help="Detector for the per-OOD-set table (default: the best).")
 @click.option(
     "--data-root",
@@ -122,6 +132,7 @@ class RunStorage:
     help="A running cluster to use instead of a local one: tcp://host:8786 (Dask) or "
     "host:6379 / auto (Ray) [env: OEBENCH_ADDRESS].",
 )
+@against_options
 def run(
     benchmark: str,
     csv_path: str | None,
@@ -131,6 +142,7 @@ def run(
     oe_scratch: bool,
     fpr_rule: str | None,
     recall: float | None,
+    settings_given: tuple[str, ...],
     detail: str | None,
     data_root: str | None,
     download: bool,
@@ -143,6 +155,8 @@ def run(
     executor: str | None,
     workers: int | None,
     address: str | None,
+    against: str | None,
+    strict: bool,
 ) -> None:
     """Run BENCHMARK (a registered name or a .toml path; default: quickstart).
 
@@ -151,7 +165,7 @@ def run(
     """
     bench = None
     try:  # a Ctrl-C anywhere in the command (its first imports included) is reported alike
-        from oebench.bench.overrides import Overrides
+        from oebench.bench.overrides import Overrides, parse_settings
         from oebench.core.files import check_output_file, check_output_folder
         from oebench.session import prepare
 
@@ -160,13 +174,15 @@ def run(
         click.get_current_context().with_resource(
             settings.override(data_root=data_root, download=download)
         )
-        overrides = Overrides(seeds, detector_patterns, oe_scratch, fpr_rule, recall)
+        overrides = Overrides(seeds, detector_patterns, oe_scratch, fpr_rule, recall,
+                              parse_settings(settings_given))  # fmt: skip
         bench, chosen = prepare(benchmark, overrides, executor, workers, address)
         note_run(store_path, bench)  # what a Ctrl-C the watchdog carries out counts
         if detail and detail not in [d.key for d in bench.detectors]:
             raise UnknownNameError("detector", detail, [d.key for d in bench.detectors])
         storage = RunStorage(store_path, rerun, scores_dir, on_change)
-        execute(bench, device, csv_path, detail, not no_cache, storage, chosen)
+        published = bench_published(against, strict, bench)  # --against: checked up front
+        execute(bench, device, csv_path, detail, not no_cache, storage, chosen, published, strict)
     except RunInterrupted:
         raise
     except KeyboardInterrupt:  # outside the matrix (e.g. in the first second): same report
@@ -181,6 +197,8 @@ def execute(
     use_cache: bool,
     storage: RunStorage = RunStorage(),
     executor: Any = None,
+    published: Any = None,
+    strict: bool = False,
 ) -> None:
     """Run ``bench`` with bars on stderr, then show (and write) the results of the cells done;
     exit 1 when detectors or cells failed. A Ctrl-C raises RunInterrupted after the table."""
@@ -204,11 +222,18 @@ def execute(
             f"results store {done.store} (--rerun recomputes them).",
             err=True,
         )
+    compared = None
     if done.rows:
         _show(bench, done.rows, csv_path, detail)
+        if published is not None:  # --against: measured vs published, after the table
+            from oebench.report.groups import results_table
+
+            compared = show_against(results_table(bench, done.rows), published, strict=False)
     if done.interrupted:
         raise RunInterrupted(done.store, kept=done.kept, total=len(done.keys))
     _report_failures(done)
+    if compared is not None:
+        strict_exit(compared, strict)
 
 
 def _show(bench: Benchmark, rows: list[dict], csv_path: str | None, detail: str | None) -> None:
@@ -223,6 +248,10 @@ def _show(bench: Benchmark, rows: list[dict], csv_path: str | None, detail: str 
         write_table(df, csv_path, "csv")
     console = output_console()
     render(console, df, detail)
+    from oebench.report.platforms import mixed_platforms
+
+    for line in mixed_platforms(rows):  # e.g. stored cells from another machine
+        click.secho(line, fg="yellow", err=True)
     if csv_path:
         again = " (overwrote the previous file)" if overwrote else ""
         console.print(f"Wrote {len(df)} rows to {csv_path}{again}")

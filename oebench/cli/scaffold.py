@@ -39,6 +39,10 @@ MODULE = '''\
 Every hook receives a ``register(name, factory, description=..., citation=...)`` callback;
 options of a factory are its keyword arguments (type-annotated: oebench checks benchmark
 files against the annotations before any work). See oebench's CONTRIBUTING.md.
+
+torch is imported inside the functions that use it, never at the top: ``oebench --help``
+imports every plugin module, and torch alone takes seconds to import
+(``tests/`` checks this with ``oebench.api.check_import_is_light``).
 """
 
 from __future__ import annotations
@@ -46,9 +50,6 @@ from __future__ import annotations
 import click
 import numpy as np
 import oebench.api as oebench
-import torch
-from torch import nn
-from torch.nn import functional as F
 
 COMPONENTS = (
     "{short}-margin",
@@ -82,6 +83,8 @@ class Stripes(oebench.ImageSource):
         self.n, self.noise = n, noise
 
     def load(self, split, *, shape=None, seed=0):
+        import torch
+
         c, h, w = shape or self.shape
         g = torch.Generator().manual_seed(seed * 2 + (split == "test"))
         labels = torch.randint(0, 2, (self.n,), generator=g)
@@ -105,30 +108,37 @@ class Noise(oebench.ImageSource):
         self.n = n
 
     def load(self, split, *, shape=None, seed=0):
+        import torch
+
         g = torch.Generator().manual_seed(seed * 2 + (split == "test"))
         return oebench.TensorImages(torch.rand(self.n, *(shape or self.shape), generator=g))
 
 
-class TinyNet(nn.Module):
-    """One convolution, global pooling and a linear head named ``fc``."""
+def tiny_net(num_classes: int, shape: tuple[int, int, int], width: int = 8):
+    """Model factory: the harness passes ``num_classes`` and ``shape``; ``width`` is an option.
 
-    def __init__(self, num_classes: int, shape: tuple[int, int, int], width: int = 8):
-        super().__init__()
-        self.conv = nn.Conv2d(shape[0], width, 3, padding=1)
-        self.fc = nn.Linear(width, num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.conv(x)).mean(dim=(2, 3))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features)
-
-
-def tiny_net(num_classes: int, shape: tuple[int, int, int], width: int = 8) -> nn.Module:
-    """Model factory: the harness passes ``num_classes`` and ``shape``; ``width`` is an option."""
+    One convolution, global pooling and a linear head named ``fc``. The class is made here,
+    where torch is imported (no torch annotation in the signature either: oebench reads the
+    option types from it).
+    """
     if width < 1:
         raise ValueError(f"width must be >= 1, got {{width}}")
-    return TinyNet(num_classes, shape, width)
+    from torch import nn
+    from torch.nn import functional as F
+
+    class TinyNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(shape[0], width, 3, padding=1)
+            self.fc = nn.Linear(width, num_classes)
+
+        def forward_features(self, x):
+            return F.relu(self.conv(x)).mean(dim=(2, 3))
+
+        def forward_head(self, features):
+            return self.fc(features)
+
+    return TinyNet()
 
 
 class SmoothOE(oebench.Objective):
@@ -142,6 +152,8 @@ class SmoothOE(oebench.Objective):
         self.lam, self.smoothing = lam, smoothing
 
     def __call__(self, logits_in, targets, logits_out=None):
+        from torch.nn import functional as F
+
         loss = F.cross_entropy(logits_in, targets, label_smoothing=self.smoothing)
         if logits_out is not None and len(logits_out):
             loss = loss - self.lam * F.log_softmax(logits_out, dim=1).mean()
@@ -197,6 +209,7 @@ from click.testing import CliRunner
 from oebench.api import (
     check_dataset,
     check_detector,
+    check_import_is_light,
     check_model,
     check_objective,
     check_outlier_source,
@@ -230,6 +243,11 @@ def test_model():
 
 def test_objective():
     check_objective("{short}-smooth-oe", lam=0.5)
+
+
+def test_import_is_light():
+    # `oebench --help` imports this module: no torch (nor pandas, ...) at its top
+    check_import_is_light("{module}")
 
 
 def test_command():

@@ -58,8 +58,11 @@ def sweep_command(
 ) -> None:
     """Choose a setting on validation sets only (held-out ID images and OOD sets made from
     them), then run BENCHMARK's test matrix with the chosen value (recorded in the store)."""
+    from rich.console import Console
+
     from oebench.bench.parse import load_benchmark
     from oebench.bench.sweep import parse_values
+    from oebench.core.progress import RichProgress
     from oebench.execute.sweep import sweep
     from oebench.session import check_places
 
@@ -67,9 +70,13 @@ def sweep_command(
     if not sep:
         raise UserError(f"--set {setting!r}: expected PATH=V1,V2,...")
     check_places(device)
-    bench, swept = load_benchmark(benchmark), parse_values(values)
-    check_values(bench, path.strip(), swept, holdout)
-    result = sweep(bench, path.strip(), swept, metric, detector, holdout, device=device)
+    with RichProgress(Console(stderr=True)) as progress:  # every value's run shows its bars
+        with progress.activity(f"checking the benchmark and every value of {path.strip()}"):
+            bench, swept = load_benchmark(benchmark), parse_values(values)
+            check_values(bench, path.strip(), swept, holdout)
+        result = sweep(
+            bench, path.strip(), swept, metric, detector, holdout, device=device, progress=progress
+        )
     console = output_console()
     for value, score in result.scores.items():
         console.print(f"validation {metric} ({result.detector}) with {path} = {value}: {score:.2f}")

@@ -25,6 +25,11 @@ class Classifier(nn.Module):
             if not callable(getattr(net, method, None)):
                 raise TypeError(f"{type(net).__name__} has no {method}(): see CONTRIBUTING.md")
         self.net = net
+        # a network trained with other statistics than the ID dataset's (a model-zoo entry)
+        # declares them as ``input_normalization = (mean, std)``; it then gets those
+        own = getattr(net, "input_normalization", None)
+        if own is not None and mean is not None:
+            mean, std = own
         if mean is None or std is None:  # token ids and other non-image inputs: as they are
             self.register_buffer("mean", None)
             self.register_buffer("std", None)

@@ -5,7 +5,8 @@ holding all of them, in this order: the ``root`` option given in a benchmark fil
 (``--data-root`` / ``$OEBENCH_DATA_ROOT`` / ``~/.cache/oebench/data``), well-known system
 locations (such as Debian's ``/usr/share/datasets``), and last a download when the user allowed
 one (``--download``). When nothing is found it raises a one-line ``DataNotFoundError`` that says
-which files go where and how to get them.
+which files go where and how to get them. A ``root`` that does not exist is an error of its own
+(``missing_root``), never replaced by another copy of the data: the user named that folder.
 """
 
 from __future__ import annotations
@@ -72,11 +73,17 @@ def find_dir(
     files by hand (a URL, an apt package); ``{target}`` in it becomes that first directory.
     """
     dirs = search_dirs(subdir, root, system)
-    for d in dirs:
+    can_download = download is not None and download_allowed()
+    searched = dirs
+    if root and not Path(root).expanduser().is_dir():
+        if not can_download:
+            missing_root(what, root)
+        searched = []  # the download creates the folder root names: no other copy stands in
+    for d in searched:
         if all(present(d, r) for r in required):
             return d
     target = dirs[0]
-    if download is not None and download_allowed():
+    if can_download:
         mark_cache(target)  # the cache folder's marker, when the data root is in it
         target.mkdir(parents=True, exist_ok=True)
         try:
@@ -90,6 +97,22 @@ def find_dir(
             return target
     raise DataNotFoundError(
         missing_message(what, required, dirs, target, can_download=download is not None, how=how)
+    )
+
+
+def missing_root(what: str, root: str | os.PathLike, option: str = "root") -> None:
+    """A one-line ``DataNotFoundError`` when the folder an explicit ``root`` (or another
+    option, ``option``) names does not exist or is not a folder: a path the user wrote is
+    never silently replaced by the data root or a system copy."""
+    path = Path(root).expanduser()
+    if path.is_dir():
+        return
+    problem = "is not a folder" if path.exists() else "does not exist"
+    given = f"{option} = {str(root)!r}" + (f" ({path})" if str(path) != str(root) else "")
+    raise DataNotFoundError(
+        f"{what} not found: {given} {problem}; give the folder that holds the files, or leave "
+        f"'{option}' out to look in the data root (--data-root, ${DATA_ROOT_ENV}) and the "
+        "system locations"
     )
 
 

@@ -209,6 +209,7 @@ def check_output_folder(folder: str | None, pattern: str, force: bool = False) -
     if base.exists() and not base.is_dir():
         raise UserError(f"cannot write into {folder}: it is a file, not a folder")
     if not base.is_dir():
+        _check_creatable(base)
         return set()
     links = sorted(p for p in base.glob(pattern) if p.is_symlink())
     if links and not force:
@@ -219,6 +220,22 @@ def check_output_folder(folder: str | None, pattern: str, force: bool = False) -
     for link in links:
         link.unlink()
     return {p for p in base.glob(pattern) if p.is_file()}
+
+
+def _check_creatable(folder: Path) -> None:
+    """Raise a UserError unless ``folder`` (absent) can be made: its nearest existing parent is
+    a folder in which a folder can be made (tried: permissions alone miss ``/proc``)."""
+    parent = folder.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"cannot write into {folder}: {parent} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".oebench-check-", dir=parent))
+    except OSError as exc:
+        raise UserError(
+            f"cannot write into {folder}: cannot make a folder in {parent} ({exc.strerror or exc})"
+        ) from None
 
 
 def overwritten_note(written: list[Path], existed: set[Path]) -> str | None:

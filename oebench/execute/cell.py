@@ -181,21 +181,33 @@ class CellWork:
         key = canonical_hash({"model": digest, "data": data, "shape": shape})
 
         def compute() -> Outputs:
-            return forward(model(), ctx.sources.load(*where), shape, ctx.device, ctx.eval_batch())
+            split = ctx.sources.load(*where)
+            with ctx.progress.activity(f"forward pass: {where[1].key} {where[2]}"):
+                return forward(model(), split, shape, ctx.device, ctx.eval_batch())
 
         return self.outputs.get_or_compute(key, compute)
 
     def provenance(self, cell: Cell) -> dict[str, Any]:
-        """Versions of oebench, torch and every plugin the cell uses, and the device."""
+        """Versions of oebench, torch and every plugin the cell uses, the device, and the
+        platforms that decide the last bits (``oebench.core.platforms.cell_platform``): the
+        one its weights were trained on (maybe another process's or machine's, from the
+        checkpoint or its note) and this process's, where a model ran here."""
+        import sys
+
+        from oebench.core.platforms import cell_platform, platform_info
         from oebench.core.versions import VERSION
         from oebench.keys.weights import torch_version
 
+        device = self.context.device_used
+        # ``cache``: every output and score came from the cache; no device was used
+        here = device != "cache" and "torch" in sys.modules
+        scoring = platform_info(self.context.device) if here else None
         return {
             "oebench_version": VERSION,
             "torch_version": torch_version(),
             "plugins": self.plugin_versions(cell),
-            # ``cache``: every output and score came from the cache; no device was used
-            "device": self.context.device_used,
+            "device": device,
+            "platform": cell_platform(self.models.training_platform(cell), scoring),
         }
 
     def plugin_versions(self, cell: Cell) -> dict[str, str | None]:

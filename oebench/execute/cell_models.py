@@ -41,6 +41,8 @@ class TrainedModels:
         #: checkpoint key -> its weights (this process), and -> the training's seconds
         self._states: dict[str, dict] = {}
         self._seconds: dict[str, float] = {}
+        #: checkpoint key -> the platform its training ran on (None: not known)
+        self._platforms: dict[str, dict | None] = {}
         #: cell key -> checkpoint key
         self._checkpoint_keys: dict[str, str] = {}
         #: checkpoint key -> why its training diverged (the same again: not trained again)
@@ -93,7 +95,7 @@ class TrainedModels:
             )
         key = self._checkpoint_keys.get(cell.key)
         if key in self._seconds:  # the checkpoint's own seconds (0 here when trained earlier)
-            self.notes.note_trained(key, digest, self._seconds[key])
+            self.notes.note_trained(key, digest, self._seconds[key], self._platforms.get(key))
         return model, digest, seconds, cached
 
     def check_logits(self, cell: Cell, outputs: Any, where: tuple) -> None:
@@ -130,7 +132,16 @@ class TrainedModels:
         if cell.training.params.get("evaluate_only"):
             return init, 0.0
         shape = tuple(self.context.sources.source("dataset", cell.id_ref).shape)
-        return self.notes.trained(self._checkpoint_key(cell, init, shape))
+        key = self._checkpoint_keys[cell.key] = self._checkpoint_key(cell, init, shape)
+        return self.notes.trained(key)
+
+    def training_platform(self, cell: Cell) -> dict | None:
+        """The platform the cell's weights were trained on (``oebench.core.platforms``), as
+        this process trained them or as their checkpoint or its note says; None when
+        unknown (untrained weights, a checkpoint saved without it)."""
+        key = self._checkpoint_keys.get(cell.key)
+        found = self._platforms.get(key) if key is not None else None
+        return found or (self.notes.platform(key) if key is not None else None)
 
     def _training_data_fingerprints(self, t: Training, cell: Cell, shape: tuple) -> list[str]:
         """Fingerprints of the ID training split and outliers behind a training and its init."""
@@ -183,7 +194,7 @@ class TrainedModels:
 
     def _load_or_train(self, key: str, cell: Cell, model: Any, shape: tuple) -> tuple[float, bool]:
         """The checkpoint ``key`` from the cache, else trained now and saved."""
-        from oebench.execute.training import TrainingDiverged, train
+        from oebench.execute.training import TrainingDiverged, train, training_numerics
 
         t = cell.training
         saved = self.checkpoints.load(key)
@@ -191,6 +202,7 @@ class TrainedModels:
             model.load_state_dict(saved["state_dict"])
             self._states[key] = saved["state_dict"]
             self._seconds[key] = float(saved.get("seconds", 0.0))
+            self._platforms[key] = platform_of(saved)
             return self._seconds[key], True
         if t.init is not None:
             self._train(self.sibling(cell, t.init), model, shape)
@@ -202,14 +214,15 @@ class TrainedModels:
             outliers = sources.load("outlier source", t.outliers, "train", shape, cell.seed)
         params = t.params
         steps = progress.start(
-            f"train {cell.model_ref.key} on {cell.id_ref.key} [{t.name}, seed {cell.seed}]",
+            training_label(cell),
             params["epochs"]
             * -(
                 -min(len(train_set), params.get("max_train") or len(train_set))
                 // params["batch_size"]
             ),
         )
-        with torch_threads(params.get("threads", 0)):  # same weights on any machine/executor
+        numerics = training_numerics(params, self.context.device, f"training {t.name!r}")
+        with torch_threads(params.get("threads", 0)), numerics as platform:  # same weights
             try:
                 seconds = train(
                     model,
@@ -222,7 +235,7 @@ class TrainedModels:
                     outliers,
                     on_step=lambda step, total: steps(1),
                     on_stats=lambda loss, acc: steps(0, f"loss {loss:.3f}, train acc {acc:.1f}%"),
-                    partial=self.checkpoints.partial(key),  # per-epoch state: resumable
+                    partial=self.checkpoints.partial(key, training_name(cell)),  # resumable
                 )
             except TrainingDiverged as exc:  # stopped there: nothing of it is saved
                 self._diverged[key] = (
@@ -231,9 +244,10 @@ class TrainedModels:
                 )
                 raise PluginFailed(self._diverged[key]) from None
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        self.checkpoints.save(key, state, seconds)
+        self.checkpoints.save(key, state, seconds, platform)
         self._states[key] = state
         self._seconds[key] = seconds
+        self._platforms[key] = platform
         return seconds, False
 
 
@@ -251,6 +265,18 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def platform_of(saved: dict[str, Any]) -> dict | None:
+    """The training platform a loaded checkpoint holds (None: saved without one)."""
+    import json
+
+    text = saved.get("platform")
+    try:
+        found = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def cache_lock(cache: Any, key: str) -> Any:
     """An inter-process lock on a cache entry (a no-op for a disabled cache)."""
     if not cache.enabled:
@@ -266,3 +292,18 @@ def cache_lock(cache: Any, key: str) -> Any:
     except OSError:  # an unwritable cache: no one can save it, so no one waits for it
         return contextlib.nullcontext()
     return FileLock(str(path) + ".lock")
+
+
+def training_label(cell: Cell) -> str:
+    """A training's bar: ``train oe · seed 0 · small-cnn on mnist-5k`` (training and seed
+    first: at 80 columns the end of a description is what gets cut)."""
+    t, model, data = cell.training.name, cell.model_ref.key, cell.id_ref.key
+    return f"train {t} · seed {cell.seed} · {model} on {data}"
+
+
+def training_name(cell: Cell) -> str:
+    """A training in a sentence: ``the training 'oe' of small-cnn on mnist-5k, seed 0``."""
+    return (
+        f"the training {cell.training.name!r} of {cell.model_ref.key} on {cell.id_ref.key}, "
+        f"seed {cell.seed}"
+    )

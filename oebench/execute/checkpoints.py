@@ -20,9 +20,11 @@ class PartialCheckpoint:
     ``<cache>/models/<key>.partial.pt`` beside the final checkpoint it becomes. Written
     atomically after every epoch, read back when valid, deleted when the final one is saved."""
 
-    def __init__(self, cache: CheckpointCache, key: str):
+    def __init__(self, cache: CheckpointCache, key: str, name: str | None = None):
         self.cache = cache
         self.key = key
+        #: the training in words (``the training 'oe' of small-cnn on mnist-5k, seed 0``)
+        self.name = name or f"the training {key}"
         self.path = cache.root / f"{key}.partial.pt"
 
     def load(self, total: int) -> dict[str, Any] | None:
@@ -39,8 +41,7 @@ class PartialCheckpoint:
             problem = f"unreadable: {type(exc).__name__}"
         if problem is None:
             print(
-                f"oebench: resuming the training {self.key} after epoch {saved['epoch']} "
-                f"(from {self.path})",
+                f"oebench: resuming {self.name} after epoch {saved['epoch']} (from {self.path})",
                 file=sys.stderr,
             )
             return saved
@@ -115,9 +116,10 @@ class CheckpointCache:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.pt"
 
-    def partial(self, key: str) -> PartialCheckpoint | None:
-        """Where the training of ``key`` keeps its per-epoch state (None when disabled)."""
-        return PartialCheckpoint(self, key) if self.enabled else None
+    def partial(self, key: str, name: str | None = None) -> PartialCheckpoint | None:
+        """Where the training of ``key`` (``name``: in words, for messages) keeps its
+        per-epoch state (None when disabled)."""
+        return PartialCheckpoint(self, key, name) if self.enabled else None
 
     def load(self, key: str) -> dict[str, Any] | None:
         """The verified checkpoint for ``key``, or None (a bad file is reported and removed)."""
@@ -139,8 +141,17 @@ class CheckpointCache:
         remove_cache_file(path)
         return None
 
-    def save(self, key: str, state_dict: dict[str, torch.Tensor], seconds: float) -> None:
-        """Store weights with their key and a checksum inside the file (atomically)."""
+    def save(
+        self,
+        key: str,
+        state_dict: dict[str, torch.Tensor],
+        seconds: float,
+        platform: dict[str, Any] | None = None,
+    ) -> None:
+        """Store weights with their key and a checksum inside the file (atomically), and the
+        platform they were trained on (JSON text; ``oebench.core.platforms``)."""
+        import json
+
         import torch
 
         if not self.enabled:
@@ -153,6 +164,8 @@ class CheckpointCache:
             "seconds": float(seconds),
             "checksum": state_checksum(key, float(seconds), cpu),
         }
+        if platform is not None:
+            payload["platform"] = json.dumps(platform, sort_keys=True)
         write_cache_file(self, self.path(key), lambda tmp: torch.save(payload, tmp))
         if self.path(key).exists():  # the final weights are safe: the per-epoch state goes
             PartialCheckpoint(self, key).discard()

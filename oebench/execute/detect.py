@@ -130,7 +130,7 @@ class DetectorRun:
         try:
             with guarded_call():
                 computed = {
-                    name: self._computed(data, det, out, where, prepare)
+                    name: self._computed(data, det, out, where, prepare, ref.key)
                     for name, where, out in missing
                 }
         except (Exception, SystemExit):
@@ -161,34 +161,56 @@ class DetectorRun:
             )
         if {"model", "fit"} <= det.needs and callable(getattr(det, "fit_inputs", None)):
             split = self.context.sources.load(*train_where(data.cell))
-            det.fit_inputs(self._model(data), self._batches(data, split))
+            what = f"{ref.key}: fitting on {data.cell.id_ref.key} train"
+            det.fit_inputs(self._model(data), self._batches(data, split, what))
 
-    def _batches(self, data: CellData, split: Any) -> Iterator[Any]:
-        """A split's input batches for a model detector (token ids as copies of their own)."""
+    def _batches(self, data: CellData, split: Any, what: str) -> Iterator[Any]:
+        """A split's input batches for a model detector (token ids as copies of their own),
+        with a bar (``what``) that advances as the detector finishes each batch: every
+        model-running detector (ODIN, Gram, ...) shows how far it is without code of its
+        own."""
         from oebench.execute.outputs import iterate_batches
 
         ctx = self.context
+        size = ctx.eval_batch()
+        total, done = -(-len(split) // size), 0
+        advance = ctx.progress.start(what, total)
         text = getattr(split, "modality", "image") != "image"
-        for x, _ in iterate_batches(split, ctx.eval_batch(), data.shape, ctx.device):
-            yield x.clone() if text else x  # image batches are made afresh for each pass
+        try:
+            for x, _ in iterate_batches(split, size, data.shape, ctx.device):
+                yield x.clone() if text else x  # image batches are made afresh for each pass
+                advance(1)  # the detector asks for the next batch: this one is done
+                done += 1
+        finally:  # a detector that stopped early (or raised) leaves no bar behind
+            if done < total:
+                advance(total - done)
 
     def _computed(
-        self, data: CellData, det: Detector, out: Outputs, where: Where, prepare: Callable
+        self,
+        data: CellData,
+        det: Detector,
+        out: Outputs,
+        where: Where,
+        prepare: Callable,
+        key: str = "detector",
     ) -> np.ndarray:
         """A detector's scores, checked (one real number, ±inf allowed, per sample);
         ``prepare()`` fits it first."""
         prepare()
         try:
-            return checked_scores(self._raw_scores(data, det, out, where), len(out))
+            return checked_scores(self._raw_scores(data, det, out, where, key), len(out))
         except ContractError as exc:
             raise ContractError(f"{exc} on {where[1].key} ({where[2]})") from None
 
-    def _raw_scores(self, data: CellData, det: Detector, out: Outputs, where: Where) -> Any:
+    def _raw_scores(
+        self, data: CellData, det: Detector, out: Outputs, where: Where, key: str = "detector"
+    ) -> Any:
         """What the fitted detector returns: from the outputs, or from the model's inputs."""
         if "model" not in det.needs:
             return det.score(handed(out, bool(getattr(det, "copies_outputs", False))))
         split = self.context.sources.load(*where)
-        return det.score_inputs(self._model(data), self._batches(data, split))
+        what = f"{key}: scoring {where[1].key}"
+        return det.score_inputs(self._model(data), self._batches(data, split, what))
 
     def _evaluate(
         self, id_scores: np.ndarray, ood_scores: np.ndarray, seed: int, ood_key: str

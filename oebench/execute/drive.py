@@ -46,11 +46,19 @@ class Executor:
     def run(self, worker: Worker, tasks: list[Task]) -> Iterator[TaskResult]:
         raise NotImplementedError
 
+    def running(self, tasks: list[Task], done: set[str]) -> list[Task]:
+        """The tasks that may be running now, given the keys of those ``done``: every one
+        whose trainings are done (the driver's bar names them)."""
+        return [t for t in tasks if t.key not in done and all(a in done for a in t.after)]
+
 
 class LocalExecutor(Executor):
     """Every task in this process, in plan order, with live progress."""
 
     name = "local"
+
+    def running(self, tasks: list[Task], done: set[str]) -> list[Task]:
+        return next(([t] for t in tasks if t.key not in done), [])
 
     def run(self, worker: Worker, tasks: list[Task]) -> Iterator[TaskResult]:
         for task in tasks:
@@ -80,12 +88,18 @@ def drive(
     advance(plan.cells() - sum(t.kind == "cell" for t in todo))
     by_key = {task.key: task for task in todo}
     trainings: dict[str, dict] = {}
+    done: set[str] = set()
+    says = _Running(plan.tasks)
+    if todo:
+        advance(0, says(executor.running(todo, done)))
     for result in executor.run(worker, todo):
         task = by_key[result.key]
         if result.error:
             raise UserError(result.error)
+        done.add(task.key)
         if task.kind == "train":  # a failed training is reported by its cells
             trainings[task.cell_key] = result.provenance
+            advance(0, says(executor.running(todo, done)))
             continue
         _credit_training(result, trainings.get(task.key))
         if executor.name != "local":  # the local worker said these as they happened
@@ -94,8 +108,32 @@ def drive(
         worker.failures += result.failures
         worker.failed_cells += [result.failed] if result.failed else []
         on_result(task, result)
-        advance(1, task.label)
+        advance(1, says(executor.running(todo, done)))
     return plan.keys()
+
+
+class _Running:
+    """What the benchmark's bar says runs now: ``running oe / seed 1`` (only the parts of
+    the cells' labels that differ between cells), ``training ...`` for a task that trains a
+    checkpoint others start from, ``+N`` when several run at once, ``done`` at the end."""
+
+    def __init__(self, tasks: list[Task]):
+        parts = [t.label.split(" / ") for t in tasks if t.kind == "cell"]
+        width = max(map(len, parts), default=0)
+        self.varying = [i for i in range(width) if len({tuple(p[i : i + 1]) for p in parts}) > 1]
+
+    def short(self, label: str) -> str:
+        parts = label.split(" / ")
+        kept = [parts[i] for i in self.varying if i < len(parts)]
+        return " / ".join(kept) if kept else label
+
+    def __call__(self, running: list[Task]) -> str:
+        if not running:
+            return "done"
+        first = running[0]
+        what = "training" if first.kind == "train" else "running"
+        more = f" (+{len(running) - 1})" if len(running) > 1 else ""
+        return f"{what} {self.short(first.label)}{more}"
 
 
 def run_here(

@@ -8,7 +8,7 @@ from typing import Any
 
 from oebench.bench.matrix import Benchmark, Cell
 from oebench.bench.plan import Plan, Task, TaskResult, make_plan
-from oebench.core.progress import Progress
+from oebench.core.progress import Progress, reporting_to
 from oebench.errors import UserError
 from oebench.execute.cell import CellWork
 from oebench.execute.cell_models import TrainedModels
@@ -70,7 +70,8 @@ class Runner:
     def matrix(self) -> list[Cell]:
         """Every cell in run order, configured and keyed once per runner."""
         if self._matrix is None:
-            self._matrix = matrix_cells(self.bench, self.sources, engine())
+            with self.progress.activity("keying the cells: code and data fingerprints"):
+                self._matrix = matrix_cells(self.bench, self.sources, engine())
         return self._matrix
 
     def cells(self) -> Iterator[Cell]:
@@ -90,7 +91,8 @@ class Runner:
     def prepare(self) -> None:
         """Check the benchmark, once, before the first task."""
         if not self._prepared:
-            self.validate()
+            with self.progress.activity("checking the benchmark: names, options, data files"):
+                self.validate()
             if self.device_name not in ("auto", "cpu"):  # `--device cuda` without a GPU: now
                 _ = self.device
             self._prepared = True
@@ -122,7 +124,8 @@ class Runner:
         weights' outputs were made)."""
         if any(self.models.noted(self.cell_for(task)) is None for task in tasks):
             self.check_sizes()
-            self.models.check()
+            with self.progress.activity("building the models"):
+                self.models.check()
 
     def check_sizes(self) -> None:
         """A detector's ``min_train`` (knn's k) and an OOD set's ``n`` against the sizes of the
@@ -138,7 +141,8 @@ class Runner:
             norm = sources.norm("dataset", ref, id_source) if test else None
             try:
                 where = (split, shape if test else None, b.seeds[0], norm)
-                return len(sources.load("dataset", ref, *where))
+                with self.progress.activity(f"checking the sizes of the data: {ref.key} {split}"):
+                    return len(sources.load("dataset", ref, *where))
             except (UserError, TypeError):  # a split that does not load: its cells say so
                 return None
 
@@ -166,6 +170,8 @@ class Runner:
         """Run a plan's task here: train a checkpoint others start from, or a whole cell."""
         self.prepare()
         cell = self.cell_for(task)
-        result = self.work.train_only(cell) if task.kind == "train" else self.work.execute(cell)
+        with reporting_to(self.progress):  # plugins' ``oebench.api.track`` bars
+            work = self.work.train_only if task.kind == "train" else self.work.execute
+            result = work(cell)
         result.key = task.key
         return result

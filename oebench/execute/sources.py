@@ -17,6 +17,7 @@ from typing import Any
 
 from oebench.bench.matrix import Benchmark, Ref, canonical_hash
 from oebench.core.failures import describe_exception
+from oebench.core.progress import current as current_progress
 from oebench.errors import PluginFailed, UserError
 from oebench.keys.fingerprints import code_digest
 from oebench.registry.lookup import create_dataset, create_outlier_source, get_component
@@ -103,7 +104,8 @@ class Sources:
         """A dataset split, loaded on first use, checked and kept for the run."""
         key = (kind, canonical_hash(ref.config()), split, shape, seed, norm)
         if key not in self._memo:
-            self._memo[key] = self._loaded(kind, ref, (split, shape, seed, norm))
+            with current_progress().activity(f"loading {ref.key} {split}"):  # while a task runs
+                self._memo[key] = self._loaded(kind, ref, (split, shape, seed, norm))
         return self._memo[key]
 
     def _loaded(self, kind: str, ref: Ref, where: tuple) -> Any:
@@ -198,13 +200,22 @@ class CheckedItems:
         return plugin_call(kind, ref, f"split {split!r}", lambda: self._read(list(indices)))
 
     def _read(self, indices: list[int]) -> list[Any]:
+        import torch
+
         from oebench.contracts.checks import check_item
 
         split, (channels, classes) = self.who[2], self.checks
         many = getattr(self.data, "__getitems__", None)
-        items = many(indices) if callable(many) else [self.data[i] for i in indices]
-        for i, item in zip(indices, items, strict=True):
-            check_item(item, f"split {split!r}, item {i}", channels, classes)
+        # one image's small tensor ops (convert, resize, check) on one intra-op thread: with
+        # torch's threads they took 20-100 ms an image on a busy 2-core machine, 1-3 on one
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            items = many(indices) if callable(many) else [self.data[i] for i in indices]
+            for i, item in zip(indices, items, strict=True):
+                check_item(item, f"split {split!r}, item {i}", channels, classes)
+        finally:
+            torch.set_num_threads(before)
         return items
 
     def __getattr__(self, name: str) -> Any:

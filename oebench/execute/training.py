@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from oebench.contracts.objective import Objective
@@ -319,3 +320,53 @@ class _Guard:
                 f"the weights are not finite after the last step; lower the training's `lr` "
                 f"(now {self.lr:g})"
             )
+
+
+@contextlib.contextmanager
+def training_numerics(
+    params: dict[str, Any], device: torch.device, what: str = "the training"
+) -> Iterator[dict[str, Any]]:
+    """The numerics a training's settings ask for, during the training; yields its platform
+    (``oebench.core.platforms.platform_info``, with the flags as they are inside).
+
+    ``numerics = "portable"``: the process must have pinned its CPU kernels before importing
+    torch (``pin_portable``; a ``UserError`` saying how otherwise). ``deterministic``:
+    deterministic algorithms in torch, cuDNN deterministic and not benchmarking, and cuBLAS's
+    workspace setting (unless the environment has one), all restored afterwards.
+    """
+    import os
+
+    import torch
+
+    from oebench.core.platforms import CUBLAS_DETERMINISTIC, platform_info, portable_problem
+    from oebench.errors import UserError
+
+    if params.get("numerics") == "portable":
+        problem = portable_problem(what)
+        if problem is not None:
+            raise UserError(problem)
+    if not params.get("deterministic"):
+        yield platform_info(device, params.get("threads", 0))
+        return
+    cudnn = torch.backends.cudnn
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn.deterministic,
+        cudnn.benchmark,
+    )
+    env_before = {k: os.environ.get(k) for k in CUBLAS_DETERMINISTIC}
+    for k, v in CUBLAS_DETERMINISTIC.items():
+        os.environ.setdefault(k, v)
+    torch.use_deterministic_algorithms(True)
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield platform_info(device, params.get("threads", 0))
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        cudnn.deterministic, cudnn.benchmark = before[2], before[3]
+        for k, v in env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -15,16 +15,18 @@ follows, transitively through the first-party packages (the component's own top-
 and ``oebench``), base classes, methods, properties and class attributes; the names its code
 reads from module globals, attributes of first-party modules (``module.helper``, also
 ``package.module.helper``), imports inside functions, default argument values and closure
-cells (``oebench.keys.members``). A first-party class or function met is followed (its source
-is hashed, without comments, blank lines and indentation; code made by ``exec`` or ``type()``
-by its compiled code); a constant of any type by its canonical text (``oebench.keys.values``:
-containers item by item, numpy arrays and tensors by dtype, shape and bytes, other objects by
-class and attributes); a third-party class, function or module by its name (libraries are
-versioned, and recorded so); module state (a name its module's functions rebind or change in
-place: caches) by the text of its declarations, since its value of the moment depends on what
-ran before. Where it cannot tell (a value with no canonical text, a computed ``getattr`` on a
-first-party module, ``globals()``, ``eval``, ``import_module(name)``), it hashes every ``.py``
-file of the package involved (``package_digest``), never nothing. Nothing hashed depends on
+cells (``oebench.keys.members``). A first-party class or function met is followed (its
+meaning is hashed, not its text: its syntax tree without docstrings, line or column numbers
+(``oebench.keys.pyfiles.code_text``), so comments, docstrings and formatting change nothing;
+code made by ``exec`` or ``type()`` by its compiled code); a constant of any type by its
+canonical text (``oebench.keys.values``: containers item by item, numpy arrays and tensors by
+dtype, shape and bytes, other objects by class and attributes); a third-party class, function
+or module by its name (libraries are versioned, and recorded so); module state (a name its
+module's functions rebind or change in place: caches) by the syntax tree of its declarations,
+since its value of the moment depends on what ran before. Where it cannot tell (a value
+with no canonical text, a computed ``getattr`` on a first-party module, ``globals()``,
+``eval``, ``import_module(name)``), it hashes every ``.py`` file of the package involved
+(``package_digest``), never nothing. Nothing hashed depends on
 the process or the machine (no ``id()``, no address, paths inside a package as relative).
 Each source is read once per process: the code that runs is the code that was imported, so a
 file edited during a run does not change the run's keys half-way (``clear_caches`` forgets

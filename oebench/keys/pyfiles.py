@@ -1,5 +1,6 @@
 """What a Python source file says, for code fingerprints, read once per file version
-(``parse``), and the text that stands for a class or function (``code_text``):
+(``parse``), and the text that stands for a class or function (``code_text``: its meaning,
+not its text; see ``code_text``):
 
 - ``spans``: the lines of every class and function it defines (by qualified name);
 - ``dynamic``: per definition, the names its code reaches attributes of by a computed name
@@ -51,6 +52,9 @@ class PyFile:
     dynamic: dict[str, frozenset[str]] = field(default_factory=dict)
     state: frozenset[str] = frozenset()
     declarations: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    #: the syntax tree of every class and function (by qualified name; ``""``: the module),
+    #: docstrings dropped (see ``normalised``)
+    nodes: dict[str, ast.AST] = field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=256)
@@ -63,8 +67,49 @@ def parse(path: str, *stamp: int) -> PyFile:
     walker = _Walker()
     walker.visit(tree, "")
     found = PyFile(lines, walker.spans, {k: frozenset(v) for k, v in walker.dynamic.items()})
-    _declarations(tree.body, found, lines)
-    return PyFile(lines, found.spans, found.dynamic, frozenset(walker.state), found.declarations)
+    _declarations(tree.body, found)
+    _drop_docstrings(tree)
+    nodes = {"": tree, **walker.nodes}
+    return PyFile(
+        lines, found.spans, found.dynamic, frozenset(walker.state), found.declarations, nodes
+    )
+
+
+def normalised(node: ast.AST) -> str:
+    """The meaning of a piece of code as text: its syntax tree without line and column
+    numbers (``ast.dump``), so comments, blank lines, line breaks, indentation, quotes and
+    redundant parentheses change nothing; the same in every process (no ids, no hashes)."""
+    return ast.dump(node, annotate_fields=True, include_attributes=False)
+
+
+def _drop_docstrings(tree: ast.AST) -> None:
+    """Remove, in place, every statement that is only a string: docstrings of the module,
+    classes and functions, and attribute docstrings (they do nothing when the code runs).
+    Only statements hold statements, so expressions (most of a tree) are not walked."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        for name in _BLOCKS:
+            block = getattr(node, name, None)
+            if not isinstance(block, list):
+                continue
+            if any(map(_is_text, block)):
+                block = [s for s in block if not _is_text(s)]
+                setattr(node, name, block)
+            todo += [s for s in block if isinstance(s, _HOLDERS)]
+
+
+#: the fields of a node that hold statements, and the nodes that have such fields
+_BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")
+_HOLDERS = (ast.stmt, ast.excepthandler, ast.match_case)
+
+
+def _is_text(stmt: Any) -> bool:
+    return (
+        isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Constant)
+        and isinstance(stmt.value.value, str)
+    )
 
 
 _DEFINITIONS = frozenset({ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef})
@@ -90,6 +135,7 @@ class _Walker:
 
     def __init__(self) -> None:
         self.spans: dict[str, tuple[int, int]] = {}
+        self.nodes: dict[str, ast.AST] = {}
         self.dynamic: dict[str, set[str]] = {}
         self.state: set[str] = set()
         self.definitions: list[str] = []
@@ -102,6 +148,7 @@ class _Walker:
             name = prefix + node.name
             first = min([node.lineno] + [d.lineno for d in node.decorator_list])
             self.spans[name] = (first, node.end_lineno or node.lineno)
+            self.nodes[name] = node
             self.dynamic[name] = set()
             self.definitions.append(name)
             prefix = name + ("." if kind is ast.ClassDef else ".<locals>.")
@@ -163,13 +210,13 @@ def _root(node: ast.expr) -> list[str]:
     return [node.id] if isinstance(node, ast.Name) else []
 
 
-def _declarations(body: list[ast.stmt], found: PyFile, lines: list[str]) -> None:
+def _declarations(body: list[ast.stmt], found: PyFile) -> None:
     """The module-level statements (inside ``if`` / ``try`` / ``with`` too) assigning each
-    name: their text, and the names their right-hand sides read."""
+    name: their normalised syntax tree, and the names their right-hand sides read."""
     for stmt in body:
         if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-            text = "".join(lines[stmt.lineno - 1 : stmt.end_lineno or stmt.lineno]).strip()
+            text = normalised(stmt)
             reads = frozenset(
                 n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(
                     n.ctx, ast.Load)
@@ -182,7 +229,7 @@ def _declarations(body: list[ast.stmt], found: PyFile, lines: list[str]) -> None
             if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 block = getattr(stmt, inner, None)
                 if isinstance(block, list):
-                    _declarations(block, found, lines)
+                    _declarations(block, found)
 
 
 def file_of(obj: Any) -> PyFile | None:
@@ -206,34 +253,44 @@ def file_digest(obj: Any) -> str | None:
 
 @functools.cache
 def code_text(obj: Any) -> str | None:
-    """What stands for a module's, class's or function's code: its source without indentation,
-    blank lines and comment-only lines; for code without source (made by ``exec`` or
-    ``type()``), a function's compiled code and a class's name, bases and own functions.
-    None for a module without source."""
+    """What stands for a module's, class's or function's code: its meaning, not its text.
+    That is its normalised syntax tree (``normalised``: docstrings dropped, no line or column
+    numbers), so editing a comment or a docstring or reformatting changes nothing, while any
+    change to a name, constant, operator, default value or decorator does. Source that does
+    not parse alone (a lambda inside a larger statement) counts as its lines without
+    indentation, blank lines and comment-only lines. For code without source (made by
+    ``exec`` or ``type()``): a function's compiled code and a class's name, bases and own
+    functions. None for a module without source."""
     try:
-        text = _source(obj)
+        node = _node(obj)
+        if node is not None:
+            return normalised(node)
+        text = textwrap.dedent(inspect.getsource(obj))
     except (TypeError, OSError, SyntaxError, ValueError):  # no (readable) source
         return _compiled_text(obj)
-    lines = [line.rstrip() for line in textwrap.dedent(text).splitlines()]
-    return "\n".join(line for line in lines if line and not line.lstrip().startswith("#"))
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:  # a fragment of a statement: its text
+        lines = [line.rstrip() for line in text.splitlines()]
+        return "\n".join(line for line in lines if line and not line.lstrip().startswith("#"))
+    _drop_docstrings(tree)
+    return normalised(tree)
 
 
-def _source(obj: Any) -> str:
-    """The source text of a module, class or function (each file parsed once)."""
+def _node(obj: Any) -> ast.AST | None:
+    """The syntax tree of a module, class or function from its parsed file (each file parsed
+    once); None for a lambda or a definition the file no longer holds."""
     file = file_of(obj)
     if file is None:
         raise OSError("no source file")
     if inspect.ismodule(obj):
-        return "".join(file.lines)
-    span = file.spans.get(getattr(obj, "__qualname__", ""))
-    if span is None:  # a lambda, or a definition the file no longer holds
-        return inspect.getsource(obj)
-    return "".join(file.lines[span[0] - 1 : span[1]])
+        return file.nodes[""]
+    return file.nodes.get(getattr(obj, "__qualname__", ""))
 
 
 def _compiled_text(obj: Any) -> str | None:
     if isinstance(obj, types.FunctionType):
-        return f"def {obj.__qualname__} {_code(obj.__code__)}"
+        return f"def {obj.__qualname__} {_code(obj.__code__, obj.__doc__)}"
     if not inspect.isclass(obj):
         return None
     bases = ", ".join(f"{b.__module__}.{b.__qualname__}" for b in obj.__bases__)
@@ -246,10 +303,14 @@ def _compiled_text(obj: Any) -> str | None:
     return "\n".join([f"class {obj.__qualname__}({bases})", *sorted(methods)])
 
 
-def _code(code: types.CodeType) -> str:
-    """A code object as text: its bytecode, names and constants (no file name, no lines)."""
+def _code(code: types.CodeType, doc: str | None = None) -> str:
+    """A code object as text: its bytecode, names and constants (no file name, no lines;
+    not its docstring ``doc``, which Python keeps as its first constant)."""
+    consts = list(code.co_consts)
+    if doc is not None and consts and consts[0] == doc:
+        consts = consts[1:]
     consts = [_code(c) if isinstance(c, types.CodeType) else _constant_text(c)
-              for c in code.co_consts]  # fmt: skip
+              for c in consts]  # fmt: skip
     parts = (code.co_code.hex(), code.co_names, code.co_varnames, code.co_freevars,
              code.co_cellvars, code.co_argcount, code.co_kwonlyargcount, code.co_flags)  # fmt: skip
     return repr(parts) + "[" + ", ".join(consts) + "]"

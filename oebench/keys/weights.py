@@ -10,7 +10,9 @@ cached. So the runner leaves two small notes in the checkpoint cache:
   the code of every component but the detectors, the data fingerprints, torch's version and
   the ``Classifier`` wrapper's source;
 - ``<checkpoint key>.json``: the digest of the trained weights and the training seconds,
-  with the sha256 of the checkpoint file they were read from.
+  with the sha256 of the checkpoint file they were read from, and the platform the training
+  ran on (``oebench.core.platforms``; absent when unknown), which a cell scored from it
+  records even when another process or machine trained it.
 
 A note is believed only while the checkpoint file still has that sha256 (about 1 ms for a
 small model); any other state (no note, a replaced or damaged file, the cache switched off)
@@ -96,6 +98,8 @@ class WeightNotes:
     def __init__(self, checkpoints: Any):
         self.checkpoints = checkpoints
         self.root = Path(checkpoints.root) / "notes"
+        #: checkpoint key -> the training platform its note gave (read by ``trained``)
+        self._platforms: dict[str, dict | None] = {}
 
     @property
     def enabled(self) -> bool:
@@ -114,13 +118,24 @@ class WeightNotes:
         note = self._read(key, TRAINED_FIELDS)
         if not note or note["file"] != _file_sha256(self.checkpoints.path(key)):
             return None
+        platform = note.get("platform")
+        self._platforms[key] = platform if isinstance(platform, dict) else None
         return note["digest"], float(note["seconds"])
 
-    def note_trained(self, key: str, digest: str, seconds: float) -> None:
-        """Note the digest of the weights just read from (or saved as) checkpoint ``key``."""
+    def platform(self, key: str) -> dict | None:
+        """The training platform of checkpoint ``key`` as its note (read by ``trained``) says."""
+        return self._platforms.get(key)
+
+    def note_trained(
+        self, key: str, digest: str, seconds: float, platform: dict | None = None
+    ) -> None:
+        """Note the digest of the weights just read from (or saved as) checkpoint ``key``,
+        and the platform they were trained on, when known."""
         file = _file_sha256(self.checkpoints.path(key))
         if file is not None:
-            self._write(key, {"digest": digest, "seconds": float(seconds), "file": file})
+            note = {"digest": digest, "seconds": float(seconds), "file": file}
+            self._write(key, note | ({"platform": platform} if platform else {}))
+            self._platforms[key] = platform
 
     def _read(self, name: str, fields: dict[str, type | tuple[type, ...]]) -> dict | None:
         """The note ``name`` when it is whole and was written under that name; a damaged or

@@ -12,7 +12,7 @@ from typing import Any
 
 def cell_record(bench: Any, task: Any, result: Any) -> dict[str, Any]:
     """What the store keeps about a finished cell: configuration, and the provenance its
-    worker sent back with the result (versions, device, host, timings)."""
+    worker sent back with the result (versions, device, platforms, host, timings)."""
     first = result.rows[0]
     prov = result.provenance
     source = Path(bench.source) if bench.source else None
@@ -43,4 +43,5 @@ def cell_record(bench: Any, task: Any, result: Any) -> dict[str, Any]:
         "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
         "recall": first.get("recall"),
         "fpr_rule": first.get("fpr_rule"),
+        "platform": json.dumps(prov["platform"], sort_keys=True) if prov.get("platform") else None,
     }

@@ -15,6 +15,9 @@ METRIC_COLUMNS: tuple[str, ...] = METRICS
 STD_COLUMNS = tuple(f"{m}_std" for m in METRIC_COLUMNS)
 #: the metric settings a cell was evaluated with (stored with the cell; schema 2)
 EXTRA_CELL_COLUMNS = ("recall", "fpr_rule")
+#: the platforms that decided a cell's last bits, as JSON text (``signature``, ``training``,
+#: ``scoring``; see oebench.core.platforms.cell_platform): schema 4, NULL in older cells
+PLATFORM_COLUMNS = ("platform",)
 #: per result row: the expected AP of a random detector (OOD share of the evaluated samples),
 #: ID calibration errors, and the OE paper's mixed ID + OOD calibration errors (schema 2)
 EXTRA_ROW_COLUMNS = (
@@ -51,6 +54,7 @@ CELL_TYPES: dict[str, type] = {
     "created_at": str,
     "recall": float,
     "fpr_rule": str,
+    "platform": str,
 }
 #: what the store keeps with a cell besides its record: the checksum over its record, rows
 #: and score arrays (``oebench.record.checksums``; schema 3, NULL in cells stored before)
@@ -69,10 +73,14 @@ ROW_TYPES: dict[str, type] = {
 }
 CELL_COLUMNS = tuple(CELL_TYPES)
 ROW_COLUMNS = tuple(ROW_TYPES)
-#: columns that may be None: stds of single runs, and what cells stored before schema 2 lack
-OPTIONAL = frozenset({*STD_COLUMNS, "id_accuracy", *EXTRA_CELL_COLUMNS, *EXTRA_ROW_COLUMNS})
+#: columns that may be None: stds of single runs, and what cells stored before schemas 2 and 4
+#: lack
+OPTIONAL = frozenset(
+    {*STD_COLUMNS, "id_accuracy", *EXTRA_CELL_COLUMNS, *PLATFORM_COLUMNS, *EXTRA_ROW_COLUMNS}
+)
 
-#: what places one result in the matrix; when stored cells overlap, the newest row wins
+#: what places one result in the matrix; when stored cells overlap, the newest row wins (in
+#: tables ``benchmark`` names the version group, ``quickstart[lam=1]``: oebench.report.versions)
 COORDINATES = ("benchmark", "id_dataset", "model", "training", "detector", "ood_dataset", "seed")
 #: the columns that name a comparison row of a leaderboard
 GROUP_COLUMNS = ("benchmark", "id_dataset", "model", "detector")

@@ -32,10 +32,12 @@ from oebench.record.schema import CELL_COLUMNS, METRIC_COLUMNS, OPTIONAL, ROW_CO
 from oebench.record.tables import (
     APPLICATION_ID,
     MIGRATIONS,
+    OLDEST_READABLE,
     SCHEMA_VERSION,
     create_tables,
     immediate,
     migrate,
+    read_as_current,
 )
 
 BUSY_SECONDS = 60.0
@@ -169,8 +171,9 @@ class ResultStore:
             )
         elif version in MIGRATIONS and writable:
             migrate(conn)
-        elif version == SCHEMA_VERSION - 1:  # read-only, from before checksums: read as it is
-            self.checksums = False
+        elif OLDEST_READABLE <= version < SCHEMA_VERSION:  # read-only: read as it is
+            self.checksums = version >= 3  # schema 2: from before checksums
+            read_as_current(conn)
         elif version < SCHEMA_VERSION:
             raise StoreError(
                 f"results store {self.path} has the old schema version {version} (this oebench "
@@ -327,6 +330,16 @@ class ResultStore:
             for m in METRIC_COLUMNS:
                 if row[f"{m}_std"] is None:
                     del row[f"{m}_std"]
+        return found
+
+    def configs(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The decoded ``config`` of each stored cell among ``keys`` (``{}`` if unreadable)."""
+        wanted, found = list(dict.fromkeys(keys)), {}
+        with self._guard():
+            for i in range(0, len(wanted), 500):
+                part = wanted[i : i + 500]
+                query = f"SELECT key, config FROM cells WHERE key IN ({', '.join('?' * len(part))})"
+                found.update({k: json_object(t) for k, t in self._connection.execute(query, part)})
         return found
 
     def cell(self, key: str) -> dict[str, Any] | None:

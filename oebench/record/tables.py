@@ -14,12 +14,14 @@ from oebench.record.schema import (
     EXTRA_ROW_COLUMNS,
     METRIC_COLUMNS,
     OPTIONAL,
+    PLATFORM_COLUMNS,
     ROW_TYPES,
     STORE_CELL_TYPES,
 )
 
-#: 1: the first; 2: metric settings and calibration columns; 3: each cell's checksum
-SCHEMA_VERSION = 3
+#: 1: the first; 2: metric settings and calibration columns; 3: each cell's checksum;
+#: 4: each cell's platforms
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x6F656221  # "oe" + "b!": marks a file as an oebench results store
 SQL_TYPES: dict[type, str] = {str: "TEXT", int: "INTEGER", bool: "INTEGER", float: "REAL"}
 #: columns that may hold NULL: the optional ones, the metrics (as every store has them), and
@@ -39,6 +41,15 @@ def column_sql(name: str, kind: type, constraint: str | None = None) -> str:
     return f"{name} {SQL_TYPES[kind]} {constraint}".rstrip()
 
 
+#: the cells table's columns in the order an upgrade from each older schema leaves them (an
+#: added column comes last), so that a new store is the same as an upgraded one
+CELL_TABLE_TYPES: dict[str, type] = {
+    **{c: t for c, t in CELL_TYPES.items() if c not in PLATFORM_COLUMNS},
+    **STORE_CELL_TYPES,
+    **{c: CELL_TYPES[c] for c in PLATFORM_COLUMNS},
+}
+
+
 def _table(name: str, definitions: list[str]) -> str:
     return f"CREATE TABLE {name} (\n    " + ",\n    ".join(definitions) + "\n)"
 
@@ -48,10 +59,7 @@ TABLES: tuple[str, ...] = (
     _table("benchmarks", ["digest TEXT PRIMARY KEY", "name TEXT NOT NULL", "text TEXT NOT NULL"]),
     _table(
         "cells",
-        [
-            column_sql(c, t, CELL_CONSTRAINTS.get(c))
-            for c, t in {**CELL_TYPES, **STORE_CELL_TYPES}.items()
-        ],
+        [column_sql(c, t, CELL_CONSTRAINTS.get(c)) for c, t in CELL_TABLE_TYPES.items()],
     ),
     "CREATE INDEX cells_by_benchmark ON cells (benchmark, seed)",
     _table(
@@ -117,12 +125,34 @@ def _to_3(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE cells ADD COLUMN {column_sql(column, kind)}")
 
 
+def _to_4(conn: sqlite3.Connection) -> None:
+    """Schema 3 -> 4: the platforms each cell was trained and scored on (NULL for the cells
+    stored before: unknown). Their checksums stay valid: NULL columns are not hashed."""
+    for column in PLATFORM_COLUMNS:
+        conn.execute(f"ALTER TABLE cells ADD COLUMN {column_sql(column, CELL_TYPES[column])}")
+
+
 #: the upgrade from each older schema version to the next
-MIGRATIONS = {1: _to_2, 2: _to_3}
+MIGRATIONS = {1: _to_2, 2: _to_3, 3: _to_4}
+
+
+#: the oldest schema version a read-only store may have and still be read as it is
+OLDEST_READABLE = 2
+
+
+def read_as_current(conn: sqlite3.Connection) -> None:
+    """Read a store of an older schema (``OLDEST_READABLE`` or later) that cannot be upgraded
+    (read-only) as a current one: a temporary view ``cells`` (only this connection's) shows
+    the cells columns added since as NULL, as an upgrade would."""
+    have = {row[1] for row in conn.execute("PRAGMA main.table_info(cells)")}
+    missing = [c for c in CELL_TABLE_TYPES if c not in have]
+    if missing:
+        added = ", ".join(f"NULL AS {c}" for c in missing)
+        conn.execute(f"CREATE TEMP VIEW cells AS SELECT *, {added} FROM main.cells")
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Upgrade a store of an older schema version (1 or 2) to ``SCHEMA_VERSION`` in place, in
+    """Upgrade a store of an older schema version (1 to 3) to ``SCHEMA_VERSION`` in place, in
     one transaction (unless another process just did)."""
     with immediate(conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]

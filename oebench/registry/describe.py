@@ -4,6 +4,7 @@ with types and defaults, and an example line for a benchmark file."""
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ class Option:
     name: str
     type: str
     default: Any = inspect.Parameter.empty
+    #: the annotation itself, for a placeholder of the right type (``Annotated`` kept)
+    annotation: Any = field(default=None, repr=False, compare=False)
 
     @property
     def required(self) -> bool:
@@ -53,6 +56,8 @@ class Description:
     doc: str
     options: list[Option] = field(default_factory=list)
     example: str = ""
+    #: a benchmark's file (``oebench show NAME --toml`` prints it, ``oebench init`` copies it)
+    file: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +69,7 @@ class Description:
             "doc": self.doc,
             "options": [o.as_dict() for o in self.options],
             "example": self.example,
+            **({"file": self.file} if self.file else {}),
         }
 
 
@@ -93,7 +99,19 @@ def describe(comp: Any) -> Description:
         doc=doc,
         options=options,
         example=example(comp.kind, comp.name, options, comp.factory),
+        file=_file(comp) if comp.kind == "benchmark" else "",
     )
+
+
+def _file(comp: Any) -> str:
+    """Where a registered benchmark's file is (the source a plugin's benchmark names)."""
+    try:
+        target = comp.factory() if callable(comp.factory) else comp.factory
+    except Exception:  # a broken plugin's benchmark: nothing to show
+        return ""
+    if isinstance(target, (str, os.PathLike)):
+        return str(target)
+    return str(getattr(target, "source", "") or "")
 
 
 def options_of(factory: Any, positional: tuple[str, ...] = ()) -> list[Option]:
@@ -107,10 +125,11 @@ def options_of(factory: Any, positional: tuple[str, ...] = ()) -> list[Option]:
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:
         hints = typing.get_type_hints(target)
+        extras = typing.get_type_hints(target, include_extras=True)
     except Exception:  # unresolvable annotations: show them as written
-        hints = {}
+        hints, extras = {}, {}
     return [
-        Option(name, _type_name(hints.get(name, p.annotation)), p.default)
+        Option(name, _type_name(hints.get(name, p.annotation)), p.default, extras.get(name))
         for name, p in sig.parameters.items()
         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in positional
     ]
@@ -138,19 +157,97 @@ def _doc(factory: Any) -> str:
 
 
 def example(kind: str, name: str, options: list[Option], factory: Any = None) -> str:
-    """A line to paste into a benchmark file, with every option that has a TOML default."""
+    """Lines to paste into a benchmark file, one per place the component can go (a labelled
+    dataset: ``id_datasets`` and ``ood_datasets``): every required option with a placeholder
+    of its type (``path = "<path>"``: replace it), every option with a TOML default."""
     if kind == "benchmark":
-        return f"oebench run {name}"
-    values = [
+        return f"oebench run {name}\noebench init {name} my-{name}.toml    # a copy to edit"
+    values = [f"{o.name} = {placeholder(o)}" for o in options if o.required]
+    values += [
         f"{o.name} = {toml_value(o.default)}"
         for o in options
         if not o.required and toml_value(o.default) is not None
     ]
     ref = f'{{ name = "{name}"{", " if values else ""}{", ".join(values)} }}'
-    key = TOML_KEY[kind]
+    required = [o.name for o in options if o.required]
+    fill = f"; set {', '.join(required)}" if required else ""
     if kind in ("objective", "outlier source"):
-        return f"{key} = {ref}    # in a [[trainings]] entry"
-    return f"{key} = [{ref}]"
+        return f"{TOML_KEY[kind]} = {ref}    # in a [[trainings]] entry{fill}"
+    lines = [f"{key} = [{ref}]" for key in places(kind, factory)]
+    return "\n".join(lines) + (f"    # {fill[2:]}" if fill else "")
+
+
+def places(kind: str, factory: Any = None) -> list[str]:
+    """The benchmark-file lists a component of ``kind`` can go in: a dataset with classes
+    and a training split (its ``num_classes``, declared or set from its options) is an ID
+    dataset as well as an OOD set."""
+    if kind != "dataset":
+        return [TOML_KEY[kind]]
+    return ["id_datasets", "ood_datasets"] if _labelled(factory) else ["ood_datasets"]
+
+
+def _labelled(factory: Any) -> bool:
+    """Whether a dataset factory makes sources with classes to train on (ID datasets)."""
+    if not inspect.isclass(factory):
+        return False
+    classes = inspect.getattr_static(factory, "num_classes", None)
+    splits = inspect.getattr_static(factory, "splits", ())
+    if isinstance(classes, property) or isinstance(splits, property):
+        return True  # decided by the options (a Hugging Face dataset with labels)
+    if isinstance(classes, int) and classes > 0:
+        return "train" in tuple(splits)
+    try:  # set in __init__ from what it wraps (``holdout``)
+        return "train" in tuple(splits) and "self.num_classes =" in inspect.getsource(factory)
+    except (OSError, TypeError):
+        return False
+
+
+def placeholder(option: Option) -> str:
+    """A TOML value of the option's type that its type check accepts, to be replaced:
+    ``"<path>"`` for a string, the lower bound of a range for a number, a literal's first."""
+    return _placeholder(option.annotation, option.name) or f'"<{option.name}>"'
+
+
+def _placeholder(annotation: Any, name: str) -> str | None:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        low = next((_lower(m) for m in args[1:] if _lower(m) is not None), None)
+        base = args[0]
+        if low is not None and base in (int, float):
+            return toml_value(base(low))
+        return _placeholder(base, name)
+    if origin is typing.Literal:
+        return toml_value(args[0])
+    if origin in (list, tuple) or annotation in (list, tuple):
+        item = _placeholder(args[0], name) if args else None
+        return "[" + (item or f'"<{name}>"') + "]"
+    if origin is dict or annotation is dict:
+        return "{}"
+    if args and type(None) in args:  # Optional[...] / X | None
+        return next((p for a in args if a is not type(None) and (p := _placeholder(a, name))), None)
+    if args:  # a union: its first member
+        return _placeholder(args[0], name)
+    if annotation is bool:
+        return "false"
+    if annotation is int:
+        return "1"
+    if annotation is float:
+        return "1.0"
+    if annotation is str:
+        return f'"<{name}>"'
+    return None
+
+
+def _lower(meta: Any) -> float | None:
+    """The smallest value a range annotation (``Field(ge=1)``, ``annotated_types.Gt(0)``)
+    allows, roughly: ``ge``, or ``gt`` + 1."""
+    found = [meta, *getattr(meta, "metadata", [])]
+    for m in found:
+        for attr, step in (("ge", 0), ("gt", 1)):
+            value = getattr(m, attr, None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return value + step
+    return None
 
 
 def toml_value(value: Any) -> str | None:
@@ -189,4 +286,9 @@ def render(console: Any, desc: Description) -> None:
         console.print(table)
     elif desc.kind != "benchmark":
         console.print("No options.")
-    console.print("Example:", desc.example, markup=False)
+    if desc.file:
+        console.print("File:", desc.file, markup=False)
+    lines = desc.example.splitlines()
+    console.print("Example:", lines[0] if lines else "", markup=False)
+    for line in lines[1:]:
+        console.print("        ", line, markup=False)

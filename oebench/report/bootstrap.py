@@ -8,6 +8,7 @@ half); FPR95 follows ``oebench.metrics.fpr_at_recall``'s ``nearest`` rule exactl
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,17 @@ import numpy as np
 CI_METRICS = ("auroc", "fpr95")
 RESAMPLES = 1000
 LEVEL = 0.95
+#: resamples per progress step (a bar over the resamples moves about 20 times per group)
+STEP = 50
+
+#: ``progress(resamples)`` after each ``STEP`` resamples (and the rest at the end)
+OnResamples = Callable[[int], None] | None
+
+
+def _report(progress: OnResamples, b: int, resamples: int) -> None:
+    """After resample ``b`` (0-based): a step of ``STEP`` resamples, or the last few."""
+    if progress is not None and ((b + 1) % STEP == 0 or b + 1 == resamples):
+        progress((b % STEP) + 1)
 
 
 def rng_for(seed: int, *names: str) -> np.random.Generator:
@@ -67,11 +79,13 @@ def replicates(
     ood_sets: list[np.ndarray],
     resamples: int,
     rng: np.random.Generator,
+    progress: OnResamples = None,
 ) -> np.ndarray:
     """(resamples, 2) AUROC and FPR95 of the mean over OOD sets, on bootstrap resamples.
 
     Each replicate draws the ID test set once (shared by every OOD set, as in the real
     evaluation) and each OOD set independently, all with replacement at their full sizes.
+    ``progress(k)`` is told every ``STEP`` resamples done (``k`` of them).
     """
     ids = np.sort(np.asarray(id_scores, dtype=np.float64))
     oods = [OodSet.prepare(ids, o) for o in ood_sets]
@@ -85,6 +99,7 @@ def replicates(
             for o in oods
         ]
         out[b] = np.mean(values, axis=0)
+        _report(progress, b, resamples)
     return out
 
 
@@ -93,11 +108,13 @@ def paired_delta_replicates(
     other: tuple[np.ndarray, list[np.ndarray]],
     resamples: int,
     rng: np.random.Generator,
+    progress: OnResamples = None,
 ) -> np.ndarray:
     """(resamples, 2) of ``other`` − ``base`` (AUROC, FPR95 of the mean over OOD sets), both
     models scored on the SAME resampled test samples: a paired bootstrap of the difference.
 
-    Each is ``(id_scores, [ood_scores, ...])`` over the same samples in the same order.
+    Each is ``(id_scores, [ood_scores, ...])`` over the same samples in the same order;
+    ``progress`` as for ``replicates``.
     """
     models = [_Paired.prepare(*scores) for scores in (base, other)]
     n, sizes = models[0].n_id, models[0].sizes
@@ -109,6 +126,7 @@ def paired_delta_replicates(
         ood_counts = [np.bincount(rng.integers(0, m, m), minlength=m) for m in sizes]
         a, c = (model.point(id_counts, ood_counts) for model in models)
         out[b] = c - a
+        _report(progress, b, resamples)
     return out
 
 

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 KINDS = ("roc", "hist", "detectors")
+#: resolution of the PNG files
+DPI = 110
 COLOURS = {"no OE": "#4c72b0", "OE": "#dd8452", "ID": "#55a868", "OOD": "#c44e52"}
 #: axis limits with a margin, so curves along an edge (AUROC near 0 or 100) stay visible
 LIMITS = (-0.03, 1.03)
@@ -62,17 +64,10 @@ def roc_figure(title: str, sets: list[str], sides: list[Side]) -> Figure:
 
 def _roc_panel(ax: Any, name: str, curves: list[tuple[str, str, tuple]]) -> None:
     """ROC curves on one panel; the legend goes under the axes, never over the curves."""
-    ax.plot([0, 1], [0, 1], ls=":", lw=0.8, color="grey")
-    ax.axhline(0.95, ls="--", lw=0.6, color="grey")
+    _roc_axes(ax, name)
     for label, colour, (id_s, ood_s) in curves:
-        fpr, tpr = roc_curve(id_s, ood_s)
-        tps, fps = binary_curve(id_s, ood_s)
-        area, fpr95 = 100 * auroc(tps, fps), fpr_at_recall(tps, fps)
-        ax.plot(fpr, tpr, color=colour, lw=1.6, label=f"{label}: {area:.1f}", clip_on=False)
-        ax.plot([fpr95], [0.95], "o", color=colour, ms=4, clip_on=False)
-    ax.set(title=name, xlim=LIMITS, ylim=LIMITS, aspect="equal")
-    ax.set_xlabel("FPR (ID flagged as OOD)")
-    ax.set_ylabel("TPR (OOD detected)")
+        area, _, line = _draw_roc(ax, id_s, ood_s, color=colour, lw=1.6)
+        line.set_label(f"{label}: {area:.1f}")
     ax.legend(
         title="AUROC",
         loc="upper center",
@@ -83,25 +78,100 @@ def _roc_panel(ax: Any, name: str, curves: list[tuple[str, str, tuple]]) -> None
     )
 
 
+def _roc_axes(ax: Any, name: str) -> None:
+    """An empty ROC panel: chance diagonal, the 95% TPR line, labelled axes."""
+    ax.plot([0, 1], [0, 1], ls=":", lw=0.8, color="grey")
+    ax.axhline(0.95, ls="--", lw=0.6, color="grey")
+    ax.set(title=name, xlim=LIMITS, ylim=LIMITS, aspect="equal")
+    ax.set_xlabel("FPR (ID flagged as OOD)")
+    ax.set_ylabel("TPR (OOD detected)")
+
+
+def _draw_roc(ax: Any, id_s: np.ndarray, ood_s: np.ndarray, **style: Any) -> tuple:
+    """One ROC curve and its FPR95 dot on ``ax``: (AUROC in %, FPR95 in %, the curve)."""
+    fpr, tpr = roc_curve(id_s, ood_s)
+    tps, fps = binary_curve(id_s, ood_s)
+    area, fpr95 = 100 * auroc(tps, fps), fpr_at_recall(tps, fps)
+    (line,) = ax.plot(fpr, tpr, clip_on=False, **style)
+    ax.plot([fpr95], [0.95], "o", ms=4, clip_on=False, color=style.get("color"))
+    return area, fpr95, line
+
+
+#: 10 well-separated colours (tab10), then line styles: each detector its own (colour, style)
+#: pair, and a marker of its own, so that curves stay apart in print and for colour-blind eyes
+STYLE_COLOURS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
+STYLE_LINES = ("-", "--", ":", "-.")
+STYLE_MARKERS = "osD^vP*Xh<>p8dH"
+
+
+def detector_style(i: int) -> dict[str, Any]:
+    """Matplotlib line style of the ``i``-th detector (the same in every figure)."""
+    n = len(STYLE_COLOURS)
+    return {
+        "color": STYLE_COLOURS[i % n],
+        "ls": STYLE_LINES[(i // n) % len(STYLE_LINES)],
+        "marker": STYLE_MARKERS[i % len(STYLE_MARKERS)],
+        "markevery": ((i % 7) * 0.017, 0.12),  # spaced along the curve, staggered
+        "ms": 4.5,
+        "lw": 1.5,
+        "mfc": "white",
+        "mew": 1.1,
+    }
+
+
 def detectors_figure(title: str, sets: list[str], curves: dict[str, dict]) -> Figure:
-    """One panel per OOD set comparing every detector's ROC curve (one training, one seed)."""
-    from matplotlib import colormaps
+    """One panel per OOD set comparing every detector's ROC curve (one training, one seed).
+
+    One legend for the whole figure, under the panels: a table with a row per detector (best
+    mean AUROC first) and its AUROC on every OOD set, so no legend covers a panel.
+    """
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     rows, cols = _grid(len(sets))
-    extra = 0.22 * len(curves)  # room for the legend under each panel
-    fig = Figure(figsize=(4.2 * cols, (4.0 + extra) * rows + 0.6), layout="constrained")
+    legend_in = 0.19 * (len(curves) + 1) + 0.5
+    fig = Figure(figsize=(max(4.2 * cols, 7.0), 4.1 * rows + legend_in + 0.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    palette = colormaps["tab20"] if len(curves) > 10 else colormaps["tab10"]
+    areas: dict[str, dict[str, float]] = {det: {} for det in curves}
+    styles = {det: detector_style(i) for i, det in enumerate(curves)}
     for ax, name in zip(axes, sets, strict=False):
-        panel = [
-            (det, palette(i), scores[name])
-            for i, (det, scores) in enumerate(curves.items())
-            if name in scores
-        ]
-        _roc_panel(ax, name, panel)
+        _roc_axes(ax, name)
+        for det, scores in curves.items():
+            if name in scores:
+                areas[det][name] = _draw_roc(ax, *scores[name], **styles[det])[0]
     for ax in axes[len(sets) :]:
         ax.set_visible(False)
+    widths = [max(6, len(s)) for s in sets]
+    first = max(len("detector"), *(len(d) for d in curves))
+
+    def row(name: str, values: list[str]) -> str:
+        cells = "".join(f"  {v:>{w}}" for v, w in zip(values, widths + [5], strict=True))
+        return f"{name:<{first}}{cells}"
+
+    def mean(det: str) -> float:
+        return float(np.mean(list(areas[det].values()))) if areas[det] else float("nan")
+
+    ranked = sorted(curves, key=lambda d: -mean(d) if mean(d) == mean(d) else np.inf)
+    handles = [Line2D([], [], alpha=0)]
+    labels = [row("detector", [*sets, "mean"])]
+    for det in ranked:
+        style = {k: v for k, v in styles[det].items() if k != "markevery"}
+        handles.append(Line2D([], [], **style))
+        values = [f"{areas[det][s]:.1f}" if s in areas[det] else "-" for s in sets]
+        labels.append(row(det, [*values, f"{mean(det):.1f}"]))
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        title="AUROC per OOD set (best mean first)",
+        prop={"family": "monospace", "size": "small"},
+        title_fontsize="small",
+        frameon=False,
+        handlelength=3.2,
+    )
     fig.suptitle(f"{title}\ndetectors compared per OOD set (dot: FPR at 95% TPR)")
     return fig
 
@@ -159,7 +229,97 @@ def _side(label: str, training: str, arrays: list[ScoreArray], detector: str) ->
 def save_png(fig: Figure, path: Path) -> None:
     """Write ``fig`` to ``path`` as PNG, whole or not at all and never through a symbolic link
     (one planted in the folder during the command is replaced, its target left alone)."""
-    atomic_write_file(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
+    atomic_write_file(path, lambda fh: fig.savefig(fh, format="png", dpi=DPI))
+
+
+def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
+    """``fig`` as PNG bytes (for a page that carries its figures inline)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def comparison_sides(
+    arrays: dict[str, list[ScoreArray]],
+    cell_of: dict[str, str],
+    base: str | None,
+    oe: str | None,
+    detector: str,
+) -> tuple[list[str], list[Side]]:
+    """The OOD sets both sides share and the sides (no OE, OE) of one detector's figures;
+    ``cell_of`` maps each training to its cell (one seed)."""
+    sides = []
+    if base is not None:
+        sides.append(_side("no OE", base, arrays[cell_of[base]], detector))
+    if oe is not None:
+        sides.append(_side("OE", oe, arrays[cell_of[oe]], detector))
+    sets = [s for s in sides[0][2] if all(s in side[2] for side in sides)]
+    return sets, sides
+
+
+def detector_curves(
+    part: pd.DataFrame, arrays: dict[str, list[ScoreArray]], training: str
+) -> tuple[list[str], dict[str, dict]]:
+    """The OOD sets and every detector's per-set scores of one training and seed (``part``:
+    its ``mean`` rows, one per detector), for ``detectors_figure``."""
+    curves = {}
+    for det, cell in zip(part.detector, part.cell, strict=True):
+        curves[det] = _side("", training, arrays[cell], det)[2]
+    sets = list(dict.fromkeys(s for scores in curves.values() for s in scores))
+    return sets, curves
+
+
+def heatmap_figure(
+    title: str,
+    detectors: list[str],
+    sets: list[str],
+    panels: list[tuple[str, np.ndarray, bool]],
+    metric: str = "auroc",
+) -> Figure:
+    """Detectors (rows) × OOD sets (columns), one panel per ``(label, values, is_delta)``:
+    values on a fixed 0-100 scale (bright = better), differences on a diverging scale
+    (green = better), every cell annotated."""
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.figure import Figure
+
+    from oebench.metrics import LOWER_IS_BETTER
+    from oebench.record.schema import LABELS
+
+    lower = metric in LOWER_IS_BETTER
+    labels_in = 0.075 * max(len(d) for d in detectors)  # room for the detector names
+    width, height = 0.5 * len(sets) + labels_in + 1.1, 0.3 * len(detectors) + 1.7
+    rows, cols = _grid(len(panels), max(1, int(13.5 // width)))  # as many as fit 13.5 in
+    wide = max(width * cols, 0.11 * len(title) + 0.5)  # the title is never cut
+    fig = Figure(figsize=(wide, height * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (label, values, is_delta) in zip(axes, panels, strict=False):
+        if is_delta:
+            finite = np.abs(values[np.isfinite(values)])
+            span = max(float(finite.max()) if finite.size else 1.0, 1.0)
+            cmap = "RdYlGn_r" if lower else "RdYlGn"
+            image = ax.imshow(values, cmap=cmap, norm=TwoSlopeNorm(0, -span, span), aspect="auto")
+            text = "{:+.1f}"
+        else:
+            cmap = "viridis_r" if lower else "viridis"
+            image = ax.imshow(values, cmap=cmap, vmin=0, vmax=100, aspect="auto")
+            text = "{:.1f}"
+        for (r, c), v in np.ndenumerate(values):
+            if v == v:
+                shade = np.asarray(image.cmap(image.norm(v))[:3]) @ (0.299, 0.587, 0.114)
+                ax.text(c, r, text.format(v), ha="center", va="center", fontsize=7.5,
+                        color="black" if shade > 0.55 else "white")  # fmt: skip
+        ax.set_xticks(range(len(sets)), sets, rotation=40, ha="right", rotation_mode="anchor")
+        ax.set_yticks(range(len(detectors)), detectors)
+        ax.tick_params(length=0)
+        ax.set_title(label, fontsize="medium")
+        fig.colorbar(image, ax=ax, shrink=0.8, pad=0.02)
+    arrow = "↓" if lower else "↑"
+    fig.suptitle(f"{title}\n{LABELS.get(metric, metric)}{arrow} per detector and OOD set")
+    return fig
 
 
 def safe_name(*parts: Any) -> str:
@@ -189,12 +349,7 @@ def plot_results(
         base, others = split_trainings(part)
         cell_of = dict(zip(part.training, part.cell, strict=True))
         for oe in others or [None]:
-            sides = []
-            if base is not None:
-                sides.append(_side("no OE", base, arrays[cell_of[base]], det))
-            if oe is not None:
-                sides.append(_side("OE", oe, arrays[cell_of[oe]], det))
-            sets = [s for s in sides[0][2] if all(s in side[2] for side in sides)]
+            sets, sides = comparison_sides(arrays, cell_of, base, oe, det)
             title = f"{bench} · {id_ds} · {model} · {det} · seed {seed}"
             stem = safe_name(bench, id_ds, model, det, f"seed{seed}", *([oe] if oe else []))
             for kind in kinds:
@@ -214,10 +369,7 @@ def _detector_figures(
     written = []
     keys = ["benchmark", "id_dataset", "model", "training", "seed"]
     for (bench, id_ds, model, training, seed), part in means.groupby(keys, sort=False):
-        curves = {}
-        for det, cell in zip(part.detector, part.cell, strict=True):
-            curves[det] = _side("", training, arrays[cell], det)[2]
-        sets = list(dict.fromkeys(s for scores in curves.values() for s in scores))
+        sets, curves = detector_curves(part, arrays, training)
         title = f"{bench} · {id_ds} · {model} · {training} · seed {seed}"
         path = out / f"{safe_name(bench, id_ds, model, training, f'seed{seed}')}_detectors.png"
         save_png(detectors_figure(title, sets, curves), path)

@@ -49,7 +49,15 @@ def render(
 
         print_fitted(console, build, metrics, _caption(sub, part, base, oe, intervals is not None))
         console.print()
-        _render_per_set(console, sub, id_ds, model, base, oe, detail or part.detector.iloc[0])
+        where = f"{bench} · " if _is_version(sub) else ""  # which version group, when several
+        detector = detail or part.detector.iloc[0]
+        _render_per_set(console, sub, id_ds, model, base, oe, detector, where)
+
+
+def _is_version(df: pd.DataFrame) -> bool:
+    """Whether ``df``'s benchmark label names one of several version groups
+    (``quickstart[lam=1]``; ``oebench.report.versions``)."""
+    return "benchmark_name" in df and bool((df.benchmark != df.benchmark_name).any())
 
 
 def _caption(sub: pd.DataFrame, part: pd.DataFrame, base: str | None, oe: str, has_ci: bool) -> str:
@@ -130,14 +138,15 @@ def _comparison_table(
     labels: dict[str, str] = LABELS,
 ) -> Any:
     """A rich table: one row per comparison row, ``metrics`` without OE, with OE and Δ."""
+    from rich.markup import escape
     from rich.table import Table
 
     has_oe = bool(part.oe_training.astype(bool).any())
-    t = Table(title=title, title_style="bold", caption_justify="left")
+    t = Table(title=escape(title), title_style="bold", caption_justify="left")
     t.add_column(first, overflow="fold")
     _metric_columns(t, metrics, has_oe, labels)
     for name, (_, r) in zip(names, part.iterrows(), strict=True):
-        cells = [str(name)]
+        cells = [escape(str(name))]
         for m in metrics:
             cells.append(value_cell(r, m, "baseline", sep))
             if has_oe:
@@ -154,6 +163,7 @@ def print_fitted(
 ) -> None:
     """Print ``build(metrics, sep)``; when it is wider than the console, stack it as several
     tables with fewer metrics each, and intervals under their values: numbers are never cut."""
+    from rich.markup import escape
     from rich.measure import Measurement
 
     def width(ms: tuple[str, ...], sep: str) -> int:
@@ -172,7 +182,7 @@ def print_fitted(
         if i:
             table.title = None
         if i == len(chunks) - 1:
-            table.caption = caption or None
+            table.caption = escape(caption) if caption else None  # names are not markup
         console.print(table)
 
 
@@ -196,6 +206,7 @@ def _render_per_set(
     base: str | None,
     oe: str,
     detector: str,
+    where: str = "",
 ) -> None:
     sub = df[(df.id_dataset == id_ds) & (df.model == model) & (df.detector == detector)]
     per = comparison(sub, ("auroc", "fpr95"), ood="*")
@@ -203,7 +214,7 @@ def _render_per_set(
     order = {name: i for i, name in enumerate(dict.fromkeys(sub.ood_dataset))}
     order["mean"] = len(order)
     per = per.sort_values("ood_dataset", key=lambda col: col.map(order))
-    title = f"{id_ds} · {model} · {detector}: per OOD set"
+    title = f"{where}{id_ds} · {model} · {detector}: per OOD set"
     seeds = int(sub.seed.nunique())
 
     def build(ms: tuple[str, ...], sep: str) -> Any:
@@ -231,12 +242,14 @@ def render_wide(
                 continue
             _print_table(console, sub, wide, metric, ood, f"{bench} · {id_ds} · {model}")
         best = wide_comparison(sub, metrics, sort=sort or metrics[0]).detector.iloc[0]
-        _print_per_set(console, sub, detail or best, metrics[0], f"{id_ds} · {model}")
+        where = f"{bench} · " if _is_version(sub) else ""
+        _print_per_set(console, sub, detail or best, metrics[0], f"{where}{id_ds} · {model}")
 
 
 def _print_table(
     console: Console, sub: pd.DataFrame, wide: pd.DataFrame, metric: str, ood: str, where: str
 ) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     trainings = trainings_of(wide)
@@ -244,22 +257,25 @@ def _print_table(
     n_sets = sub.ood_dataset[~sub.ood_dataset.map(is_summary)].nunique()
     what = f"mean over {n_sets} OOD sets" if ood == "mean" else f"{ood.split(':', 1)[1]}-OOD mean"
     t = Table(
-        title=f"{where} · {_labels(sub)[metric]}{arrow} ({what}): {trainings[0]} vs "
-        f"{len(trainings) - 1} trainings, Δ to {trainings[0]}",
+        title=escape(
+            f"{where} · {_labels(sub)[metric]}{arrow} ({what}): {trainings[0]} vs "
+            f"{len(trainings) - 1} trainings, Δ to {trainings[0]}"
+        ),
         title_style="bold",
         caption_justify="left",
     )
     t.add_column("detector")
     for i, name in enumerate(trainings):
         t.add_column(
-            name + ("\n(baseline)" if i == 0 and name != "baseline" else ""), justify="right"
+            escape(name) + ("\n(baseline)" if i == 0 and name != "baseline" else ""),
+            justify="right",
         )
     for _, r in wide.iterrows():
-        t.add_row(r.detector, *[wide_cell(r, metric, tr, markup=True) for tr in trainings])
+        t.add_row(escape(r.detector), *[wide_cell(r, metric, tr, markup=True) for tr in trainings])
     first = wide.iloc[0]
     acc = ", ".join(f"{tr} {first[col('id_accuracy', tr)]:.2f}%" for tr in trainings)
     protocol = sub.protocol.iloc[0] if "protocol" in sub else "full"
-    t.caption = (
+    t.caption = escape(
         f"{int(sub.seed.nunique())} seed(s) (± = std over seeds); protocol {protocol}. "
         f"ID accuracy: {acc}.\n{CONVENTION}."
     )
@@ -271,6 +287,7 @@ def _print_per_set(
     console: Console, sub: pd.DataFrame, detector: str, metric: str, where: str
 ) -> None:
     """Rows: OOD sets, then group means and the overall mean; columns: trainings."""
+    from rich.markup import escape
     from rich.table import Table
 
     part = sub[sub.detector == detector]
@@ -279,7 +296,7 @@ def _print_per_set(
     order.append("mean")
     arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
     t = Table(
-        title=f"{where} · {detector}: {_labels(sub)[metric]}{arrow} per OOD set",
+        title=escape(f"{where} · {detector}: {_labels(sub)[metric]}{arrow} per OOD set"),
         title_style="bold",
     )
     t.add_column("OOD set")
@@ -292,8 +309,8 @@ def _print_per_set(
         trainings = trainings or trainings_of(wide)
         rows.append((ood, wide.iloc[0]))
     for name in trainings:
-        t.add_column(name, justify="right")
+        t.add_column(escape(name), justify="right")
     for ood, r in rows:
-        t.add_row(ood, *[wide_cell(r, metric, tr, markup=True) for tr in trainings])
+        t.add_row(escape(ood), *[wide_cell(r, metric, tr, markup=True) for tr in trainings])
     console.print(t)
     console.print()

@@ -22,10 +22,13 @@ from oebench.record.schema import COORDINATES, GROUP_COLUMNS
 from oebench.record.store import ResultStore
 from oebench.report.groups import with_group_means
 from oebench.report.tables import SHOWN, comparison, results_frame, sort_results, split_trainings
+from oebench.report.versions import with_versions
 from oebench.report.wide import wide_comparison
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from oebench.core.progress import Progress
 
 Filter = str | int | Iterable[str | int] | None
 #: filter name -> what it is called in messages
@@ -68,9 +71,13 @@ def select(df: pd.DataFrame, filters: dict[str, Filter], where: Path) -> pd.Data
             continue
         column = df[name].astype(str)
         available = sorted(set(column), key=lambda v: (len(v), v) if name == "seed" else (0, v))
-        hits = column.map(lambda v, w=wanted: any(fnmatch.fnmatchcase(v, p) for p in w))
+        hits = column.map(lambda v, w=wanted: any(_matches(v, p) for p in w))
+        if name == "benchmark" and "benchmark_name" in df.columns:  # a name or a version label
+            names = df.benchmark_name.astype(str)
+            hits |= names.map(lambda v, w=wanted: any(_matches(v, p) for p in w))
+            available = sorted(set(available) | set(names))
         for p in wanted:
-            if not any(fnmatch.fnmatchcase(v, p) for v in available):
+            if not any(_matches(v, p) for v in available):
                 raise _no_match(FILTERS[name], p, available, where)
         keep = hits if keep is None else keep & hits
     if keep is None:
@@ -82,8 +89,14 @@ def select(df: pd.DataFrame, filters: dict[str, Filter], where: Path) -> pd.Data
     return chosen
 
 
+def _matches(value: str, pattern: str) -> bool:
+    """A wildcard match, or the value itself (``quickstart[lam=1]`` is no character class)."""
+    return value == pattern or fnmatch.fnmatchcase(value, pattern)
+
+
 def newest(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per result coordinate: the most recently stored when cells overlap."""
+    """One row per result coordinate: the most recently stored when cells overlap (the
+    ``benchmark`` coordinate names the version group, ``oebench.report.versions``)."""
     return df.sort_values("stored_order", kind="mergesort").drop_duplicates(
         list(COORDINATES), keep="last"
     )
@@ -96,7 +109,9 @@ def stored_results(store: ResultStore, **filters: Filter) -> pd.DataFrame:
     rows = store.rows()
     if not rows:
         raise UserError(f"results store {store.path} holds no results yet: run `oebench run`")
-    df = sort_results(newest(select(pd.DataFrame(rows), filters, store.path)))
+    df = pd.DataFrame(rows)
+    df = with_versions(df, store.configs(df.cell.unique()))  # one model per table column
+    df = sort_results(newest(select(df, filters, store.path)))
     df = with_group_means(
         df, stored_groups(store, df)
     )  # near-/far-OOD means (oebench.report.groups)
@@ -163,12 +178,15 @@ def intervals(
     seed: int = 0,
     level: float = 0.95,
     progress: Callable[[int], None] | None = None,
+    bars: Progress | None = None,
 ) -> pd.DataFrame:
     """Bootstrap intervals of AUROC and FPR95 (mean over OOD sets and seeds) per training.
 
     Keyed by benchmark, id_dataset, model, detector and training, like ``comparison``'s
     groups. Seeds share replicate indices: replicate b of the aggregate is the mean over seeds
-    of replicate b of each seed's cell.
+    of replicate b of each seed's cell. ``progress(1)`` is called after each cell's
+    replicates; ``bars`` gets two bars over every resample instead (the intervals, then the
+    paired Δ intervals).
     """
     import numpy as np
     import pandas as pd
@@ -180,6 +198,7 @@ def intervals(
     keys = [*GROUP_COLUMNS, "training"]
     records = []
     damaged = store.damaged(means.cell.unique())  # reported by name; those get no interval
+    steps = bars.start("bootstrap intervals", resamples * len(means)) if bars is not None else None
     for values, part in means.groupby(keys, sort=False):
         if any((c, d) in damaged for c, d in zip(part.cell, part.detector, strict=True)):
             continue
@@ -190,7 +209,8 @@ def intervals(
             if not ids:
                 raise UserError(f"cell {cell} has no stored per-sample scores for {detector!r}")
             oods = [a.scores for a in found if a.is_ood]
-            per_seed.append(replicates(ids[0], oods, resamples, rng_for(seed, cell, detector)))
+            rng = rng_for(seed, cell, detector)
+            per_seed.append(replicates(ids[0], oods, resamples, rng, progress=steps))
             if progress is not None:
                 progress(1)
         reps = np.mean(per_seed, axis=0)
@@ -200,7 +220,7 @@ def intervals(
         records.append(record)
     bounds = [f"{m}_ci_{side}" for m in CI_METRICS for side in ("low", "high")]
     bands = pd.DataFrame(records, columns=keys + bounds)
-    deltas = delta_intervals(means, arrays, damaged, resamples, seed, level)
+    deltas = delta_intervals(means, arrays, damaged, resamples, seed, level, bars)
     return bands.merge(deltas, on=keys, how="left") if len(deltas) else bands
 
 
@@ -211,10 +231,11 @@ def delta_intervals(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    bars: Progress | None = None,
 ) -> pd.DataFrame:
     """Paired bootstrap intervals of Δ = training − baseline (``auroc_delta_ci_low``, ...),
     on the rows of each non-baseline training: both models resampled on the same test
-    samples of the same seed, replicates averaged over seeds."""
+    samples of the same seed, replicates averaged over seeds (``bars``: a bar over them)."""
     import numpy as np
     import pandas as pd
 
@@ -223,30 +244,35 @@ def delta_intervals(
     base, others = split_trainings(means)
     keys = list(GROUP_COLUMNS)
     records = []
+    jobs = []
     for values, part in means.groupby(keys, sort=False):
         cells = {(t, s): c for t, s, c in zip(part.training, part.seed, part.cell, strict=True)}
         for oe in others:
             seeds = [s for (t, s) in cells if t == oe and (base, s) in cells]
             pairs = [(cells[(base, s)], cells[(oe, s)]) for s in seeds]
-            if not pairs or any((c, values[3]) in damaged for pair in pairs for c in pair):
-                continue
-            reps = np.mean(
-                [
-                    paired_delta_replicates(
-                        _scores(arrays, a, values[3]),
-                        _scores(arrays, b, values[3]),
-                        resamples,
-                        rng_for(seed, a, b, values[3]),
-                    )
-                    for a, b in pairs
-                ],
-                axis=0,
-            )
-            record = {**dict(zip(keys, values, strict=True)), "training": oe}
-            for i, m in enumerate(CI_METRICS):
-                bounds = interval(reps[:, i], level)
-                record[f"{m}_delta_ci_low"], record[f"{m}_delta_ci_high"] = bounds
-            records.append(record)
+            if pairs and not any((c, values[3]) in damaged for pair in pairs for c in pair):
+                jobs.append((values, oe, pairs))
+    total = resamples * sum(len(pairs) for _, _, pairs in jobs)
+    steps = bars.start("paired Δ intervals", total) if bars is not None and jobs else None
+    for values, oe, pairs in jobs:
+        reps = np.mean(
+            [
+                paired_delta_replicates(
+                    _scores(arrays, a, values[3]),
+                    _scores(arrays, b, values[3]),
+                    resamples,
+                    rng_for(seed, a, b, values[3]),
+                    progress=steps,
+                )
+                for a, b in pairs
+            ],
+            axis=0,
+        )
+        record = {**dict(zip(keys, values, strict=True)), "training": oe}
+        for i, m in enumerate(CI_METRICS):
+            bounds = interval(reps[:, i], level)
+            record[f"{m}_delta_ci_low"], record[f"{m}_delta_ci_high"] = bounds
+        records.append(record)
     return pd.DataFrame(records)
 
 

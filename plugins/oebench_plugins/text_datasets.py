@@ -23,8 +23,15 @@ ID_CATEGORIES = ["computers", "politics", "startrek", "songs-poems"]
 LICENSE_FILES = ["Apache-2.0", "Artistic", "GFDL-1.3", "GPL-3", "LGPL-3", "MPL-2.0"]
 
 
-def _require(paths: list[Path], package: str) -> list[Path]:
+def _require(
+    paths: list[Path], package: str, root: str = "", default: Path = FORTUNES
+) -> list[Path]:
     missing = [str(p) for p in paths if not p.is_file()]
+    if missing and root and Path(root) != default and not Path(root).expanduser().is_dir():
+        raise oebench.DataNotFoundError(  # a folder the user named: never the package's hint
+            f"{package} texts not found: root = {root!r} is not a folder; give the folder "
+            f"that holds the files, or leave 'root' out for {default}"
+        )
     if missing:
         raise oebench.DataNotFoundError(
             f"{', '.join(missing[:3])} not found: install Debian's {package} package "
@@ -77,7 +84,7 @@ class Fortunes(TextSource):
         return len(self.categories)
 
     def files(self) -> list[Path]:
-        return _require([Path(self.root) / c for c in self.categories], "fortunes")
+        return _require([Path(self.root) / c for c in self.categories], "fortunes", self.root)
 
     def texts(self, split: str, seed: int = 0) -> tuple[list[str], list[int]]:
         texts, labels = [], []
@@ -101,7 +108,7 @@ class FortuneTexts(TextSource):
         self.categories, self.root = list(categories), root
 
     def files(self) -> list[Path]:
-        return _require([Path(self.root) / c for c in self.categories], "fortunes")
+        return _require([Path(self.root) / c for c in self.categories], "fortunes", self.root)
 
     def texts(self, split: str, seed: int = 0) -> tuple[list[str], None]:
         return [e for c in self.categories for e in read_fortunes(Path(self.root) / c)], None
@@ -116,7 +123,9 @@ class LicenseText(TextSource):
         self.names, self.root = list(files or LICENSE_FILES), root
 
     def files(self) -> list[Path]:
-        return _require([Path(self.root) / n for n in self.names], "base-files")
+        return _require(
+            [Path(self.root) / n for n in self.names], "base-files", self.root, LICENSES
+        )
 
     def texts(self, split: str, seed: int = 0) -> tuple[list[str], None]:
         seen, texts = set(), []

@@ -53,7 +53,7 @@ def test_outlier_sampling_is_checked_when_parsed():
         ("ntom", "must be a table"),
         ({"name": "ntom", "quantile": 1}, "quantile must be in"),
         ({"name": "ntom", "score": "knn"}, "score must be one of"),
-        ({"name": "random", "pool": 3}, "has no option"),
+        ({"name": "random", "pool": 3}, r"has unknown key\(s\) pool; allowed keys: name"),
     ]:
         with pytest.raises(UserError, match=message):
             check_sampling(bad, "t")

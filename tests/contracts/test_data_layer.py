@@ -61,6 +61,7 @@ def test_search_order_explicit_root_then_data_root_then_system(tmp_path, isolate
     for d in (isolated / "sub", system):
         d.mkdir(parents=True)
         (d / "a.bin").write_bytes(b"x")
+    explicit.mkdir()  # a root that exists but lacks the files: the next places are searched
     assert (
         find_dir("X", ["a.bin"], subdir="sub", root=explicit, system=[system]) == isolated / "sub"
     )

@@ -64,7 +64,7 @@ def test_bars_for_training_forward_passes_and_detectors(tmp_path):
     bench = parse_benchmark(small(tmp_path, '["msp", "energy"]').read_text(), "small.toml")
     progress = Recorder()
     run_here(Runner(bench, device="cpu", progress=progress, use_cache=False))
-    train = progress.bars["train small-cnn on mnist-5k [baseline, seed 0]"]
+    train = progress.bars["train baseline · seed 0 · small-cnn on mnist-5k"]
     assert train["total"] == train["done"] == 4  # 256 / 64 steps, one epoch
     assert train["status"] and all(s.startswith("loss ") for s in train["status"])
     assert "train acc" in train["status"][-1]
@@ -148,3 +148,60 @@ def test_hf_progress_bars_are_silenced_inside_ours(monkeypatch):
         assert os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] == "1"
         assert not datasets.is_progress_bar_enabled()
     datasets.enable_progress_bars()
+
+
+def _rendered(width, rows, activity=None):
+    """The bar lines RichProgress draws at ``width`` columns for ``rows`` of
+    (description, total, done, status), with an optional activity line."""
+    import contextlib
+
+    from rich.console import Console
+
+    from oebench.core.progress import RichProgress
+
+    console = Console(width=width, record=True, color_system=None, force_terminal=True)
+    progress = RichProgress(console)
+    for description, total, done, status in rows:
+        progress.start(description, total)(done, status)
+    with progress.activity(activity) if activity else contextlib.nullcontext():
+        for part in progress._bar.get_renderables():  # what the live display draws
+            console.print(part)
+    return console.export_text().splitlines()
+
+
+def test_bars_fit_80_columns_cutting_the_description_first_and_keeping_the_eta():
+    rows = [
+        ("benchmark quickstart", 2, 1, "running oe / seed 0"),
+        ("train oe · seed 0 · small-cnn on mnist-5k", 256, 27, "loss 1.394, train acc 63.5%"),
+        ("odin: scoring textures", 3, 1, ""),
+    ]
+    lines = _rendered(80, rows, activity="checking the sizes of the data: photo-crops")
+    assert len(lines) == 4 and all(len(line) <= 80 for line in lines)
+    train = lines[1]
+    assert " 27/256 " in train and "-:--:--" in train  # counts and ETA whole
+    assert train.startswith("train oe · seed 0 · ") and "…" in train  # cut at its end
+    assert "loss 1.394, train acc 63.5%" in train  # the status is cut after the description
+    assert " 1/2 " in lines[0] and "running oe / seed 0" in lines[0]
+    assert "checking the sizes of the data" in lines[3] and "0:00:00" in lines[3]  # its time
+    wide = _rendered(160, rows)
+    assert "train oe · seed 0 · small-cnn on mnist-5k" in wide[1]  # nothing cut when it fits
+    assert wide[1].count("0:00:00") == 1 and "-:--:--" in wide[1]  # elapsed time and ETA
+
+
+def test_track_reports_each_item_once_it_is_done_to_the_running_benchmark():
+    import oebench.api
+    from oebench.core.progress import reporting_to
+
+    seen = []
+
+    class Steps(Progress):
+        def start(self, description, total):
+            seen.append(("start", description, total))
+            return lambda steps=1, status="": seen.append(("done", steps))
+
+    assert list(oebench.api.track([1, 2], "outside a run")) == [1, 2]  # nothing shown
+    with reporting_to(Steps()):
+        for item in oebench.api.track(["a", "b"], "my loop"):
+            seen.append(("item", item))
+    assert seen == [("start", "my loop", 2), ("item", "a"), ("done", 1), ("item", "b"),
+                    ("done", 1)]  # fmt: skip

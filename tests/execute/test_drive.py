@@ -127,12 +127,14 @@ def test_skipped_cells_are_not_executed_but_counted_in_the_progress():
     assert [key for key, _ in seen] == ["baseline-1", "oe-1"]
     bar = worker.events[worker.events.index(("start", "benchmark drive", 4)) :]
     assert bar[1] == ("advance", 2, "")  # the stored cells, at once
-    assert bar[2:] == [
+    assert bar[2:] == [  # the bar names the task that runs next, not the one that ended
+        ("advance", 0, "training baseline / seed 1"),
         ("execute", "baseline-1/train"),
+        ("advance", 0, "running baseline / seed 1"),
         ("execute", "baseline-1"),
-        ("advance", 1, "mnist-5k / small-cnn / baseline / seed 1"),
+        ("advance", 1, "running oe / seed 1"),
         ("execute", "oe-1"),
-        ("advance", 1, "mnist-5k / small-cnn / oe / seed 1"),
+        ("advance", 1, "done"),
     ]
 
 
@@ -227,3 +229,16 @@ def test_run_here_gives_the_rows_in_plan_order_and_the_score_arrays():
     assert sunk == [("oe-1", "id", [0.1]), ("oe-1", "faces", [0.9])]
     assert "baseline-0" not in worker.executed()
     assert len(run_here(FakeWorker())) == 4  # no skip: every cell
+
+
+def test_a_cluster_bar_names_the_cells_that_may_run_at_once():
+    from oebench.execute.drive import Executor, _Running
+
+    worker = FakeWorker()
+    tasks = worker.plan().tasks
+    ready = Executor().running(tasks, done=set())  # the two seeds' baseline trainings
+    assert [t.key for t in ready] == ["baseline-0/train", "baseline-1/train"]
+    assert _Running(tasks)(ready) == "training baseline / seed 0 (+1)"
+    after = Executor().running(tasks, done={"baseline-0/train"})
+    assert [t.key for t in after] == ["baseline-0", "oe-0", "baseline-1/train"]
+    assert LocalExecutor().running(tasks, done={"baseline-0/train"}) == after[:1]

@@ -19,6 +19,7 @@ from oebench.core.files import CACHE_MARKER
 from oebench.execute.checkpoints import CheckpointCache
 from oebench.keys.weights import WeightNotes
 from oebench.record.store import ResultStore, ScoreArray, StoreError, encode_scores
+from oebench.record.tables import SCHEMA_VERSION
 from oebench.report.results import load_results
 
 
@@ -318,6 +319,7 @@ def make_schema_2(path: Path) -> None:
     """A store as oebench wrote it before cells had checksums."""
     two_cells(path)
     conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE cells DROP COLUMN platform")  # schema 4's
     conn.execute("ALTER TABLE cells DROP COLUMN checksum")
     conn.execute("PRAGMA user_version = 2")
     conn.commit()
@@ -333,7 +335,7 @@ def test_damaged_state_a_schema_2_store_is_upgraded_and_served_with_one_note(tmp
     err = lines(capfd.readouterr().err)
     assert len(err) == 1 and "served unverified" in err[0]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("SELECT count(*) FROM cells WHERE checksum IS NULL").fetchone()[0] == 2
     conn.close()
     code, out, _ = invoke("store", "check", "--store", str(path))

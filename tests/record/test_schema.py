@@ -9,6 +9,7 @@ import pandas as pd
 from oebench.metrics import METRICS
 from oebench.record import schema as columns
 from oebench.record.store import ResultStore
+from oebench.record.tables import CELL_TABLE_TYPES
 from oebench.report.tables import results_frame
 
 
@@ -21,7 +22,8 @@ def test_metric_and_std_columns_follow_the_metrics():
 def test_row_and_cell_columns_in_order_with_types():
     assert columns.ROW_COLUMNS[:3] == ("detector", "ood_dataset", "row_index")
     assert columns.ROW_COLUMNS[-len(columns.EXTRA_ROW_COLUMNS) :] == columns.EXTRA_ROW_COLUMNS
-    assert columns.CELL_COLUMNS[-2:] == columns.EXTRA_CELL_COLUMNS == ("recall", "fpr_rule")
+    assert columns.CELL_COLUMNS[-3:-1] == columns.EXTRA_CELL_COLUMNS == ("recall", "fpr_rule")
+    assert columns.CELL_COLUMNS[-1:] == columns.PLATFORM_COLUMNS == ("platform",)
     assert columns.ROW_TYPES["auroc"] is float and columns.CELL_TYPES["seed"] is int
     assert set(columns.ROW_COLUMNS) | set(columns.CELL_COLUMNS) >= columns.OPTIONAL
 
@@ -33,7 +35,9 @@ def test_the_store_tables_are_made_from_the_schema_columns(tmp_path):
     tables = ("cells", "results")
     info = {t: {r[1]: r for r in db.execute(f"PRAGMA table_info({t})")} for t in tables}
     db.close()
-    assert list(info["cells"]) == [*columns.CELL_COLUMNS, *columns.STORE_CELL_TYPES]
+    assert list(info["cells"]) == list(CELL_TABLE_TYPES)  # as an upgraded store has them
+    assert set(CELL_TABLE_TYPES) == {*columns.CELL_COLUMNS, *columns.STORE_CELL_TYPES}
+    assert list(CELL_TABLE_TYPES)[-2:] == ["checksum", "platform"]  # schema 3's, then 4's
     assert list(info["results"]) == ["cell", *columns.ROW_COLUMNS]
     sql = {str: "TEXT", int: "INTEGER", bool: "INTEGER", float: "REAL"}
     for table, types in (("cells", columns.CELL_TYPES), ("results", columns.ROW_TYPES)):

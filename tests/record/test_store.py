@@ -155,6 +155,7 @@ def test_a_schema_1_store_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
     ResultStore(path).close()
     conn = sqlite3.connect(path)
     conn.execute("INSERT INTO benchmarks VALUES ('d', 'b', 'text')")
+    conn.execute("ALTER TABLE cells DROP COLUMN platform")  # schema 4's
     conn.execute("ALTER TABLE cells DROP COLUMN checksum")  # schema 3's, after schema 2's
     for column in EXTRA_CELL_COLUMNS:
         conn.execute(f"ALTER TABLE cells DROP COLUMN {column}")

@@ -380,3 +380,44 @@ def test_paired_delta_replicates_match_scikit_learn_on_the_same_samples():
         assert reps[b, 0] == pytest.approx(100 * (auc_b - auc_a), abs=1e-9)
     same = paired_delta_replicates((ids_a, oods_a), (ids_a, oods_a), 20, rng_for(1, "y"))
     assert not same.any()  # a model against itself: every paired difference is exactly 0
+
+
+def test_bootstrap_reports_progress_over_its_resamples():
+    from oebench.report.bootstrap import paired_delta_replicates
+
+    rng = np.random.default_rng(0)
+    ids, oods = rng.normal(0, 1, 200), [rng.normal(1, 1, 100), rng.normal(2, 1, 50)]
+    told: list[int] = []
+    reps = replicates(ids, oods, 120, rng_for(0, "c", "d"), progress=told.append)
+    assert told == [50, 50, 20]  # every 50 resamples, then the rest
+    assert np.array_equal(reps, replicates(ids, oods, 120, rng_for(0, "c", "d")))  # unchanged
+    told.clear()
+    paired_delta_replicates((ids, oods), (ids + 1, oods), 60, rng_for(0, "x"), told.append)
+    assert told == [50, 10]
+
+
+def test_leaderboard_intervals_show_a_bar_over_every_resample(tiny):
+    from oebench.core.progress import Progress
+    from oebench.record.store import ResultStore
+    from oebench.report.results import intervals, stored_results
+
+    class Bars(Progress):
+        def __init__(self):
+            self.bars: dict[str, list] = {}
+
+        def start(self, description, total):
+            self.bars[description] = [total]
+            return lambda steps=1, status="": self.bars[description].append(steps)
+
+    bars = Bars()
+    with ResultStore(tiny["store"], create=False) as store:
+        df = stored_results(store)
+        intervals(store, df, 120, bars=bars)
+    means = int((df.ood_dataset == "mean").sum())  # one per cell and detector
+    total, *steps = bars.bars["bootstrap intervals"]
+    assert total == sum(steps) == 120 * means and max(steps) == 50
+    total, *steps = bars.bars["paired Δ intervals"]  # each OE cell against its baseline
+    assert total == sum(steps) == 120 * means // 2 and max(steps) == 50
+    shown = run_cli("leaderboard", "--store", str(tiny["store"]), "--ci", "--resamples", "20")
+    assert shown.returncode == 0, shown.stderr
+    assert "paired Δ intervals" not in shown.stdout  # the bars are on stderr, not in the table

@@ -84,6 +84,8 @@ def test_rendered_tables_show_the_spread_and_fit(width):
 
 
 def test_roc_curves_at_the_frame_stay_visible_and_legends_do_not_cover_them():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     from oebench.report.plots import detectors_figure
 
     rng = np.random.default_rng(0)
@@ -93,11 +95,14 @@ def test_roc_curves_at_the_frame_stay_visible_and_legends_do_not_cover_them():
         "perfect": {"far": (ids, rng.normal(9, 1, 100))},
     }
     fig = detectors_figure("t", ["far"], curves)
-    fig.canvas.draw()
+    FigureCanvasAgg(fig).draw()  # as savefig draws it: the layout runs
     ax = fig.axes[0]
     assert ax.get_xlim()[0] < 0 and ax.get_xlim()[1] > 1 and ax.get_ylim()[0] < 0
     assert ax.get_xlabel() and ax.get_ylabel()
-    legend = ax.get_legend().get_window_extent()
-    assert legend.y1 <= ax.get_window_extent().y0  # under the axes, not over the curves
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["inverted: 0.0", "perfect: 100.0"]
+    (legend,) = fig.legends  # one for the figure, under the axes, not over the curves
+    assert ax.get_legend() is None
+    assert legend.get_window_extent().y1 <= ax.get_window_extent().y0
+    labels = [t.get_text().split() for t in legend.get_texts()]
+    assert labels == [["detector", "far", "mean"], ["perfect", "100.0", "100.0"]] + [
+        ["inverted", "0.0", "0.0"]
+    ]  # best mean AUROC first
