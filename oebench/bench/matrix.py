@@ -64,6 +64,12 @@ TRAINING_SETTINGS: dict[str, Setting] = {
     "numerics": Setting(("native", "portable"), "native"),
     #: deterministic algorithms (torch, cuDNN, cuBLAS) during the training; keyed where set
     "deterministic": Setting(bool, False),
+    #: how many distinct auxiliary outliers the training may see: a count (int >= 1) or a
+    #: fraction of the source (float in (0, 1]); a fixed subset drawn once per training with
+    #: its seed (oebench.execute.sampling.budget_subset); keyed only where a benchmark sets it
+    "outlier_budget": Setting(Any, optional=True),
+    #: drop the outliers the overlap audit finds in an ID or OOD test set (execute/overlap.py)
+    "exclude_overlap": Setting(bool, False),
 }
 #: the settings every training's params hold unless set: hashed into every cache key
 DEFAULT_TRAINING: dict[str, Any] = {

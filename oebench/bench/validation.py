@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from oebench.bench.matrix import TRAINING_SETTINGS, Setting
+from oebench.bench.matrix import MAX_IMAGES, TRAINING_SETTINGS, Setting
 from oebench.errors import UserError
 from oebench.registry.options import option_problems, toml_text
 
@@ -37,7 +37,23 @@ class _TrainingChecks(BaseModel):
     def _nesterov_needs_momentum(self) -> _TrainingChecks:
         if getattr(self, "nesterov", False) and getattr(self, "momentum", 0.9) == 0:
             raise ValueError("nesterov = true needs momentum > 0 (or set nesterov = false)")
+        budget = getattr(self, "outlier_budget", None)
+        if budget is not None and budget_problem(budget):
+            raise ValueError(budget_problem(budget))
         return self
+
+
+def budget_problem(budget: Any) -> str:
+    """What is wrong with an ``outlier_budget`` value ("" when nothing): a count (int >= 1)
+    or a fraction of the outlier source (float in (0, 1])."""
+    if type(budget) is int and 1 <= budget <= MAX_IMAGES:
+        return ""
+    if type(budget) is float and 0 < budget <= 1:
+        return ""
+    return (
+        f"outlier_budget = {budget!r}: give a count of outliers (an integer >= 1) "
+        "or a fraction of the outlier source (a number in (0, 1], e.g. 0.1)"
+    )
 
 
 def _annotation(setting: Setting) -> Any:
@@ -327,11 +343,14 @@ def size_problems(
     bench: Benchmark,
     train_size: Callable[[Ref], int | None],
     test_size: Callable[[Ref], int | None],
+    outlier_size: Callable[[Ref], int | None] | None = None,
 ) -> list[str]:
     """Values that depend on the data's sizes, known once the splits are loaded (before any
     training): a detector needing more ID training samples than a set has (its ``min_train``,
-    e.g. knn's ``k``), an OOD set's ``n`` larger than its test split. ``train_size`` (of an ID
-    dataset) and ``test_size`` (of an OOD set) are asked only where needed; None: unknown."""
+    e.g. knn's ``k``), an OOD set's ``n`` larger than its test split, a training's count
+    ``outlier_budget`` larger than its outlier source. ``train_size`` (of an ID dataset),
+    ``test_size`` (of an OOD set) and ``outlier_size`` (of an outlier source) are asked only
+    where needed; None: unknown."""
     from oebench.registry.lookup import create_detector
 
     lines: list[str] = []
@@ -352,6 +371,15 @@ def size_problems(
         if size is not None and n > size:
             lines.append(f"dataset {ref.key!r}: n = {n}, but its test split has only {size} "
                          "images; give n <= that, or leave n out for all of them")  # fmt: skip
+    for t in bench.trainings if outlier_size is not None else []:
+        budget = t.params.get("outlier_budget")
+        if t.outliers is None or type(budget) is not int:  # a fraction always fits
+            continue
+        size = outlier_size(t.outliers)
+        if size is not None and budget > size:
+            lines.append(f"training {t.name!r}: outlier_budget = {budget} is larger than the "
+                         f"outlier source {t.outliers.key!r}, which has {size} images; give "
+                         f"at most {size}, or a fraction such as 0.5")  # fmt: skip
     return lines
 
 

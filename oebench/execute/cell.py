@@ -202,13 +202,14 @@ class CellWork:
         # ``cache``: every output and score came from the cache; no device was used
         here = device != "cache" and "torch" in sys.modules
         scoring = platform_info(self.context.device) if here else None
+        audit = self.models.overlap_report(cell)  # where this process trained the weights
         return {
             "oebench_version": VERSION,
             "torch_version": torch_version(),
             "plugins": self.plugin_versions(cell),
             "device": device,
             "platform": cell_platform(self.models.training_platform(cell), scoring),
-        }
+        } | ({"overlap": audit} if audit is not None else {})
 
     def plugin_versions(self, cell: Cell) -> dict[str, str | None]:
         """Name -> version of every plugin that registered a component this cell uses."""

@@ -40,6 +40,8 @@ class TrainedModels:
             context.sources.notes = ContentNotes(self.checkpoints.root / "splits", self.checkpoints)
         #: checkpoint key -> its weights (this process), and -> the training's seconds
         self._states: dict[str, dict] = {}
+        #: cell key -> the overlap audit of the outliers its weights were trained on here
+        self._audits: dict[str, dict] = {}
         self._seconds: dict[str, float] = {}
         #: checkpoint key -> the platform its training ran on (None: not known)
         self._platforms: dict[str, dict | None] = {}
@@ -173,6 +175,35 @@ class TrainedModels:
         with cache_lock(self.checkpoints, key):  # workers sharing a cache train it once
             return self._load_or_train(key, cell, model, shape)
 
+    def overlap_report(self, cell: Cell) -> dict | None:
+        """The overlap audit of the outliers this process trained the cell's weights on."""
+        return self._audits.get(cell.key)
+
+    def _audited(self, cell: Cell, outliers: Any, shape: tuple) -> Any:
+        """The overlap audit of a training's outlier source (``oebench.execute.overlap``),
+        said before the training and kept for the cell's provenance; with ``exclude_overlap``
+        the outliers without those that overlap an ID or OOD test set."""
+        from oebench.execute.overlap import audit, without
+
+        if getattr(outliers, "modality", "image") != "image":
+            return outliers
+        t, progress = cell.training, self.context.progress
+        folder = self.checkpoints.root / "overlap" if self.checkpoints.enabled else None
+        with progress.activity(f"overlap audit: {t.outliers.key}"):
+            report = audit(self.context.sources, cell, outliers, shape, folder)
+        counts = ", ".join(f"{name} {c['exact']} exact + {c['near']} near" if "exact" in c
+                           else f"{name} not audited ({c['error']})"
+                           for name, c in report["sets"].items())  # fmt: skip
+        drop = bool(t.params.get("exclude_overlap")) and bool(report["outliers"])
+        progress.log(
+            f"overlap audit of outliers {t.outliers.key!r} ({len(outliers)} images): {counts}"
+            + (f"; {len(report['outliers'])} dropped (exclude_overlap)" if drop else "")
+        )
+        overlapping = len(report["outliers"])
+        self._audits[cell.key] = {"sets": report["sets"], "overlapping": overlapping,
+                                  "dropped": overlapping if drop else 0}  # fmt: skip
+        return without(outliers, report["outliers"]) if drop else outliers
+
     def _checkpoint_key(self, cell: Cell, init_weights: str, shape: tuple) -> str:
         """What the cell's trained weights are cached under: all that makes them."""
         return canonical_hash(
@@ -212,6 +243,7 @@ class TrainedModels:
         outliers = None
         if t.outliers is not None:
             outliers = sources.load("outlier source", t.outliers, "train", shape, cell.seed)
+            outliers = self._audited(cell, outliers, shape)
         params = t.params
         steps = progress.start(
             training_label(cell),

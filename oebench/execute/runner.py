@@ -128,8 +128,9 @@ class Runner:
                 self.models.check()
 
     def check_sizes(self) -> None:
-        """A detector's ``min_train`` (knn's k) and an OOD set's ``n`` against the sizes of the
-        splits (loaded as the first seed's cells load them, and kept for them)."""
+        """A detector's ``min_train`` (knn's k), an OOD set's ``n`` and a count
+        ``outlier_budget`` against the sizes of the splits (loaded as the first seed's cells
+        load them, and kept for them)."""
         from oebench.bench.validation import raise_problems, size_problems
 
         b, sources = self.bench, self.sources
@@ -146,7 +147,16 @@ class Runner:
             except (UserError, TypeError):  # a split that does not load: its cells say so
                 return None
 
-        lines = size_problems(b, lambda ref: size(ref, "train"), lambda ref: size(ref, "test"))
+        def outlier_size(ref: Any) -> int | None:
+            try:
+                with self.progress.activity(f"checking the sizes of the data: {ref.key}"):
+                    return len(sources.load("outlier source", ref, "train", shape, b.seeds[0]))
+            except (UserError, TypeError):
+                return None
+
+        lines = size_problems(
+            b, lambda ref: size(ref, "train"), lambda ref: size(ref, "test"), outlier_size
+        )
         raise_problems(lines, b.source)
 
     # -- a task --------------------------------------------------------------------------------

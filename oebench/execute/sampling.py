@@ -33,12 +33,43 @@ def epoch_outliers(
     shape: tuple[int, int, int],
     device: torch.device,
     generator: torch.Generator,
+    subset: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Indices of the ``needed`` outliers (in training order) for one epoch."""
+    """Indices of the ``needed`` outliers (in training order) for one epoch, drawn only from
+    ``subset`` (indices into ``outliers``, see ``budget_subset``) when one is given."""
     if spec is None or spec.get("name", "random") == "random":
-        return uniform_order(len(outliers), needed, generator)
+        n = len(outliers) if subset is None else len(subset)
+        order = uniform_order(n, needed, generator)
+        return order if subset is None else subset[order]
     options = {**SAMPLERS["ntom"], **{k: v for k, v in spec.items() if k != "name"}}
-    return ntom_order(model, outliers, needed, shape, device, generator, **options)
+    return ntom_order(model, outliers, needed, shape, device, generator, subset=subset, **options)
+
+
+def budget_size(budget: int | float, n: int) -> int:
+    """How many of a source's ``n`` outliers an ``outlier_budget`` allows: a count as it is, a
+    fraction ``f`` as ``max(1, round(f * n))``. A count above ``n`` is a ``UserError`` naming
+    both sizes (never silently clamped: the budget axis would repeat a point)."""
+    from oebench.errors import UserError
+
+    if isinstance(budget, float):
+        return max(1, min(n, round(budget * n)))
+    if budget > n:
+        raise UserError(
+            f"outlier_budget = {budget} is larger than the outlier source, which has {n} "
+            f"images; give at most {n}, or a fraction such as 0.5"
+        )
+    return budget
+
+
+def budget_subset(budget: int | float, n: int, seed: int) -> torch.Tensor:
+    """The fixed subset of outlier indices (sorted) a training with ``outlier_budget`` draws
+    from: chosen once with the training's seed on its own CPU generator, so it is the same in
+    every process and executor, and the training's other random numbers are unchanged."""
+    import torch
+
+    size = budget_size(budget, n)
+    chosen = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size]
+    return torch.sort(chosen).values
 
 
 def uniform_order(n: int, needed: int, generator: torch.Generator) -> torch.Tensor:
@@ -59,13 +90,18 @@ def ntom_order(
     pool: int | None = None,
     quantile: float = 0.125,
     score: str = "msp",
+    subset: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """NTOM: from a random pool (default 4 x ``needed``), the outliers ranked just after the
-    ``quantile`` most ID-like ones; shuffled; repeated when the pool is too small."""
+    """NTOM: from a random pool (default 4 x ``needed``; taken from ``subset`` when given),
+    the outliers ranked just after the ``quantile`` most ID-like ones; shuffled; repeated
+    when the pool is too small."""
     import torch
 
-    size = min(len(outliers), pool or 4 * needed)
-    candidates = torch.randperm(len(outliers), generator=generator)[:size]
+    n = len(outliers) if subset is None else len(subset)
+    size = min(n, pool or 4 * needed)
+    candidates = torch.randperm(n, generator=generator)[:size]
+    if subset is not None:
+        candidates = subset[candidates]
     ood = ood_scores(model, outliers, candidates, shape, device, score)
     ranked = candidates[torch.argsort(ood, stable=True)]
     start = min(int(quantile * size), max(0, size - needed))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from oebench.contracts.objective import Objective
 from oebench.execute.outputs import iterate_batches
-from oebench.execute.sampling import epoch_outliers
+from oebench.execute.sampling import budget_subset, epoch_outliers
 
 if TYPE_CHECKING:
     import torch
@@ -77,7 +77,8 @@ def train(
     """Train in place with SGD (Nesterov) + per-step cosine schedule; returns seconds taken.
 
     With an outlier-using objective, every ID batch is concatenated with an outlier batch and
-    both go through ONE forward pass (BatchNorm sees both, as in the OE reference code).
+    both go through ONE forward pass (BatchNorm sees both, as in the OE reference code); with
+    ``outlier_budget``, outlier batches come only from the seeded subset ``budget_subset``.
     On a GPU: bf16 autocast (``amp``: auto|bf16|off; losses in float32), channels-last,
     data resident on the device, no host synchronisation inside the loop; ``compile``
     wraps the model in ``torch.compile``. ``on_stats(loss, accuracy %)`` receives the mean
@@ -129,6 +130,10 @@ def train(
             on_step(done + 1, total)
     stats = _Stats(on_stats, max(1, steps_per_epoch // 10), device)
     guard = _Guard(max(1, steps_per_epoch // 10), device, step, (params["lr"], total))
+    budget = params.get("outlier_budget")
+    subset = None
+    if objective.uses_outliers and budget is not None:  # a fixed, seeded subset of the source
+        subset = budget_subset(budget, len(outliers), seed)
     for epoch in range(first_epoch, params["epochs"]):
         order = torch.randperm(len(train_set), generator=gen)[:n_train]
         out_iter = None
@@ -136,7 +141,7 @@ def train(
             # the setting `outlier_sampling` picks them (default: uniform; see execute/sampling.py)
             spec = params.get("outlier_sampling")
             out_order = epoch_outliers(
-                spec, model, outliers, steps_per_epoch * obs, shape, device, gen
+                spec, model, outliers, steps_per_epoch * obs, shape, device, gen, subset
             )
             out_iter = iterate_batches(outliers, obs, shape, device, order=out_order)
         for x_in, y in iterate_batches(train_set, bs, shape, device, order=order):

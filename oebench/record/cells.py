@@ -17,7 +17,8 @@ def cell_record(bench: Any, task: Any, result: Any) -> dict[str, Any]:
     prov = result.provenance
     source = Path(bench.source) if bench.source else None
     path = str(source.resolve()) if source is not None and source.exists() else bench.source
-    worker = {k: prov[k] for k in ("host", "pid", "wall_seconds", "executor") if k in prov}
+    kept = ("host", "pid", "wall_seconds", "executor", "overlap")  # overlap: execute/overlap.py
+    worker = {k: prov[k] for k in kept if k in prov}
     return {
         "key": task.key,
         "benchmark": bench.name,
