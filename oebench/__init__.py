@@ -39,6 +39,9 @@ _LAZY = {
     "load_scores": "oebench.report.results",
     "leaderboard": "oebench.report.results",
     "compare": "oebench.report.against",
+    "source_table": "oebench.report.sources",
+    "source_leaderboard": "oebench.report.sources",
+    "spectrum_table": "oebench.report.spectrum",
     "ResultStore": "oebench.record.store",
 }
 

@@ -47,6 +47,8 @@ _LAZY = {
     "fetch": "oebench.core.datafiles",
     "find_dir": "oebench.core.datafiles",
     "present": "oebench.core.datafiles",
+    # generated data (fractals, corruptions): an array cached in a file, checked when read
+    "cached_array": "oebench.core.files",
     # detectors: the contract, the network outputs they score, numerically safe helpers
     "Detector": "oebench.contracts.detector",
     "Head": "oebench.contracts.detector",
@@ -57,6 +59,7 @@ _LAZY = {
     # models and training objectives
     "Classifier": "oebench.contracts.model",
     "Objective": "oebench.contracts.objective",
+    "TrainStep": "oebench.contracts.objective",
     "cross_entropy": "oebench.contracts.objective",
     "energy": "oebench.contracts.objective",
     "soft_cross_entropy": "oebench.contracts.objective",
@@ -65,13 +68,6 @@ _LAZY = {
     "VALIDATION_SETS": "oebench.bench.sweep",
     # progress: a bar for a long loop of a plugin's own (shown while a benchmark runs)
     "track": "oebench.core.progress",
-    # contract checks for a plugin's own tests (the plugin kit)
-    "check_dataset": "oebench.testing",
-    "check_detector": "oebench.testing",
-    "check_import_is_light": "oebench.testing",
-    "check_model": "oebench.testing",
-    "check_objective": "oebench.testing",
-    "check_outlier_source": "oebench.testing",
 }
 
 __all__ = [

@@ -239,8 +239,8 @@ def executor_settings(
 
     own = dict(getattr(bench, "executor", None) or {})
     name = name or own.get("name", "local")
-    if name == "local" and (workers or address):
-        raise UserError("--workers and --address need --executor dask or ray")
+    if name == "local" and address:
+        raise UserError("--address needs --executor dask or ray")
     return ExecutorSettings(
         name=name,
         workers=workers or own.get("workers"),

@@ -152,6 +152,11 @@ def check_detector(name: str, n: int = 64, **options: Any) -> np.ndarray:
         import torch
 
         model = tiny_classifier()
+        if "fit" in needs and hasattr(det, "fit_inputs"):  # the ID training images, in order
+            g = torch.Generator().manual_seed(3)
+            det.fit_inputs(model, iter([torch.rand(len(train) // 2, *SHAPE, generator=g),
+                                        torch.rand(len(train) - len(train) // 2, *SHAPE,
+                                                   generator=g)]))  # fmt: skip
         batches = [torch.rand(n // 2, *SHAPE), torch.rand(n - n // 2, *SHAPE)]
         raw = det.score_inputs(model, iter(batches))
     else:
@@ -258,29 +263,143 @@ def check_model(
     return model
 
 
-def check_objective(name: str, classes: int = 10, **options: Any) -> Any:
-    """Build objective ``name``, compute its loss on random logits and check it is a finite
-    scalar that gradients flow through."""
+def check_objective(name: str, classes: int = 10, train: bool = True, **options: Any) -> Any:
+    """Build objective ``name`` and check its whole contract on a tiny network: ``attach``,
+    ``prepare_outliers`` (same shape), ``loss`` on a ``TrainStep`` (a finite scalar whose
+    gradient reaches the network), ``end_epoch`` and a ``state`` round trip; with ``train``,
+    two epochs of the real training loop, and a run interrupted after its first epoch that
+    resumes to the same weights."""
     import torch
+
+    from oebench.contracts.objective import TrainStep
 
     objective = create_objective(name, **options)
     assert isinstance(objective.config(), dict), f"{name}: config() must return a dict"
     torch.manual_seed(0)
+    model = _tiny_classifier(classes)
+    extra = objective.attach(_TINY_DIM, classes)
+    assert extra is None or isinstance(extra, torch.nn.Module), f"{name}: attach() -> Module"
+    x_in, y = torch.rand(8, 3, 8, 8), torch.randint(0, classes, (8,))
+    gen = torch.Generator().manual_seed(0)
+    x_out = None
     if objective.uses_outliers:  # input-level objectives (MixOE) may transform the outliers
-        x_in, x_out = torch.rand(8, 3, 8, 8), torch.rand(8, 3, 8, 8)
-        y = torch.randint(0, classes, (8,))
-        mixed = objective.prepare_outliers(x_in, y, x_out, torch.Generator().manual_seed(0))
-        assert mixed.shape == x_out.shape, f"{name}: prepare_outliers changed the batch shape"
-    logits_in = torch.randn(8, classes, requires_grad=True)
-    logits_out = torch.randn(8, classes, requires_grad=True) if objective.uses_outliers else None
-    loss = objective(logits_in, torch.randint(0, classes, (8,)), logits_out)
+        x_out = objective.prepare_outliers(x_in, y, torch.rand(8, 3, 8, 8), gen)
+        assert x_out.shape == x_in.shape, f"{name}: prepare_outliers changed the batch shape"
+    x = x_in if x_out is None else torch.cat([x_in, x_out])
+    features = model.forward_features(x)
+    logits = model.forward_head(features)
+    n = len(x_in)
+    step = TrainStep(
+        model=model,
+        x_in=x_in,
+        targets=y,
+        logits_in=logits[:n],
+        x_out=x_out,
+        logits_out=logits[n:] if x_out is not None else None,
+        features_in=features[:n] if objective.uses_features else None,
+        features_out=features[n:] if objective.uses_features and x_out is not None else None,
+        generator=gen,
+        extra=extra,
+    )
+    loss = objective.loss(step)
     assert isinstance(loss, torch.Tensor) and loss.ndim == 0, f"{name}: loss must be a scalar"
     assert torch.isfinite(loss), f"{name}: non-finite loss"
     loss.backward()
-    assert logits_in.grad is not None and torch.isfinite(logits_in.grad).all(), (
-        f"{name}: no gradient"
-    )
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads), f"{name}: no gradient"
+    objective.end_epoch(0, 1)
+    state = objective.state()
+    assert isinstance(state, dict), f"{name}: state() must return a dict"
+    objective.load_state(state)
+    if train:
+        _check_trains(name, classes, options)
     return objective
+
+
+_TINY_DIM = 16
+
+
+def _tiny_classifier(classes: int) -> Any:
+    """A two-layer network with the model contract, for objective checks."""
+    import torch
+
+    from oebench.contracts.model import Classifier
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Sequential(
+                torch.nn.Conv2d(3, 4, 3, padding=1),
+                torch.nn.BatchNorm2d(4),
+                torch.nn.ReLU(),
+                torch.nn.AdaptiveAvgPool2d(2),
+                torch.nn.Flatten(),
+                torch.nn.Linear(16, _TINY_DIM),
+                torch.nn.ReLU(),
+            )
+            self.fc = torch.nn.Linear(_TINY_DIM, classes)
+
+        def forward_features(self, x: Any) -> Any:
+            return self.body(x)
+
+        def forward_head(self, f: Any) -> Any:
+            return self.fc(f)
+
+    return Classifier(Tiny(), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+class _Partial:
+    """An in-memory ``PartialCheckpoint`` that can stop the training after its first save."""
+
+    def __init__(self, stop: bool) -> None:
+        self.saved: Any = None
+        self.stop = stop
+
+    def load(self, total: int) -> Any:
+        return self.saved
+
+    def save(self, state: Any) -> None:
+        import copy
+
+        self.saved = copy.deepcopy(state)
+        if self.stop:
+            raise KeyboardInterrupt
+
+
+def _check_trains(name: str, classes: int, options: dict) -> None:
+    """Two epochs of the real training loop: finite weights that moved; resumed == straight."""
+    import torch
+
+    from oebench.contracts.data import TensorImages
+    from oebench.execute.training import train
+
+    g = torch.Generator().manual_seed(1)
+    ids = TensorImages(torch.rand(24, 3, 8, 8, generator=g), torch.arange(24) % classes)
+    outs = TensorImages(torch.rand(48, 3, 8, 8, generator=g))
+    params = {
+        "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
+        "batch_size": 8, "outlier_batch_size": 8, "epochs": 2, "augment": True,
+    }  # fmt: skip
+
+    def run(partial: Any = None) -> dict:
+        torch.manual_seed(0)
+        model = _tiny_classifier(classes)
+        objective = create_objective(name, **options)
+        out = outs if objective.uses_outliers else None
+        shape = (3, 8, 8)
+        train(model, ids, objective, params, 0, shape, torch.device("cpu"), out, partial=partial)
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    straight = run()
+    assert all(torch.isfinite(v.float()).all() for v in straight.values()), f"{name}: weights"
+    interrupted = _Partial(stop=True)
+    with suppress(KeyboardInterrupt):
+        run(interrupted)
+    assert interrupted.saved is not None, f"{name}: no state saved after the first epoch"
+    interrupted.stop = False
+    resumed = run(interrupted)
+    for key, value in straight.items():
+        assert torch.equal(value, resumed[key]), f"{name}: a resumed training differs ({key})"
 
 
 # -- import cost -------------------------------------------------------------------------------

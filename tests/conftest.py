@@ -94,3 +94,9 @@ def store_rows(auroc: float) -> list[dict]:
         | {"n_id": 10, "n_ood": 5 if ood != "mean" else 0}
         for i, ood in enumerate(["noise", "mean"])
     ]
+
+
+@pytest.fixture(scope="module")
+def pood():
+    """pytorch-ood's detectors, the parity tests' oracle (skipped where it is not installed)."""
+    return pytest.importorskip("pytorch_ood.detector")

@@ -11,6 +11,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from detector_kit import as64 as _a
+from detector_kit import fitted, make
+from detector_kit import outputs as out
+from detector_kit import parity_split as _split
+from detector_kit import tensor as _t
 from torch import nn
 
 import oebench
@@ -38,29 +43,6 @@ NEW = [
     "mc-dropout",
     "mahalanobis-preproc",
 ]
-
-
-def make(name: str, **options):
-    return oebench.create_detector(name, **options)
-
-
-def _a(x) -> np.ndarray:
-    return np.asarray(x, dtype=np.float64)
-
-
-def out(logits=None, features=None, labels=None) -> Outputs:
-    n = len(logits if logits is not None else features)
-    return Outputs(
-        _a(logits) if logits is not None else np.zeros((n, 1)),
-        None if features is None else _a(features),
-        None if labels is None else np.asarray(labels),
-    )
-
-
-def fitted(name: str, train: Outputs | None, head: Head | None = None, **options):
-    det = make(name, **options)
-    det.fit(train, head)
-    return det
 
 
 def test_at_least_25_detectors_with_the_new_ones():
@@ -423,34 +405,6 @@ def test_mahalanobis_preproc_by_hand():
 
 
 # -- parity with pytorch-ood ---------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def pood():
-    return pytest.importorskip("pytorch_ood.detector")
-
-
-def _split(n_train: int = 400, n_test: int = 100, dim: int = 16, classes: int = 4):
-    """Non-negative Gaussian-cluster features, labels, a float64 head and head logits."""
-    rng = np.random.default_rng(0)
-    n = n_train + n_test
-    labels = np.arange(n) % classes
-    means = rng.normal(size=(classes, dim)) * 3
-    x = np.abs(means[labels] + rng.normal(size=(n, dim)) * rng.uniform(0.5, 2.0, size=dim))
-    fc = nn.Linear(dim, classes).double()  # nearest class mean (most train samples correct)
-    centres = torch.from_numpy(np.abs(means))
-    with torch.no_grad():
-        fc.weight.copy_(centres / 4)
-        fc.bias.copy_(-(centres**2).sum(1) / 8)
-        z = fc(torch.from_numpy(x)).numpy()
-    head = Head(fc.weight.detach().numpy(), fc.bias.detach().numpy())
-    train = Outputs(z[:n_train], x[:n_train], labels[:n_train])
-    test = Outputs(z[n_train:], x[n_train:], labels[n_train:])
-    return train, test, fc, head
-
-
-def _t(a) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a))
-
-
 def test_parity_kl_matching(pood):
     train, test, _, _ = _split()
     ref = pood.KLMatching(None).fit_logits(_t(train.logits))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from oebench.api import check_import_is_light
+from oebench.testing import check_import_is_light
 
 
 @pytest.fixture

@@ -111,6 +111,10 @@ class Training:
     outliers: Ref | None = None
     init: str | None = None  # name of the training to fine-tune from
     settings: tuple[tuple[str, Any], ...] = ()
+    #: for one source of an ``outliers = [...]`` list (named ``<family>/<source>``): the
+    #: ``[[trainings]]`` entry's name and the source's label; "" for a single-source training
+    family: str = ""
+    source: str = ""
 
     @property
     def params(self) -> dict[str, Any]:
@@ -169,6 +173,12 @@ class Benchmark:
     executor: dict[str, Any] = field(default_factory=dict)
     #: the paper's numbers for this benchmark (``[published]``); never part of a cell's key
     published: Published | None = None
+    #: covariate-shifted ID test sets (``protocol = "full-spectrum"``): labelled sets of the ID
+    #: classes that count as ID in the full-spectrum metrics (OpenOOD v1.5's FS-OOD)
+    csid_datasets: list[Ref] = field(default_factory=list)
+    #: ``ensemble = true``: one more cell per training, a deep ensemble of its models over the
+    #: seeds (``oebench.scoring``), stored under ``ENSEMBLE_SEED``
+    ensemble: bool = False
 
     def __hash__(self) -> int:
         # the list and dict fields are not hashable: equal benchmarks have equal name and text
@@ -210,9 +220,14 @@ def canonical_hash(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
+#: the seed column of an ensemble cell's rows: it is every seed's models at once
+ENSEMBLE_SEED = -1
+
+
 @dataclass
 class Cell:
-    """One trained model of the matrix; its rows cover every detector x OOD set."""
+    """One trained model of the matrix; its rows cover every detector x OOD set. An ensemble
+    cell (``seed == ENSEMBLE_SEED``) combines the cells of ``members`` (their keys)."""
 
     seed: int
     id_ref: Ref
@@ -222,8 +237,11 @@ class Cell:
     config: dict[str, Any] = field(default_factory=dict)
     #: position in the matrix for one seed (ID dataset x model x training), for ordering rows
     index: int = 0
+    #: an ensemble cell's member cells' keys (one per seed); () for a cell of one model
+    members: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
-        """``mnist-5k / small-cnn / oe / seed 0``."""
-        return f"{self.id_ref.key} / {self.model_ref.key} / {self.training.name} / seed {self.seed}"
+        """``mnist-5k / small-cnn / oe / seed 0`` (``/ ensemble`` for an ensemble cell)."""
+        which = "ensemble" if self.members else f"seed {self.seed}"
+        return f"{self.id_ref.key} / {self.model_ref.key} / {self.training.name} / {which}"

@@ -9,8 +9,9 @@ The overridden benchmark's settings are checked by the rules a file's values mee
 own), ``trainings.<name>.<setting>``, ``trainings.<name>.objective.<option>`` and
 ``trainings.<name>.outliers.<option>``, ``<list>.<key>.<option>`` for ``id_datasets``,
 ``models``, ``detectors`` and ``ood_datasets`` (e.g. ``ood_datasets.gaussian.n``), and the
-top-level ``seeds``, ``protocol``, ``resamples``, ``recall`` and ``fpr_rule``. The values are
-appended to the benchmark's text as a comment, so the overridden benchmark has its own digest
+top-level ``seeds``, ``protocol``, ``resamples``, ``recall``, ``fpr_rule`` and
+``ensemble``. The values are appended to the benchmark's text as a comment, so the
+overridden benchmark has its own digest
 in the results store and says what was changed."""
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def select_detectors(patterns: str) -> list[str]:
 
 # -- --set KEY=VALUE ------------------------------------------------------------------------------
 #: top-level settings ``--set`` may change (a Benchmark field each)
-TOP_KEYS = ("seeds", "protocol", "resamples", "recall", "fpr_rule")
+TOP_KEYS = ("seeds", "protocol", "resamples", "recall", "fpr_rule", "ensemble")
 #: the component lists whose entries' options ``--set <list>.<key>.<option>`` changes
 REF_KEYS = ("id_datasets", "models", "detectors", "ood_datasets")
 KEY_FORMS = (
@@ -169,8 +170,9 @@ def _with_setting(bench: Benchmark, key: str, value: Any) -> Benchmark:
     if head == "training" and len(parts) == 2:
         return _with_default(bench, _setting_name(key, parts[1]), value)
     if head == "trainings" and len(parts) in (3, 4):
-        t = _named(key, "training", parts[1], [t.name for t in bench.trainings])
-        trainings = [_set_training(key, x, parts[2:], value) if x.name == t else x
+        names = list(dict.fromkeys(n for x in bench.trainings for n in (x.family, x.name) if n))
+        t = _named(key, "training", parts[1], names)  # a family: every one of its sources
+        trainings = [_set_training(key, x, parts[2:], value) if t in (x.name, x.family) else x
                      for x in bench.trainings]  # fmt: skip
         return dataclasses.replace(bench, trainings=trainings)
     if head in REF_KEYS and len(parts) == 3:
@@ -228,11 +230,10 @@ def _with_default(bench: Benchmark, name: str, value: Any) -> Benchmark:
     the old default's)."""
     own = _own_settings(bench)
     trainings = []
-    for i, t in enumerate(bench.trainings):
+    for t in bench.trainings:
+        mine = own.get(t.family or t.name) if own is not None else None
         inherits = (
-            name not in own[i]
-            if own is not None
-            else t.params.get(name) == bench.defaults.get(name)
+            name not in mine if mine is not None else t.params.get(name) == bench.defaults.get(name)
         )
         if inherits:
             t = dataclasses.replace(t, settings=tuple(sorted({**t.params, name: value}.items())))
@@ -241,13 +242,13 @@ def _with_default(bench: Benchmark, name: str, value: Any) -> Benchmark:
     return dataclasses.replace(bench, trainings=trainings, defaults=defaults)
 
 
-def _own_settings(bench: Benchmark) -> list[set[str]] | None:
-    """The settings each ``[[trainings]]`` entry of the file gives itself (None without the
-    file's text, or when it does not match the trainings)."""
+def _own_settings(bench: Benchmark) -> dict[str, set[str]] | None:
+    """The settings each ``[[trainings]]`` entry of the file gives itself, by its name (a
+    family's for all its sources; None without the file's text)."""
     try:
         entries = tomllib.loads(bench.text).get("trainings", []) if bench.text else None
     except tomllib.TOMLDecodeError:
         return None
-    if not isinstance(entries, list) or len(entries) != len(bench.trainings):
+    if not isinstance(entries, list):
         return None
-    return [set(e) if isinstance(e, dict) else set() for e in entries]
+    return {str(e.get("name")): set(e) for e in entries if isinstance(e, dict)}

@@ -97,17 +97,18 @@ def _refs(data: dict, key: str, base: Path | None, problems: _Problems) -> list[
     return refs
 
 
-def _training(data: Any, defaults: dict, base: Path | None, problems: _Problems) -> Training | None:
+def _training(data: Any, defaults: dict, base: Path | None, problems: _Problems) -> list[Training]:
+    """One training, or one per outlier source where ``outliers`` is a list (``oe/<label>``)."""
     from oebench.bench.validation import TrainingSettings, unknown_keys
     from oebench.bench.validation import problems as schema_problems
 
     where = "training"
     if not isinstance(data, dict) or "name" not in data or "objective" not in data:
         problems.append("[[trainings]]: every training needs 'name' and 'objective'")
-        return None
+        return []
     if not isinstance(data["name"], str) or not data["name"]:
         problems.append(f"[[trainings]]: name = {data['name']!r}: must be a non-empty string")
-        return None
+        return []
     where = f"{where} {data['name']!r}"
     problems += unknown_keys(f"{where}: ", data, [*TRAINING_SETTINGS, *TRAINING_KEYS])
     own = {k: v for k, v in data.items() if k in TRAINING_SETTINGS}
@@ -123,14 +124,34 @@ def _training(data: Any, defaults: dict, base: Path | None, problems: _Problems)
         if "outliers" not in data:
             problems.append(f"{where}: outlier_sampling needs 'outliers' (an outlier source)")
     objective = problems.attempt(parse_ref, data["objective"], where, base)
-    outliers = (
-        problems.attempt(parse_ref, data["outliers"], where, base) if "outliers" in data else None
-    )
     if objective is None:
-        return None
-    return Training(
-        data["name"], objective, outliers, data.get("from"), tuple(sorted(settings.items()))
-    )
+        return []
+    name, init, params = data["name"], data.get("from"), tuple(sorted(settings.items()))
+    if not isinstance(data.get("outliers"), list):  # one source (or none): the training itself
+        outliers = (
+            problems.attempt(parse_ref, data["outliers"], where, base)
+            if "outliers" in data
+            else None
+        )
+        return [Training(name, objective, outliers, init, params)]
+    refs = _outlier_refs(data["outliers"], where, base, problems)
+    return [Training(f"{name}/{r.key}", objective, r, init, params, name, r.key) for r in refs]
+
+
+def _outlier_refs(values: list, where: str, base: Path | None, problems: _Problems) -> list[Ref]:
+    """The outlier sources of an ``outliers = [...]`` list (the outlier axis), labels unique."""
+    if not values:
+        problems.append(f"{where}: outliers = []: list at least one outlier source")
+        return []
+    refs = [problems.attempt(parse_ref, v, f"{where}: outliers[{i}]", base)
+            for i, v in enumerate(values)]  # fmt: skip
+    refs = [r for r in refs if r is not None]
+    keys = [r.key for r in refs]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        problems.append(f"{where}: outliers lists {', '.join(dupes)} twice; give one a 'label'")
+        return []
+    return refs
 
 
 def _default_lines(defaults: dict) -> list[str]:
@@ -159,6 +180,8 @@ KNOWN_KEYS = {
     "fpr_rule",
     "executor",
     "published",
+    "csid_datasets",
+    "ensemble",
 }
 
 
@@ -184,6 +207,11 @@ def parse_benchmark(text: str, source: str = "<string>", base: Path | None = Non
     executor = data.get("executor", {})
     seeds = data.get("seeds", [0])
     refs = {key: _refs(data, key, base, found) for key in REF_LISTS}
+    csid = _refs(data, "csid_datasets", base, found) if "csid_datasets" in data else []
+    found += _ensemble_problems(data)
+    found += _csid_problems(
+        data.get("protocol", "full"), csid, refs["ood_datasets"] + refs["id_datasets"]
+    )
     found += group_problems(data.get("ood_groups"), [r.key for r in refs["ood_datasets"]])
     found += _published_problems(data, trainings, refs)
     raise_problems(found + _component_problems(found, trainings, refs), source)
@@ -202,8 +230,34 @@ def parse_benchmark(text: str, source: str = "<string>", base: Path | None = Non
         ood_groups=groups_in_text(text),
         executor=executor if isinstance(executor, dict) else {},
         published=_published(data.get("published")),
+        csid_datasets=csid,
+        ensemble=data.get("ensemble", False) is True,
         **refs,
     )
+
+
+def _ensemble_problems(data: dict) -> list[str]:
+    """``ensemble = true`` combines a training's models over the seeds: it needs two."""
+    value = data.get("ensemble", False)
+    if not isinstance(value, bool):
+        return [f"ensemble = {value!r}: must be true or false"]
+    seeds = data.get("seeds", [0])
+    if value and (not isinstance(seeds, list) or len(seeds) < 2):
+        return ["ensemble = true needs at least two seeds (its members are a training's models)"]
+    return []
+
+
+def _csid_problems(protocol: Any, csid: list[Ref], others: list[Ref]) -> list[str]:
+    """``protocol = "full-spectrum"`` and ``csid_datasets`` go together; their labels differ
+    from every OOD and ID set's."""
+    if protocol == "full-spectrum" and not csid:
+        return ["protocol = 'full-spectrum' needs 'csid_datasets' (covariate-shifted ID sets)"]
+    if csid and protocol != "full-spectrum":
+        return ["'csid_datasets' needs protocol = 'full-spectrum'"]
+    clash = sorted({r.key for r in csid} & {r.key for r in others})
+    if clash:
+        return [f"{', '.join(clash)} is both a csid set and an ID or OOD set; give it a 'label'"]
+    return []
 
 
 REF_LISTS = ("id_datasets", "models", "detectors", "ood_datasets")
@@ -311,8 +365,8 @@ def _trainings(data: dict, defaults: dict, base: Path | None, found: _Problems) 
     if not isinstance(entries, list) or not entries:
         found.append("needs at least one [[trainings]] entry")
         return []
-    trainings = [_training(t, defaults, base, found) for t in entries]
-    trainings = [t for t in trainings if t is not None]
+    trainings = [t for entry in entries for t in _training(entry, defaults, base, found)]
+    trainings = _same_source_inits(trainings, found)
     names = [t.name for t in trainings]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -326,6 +380,34 @@ def _trainings(data: dict, defaults: dict, base: Path | None, found: _Problems) 
                 f"training {t.name!r} starts from {t.init!r}, which must be an earlier training"
             )
     return trainings
+
+
+def _same_source_inits(trainings: list[Training], found: _Problems) -> list[Training]:
+    """``from`` naming a training with several outlier sources starts from its expansion with
+    the same source (``oe/textures`` from ``pre/textures``); without that source, a problem."""
+    from dataclasses import replace
+
+    names = {t.name for t in trainings}
+    families: dict[str, dict[str, str]] = {}
+    for t in trainings:
+        if t.family:
+            families.setdefault(t.family, {})[t.source] = t.name
+    out = []
+    for t in trainings:
+        if t.init is not None and t.init not in names and t.init in families:
+            label = t.source or (t.outliers.key if t.outliers else "")
+            same = families[t.init].get(label)
+            if same is None:
+                have = ", ".join(families[t.init])
+                found.append(
+                    f"training {t.name!r} starts from {t.init!r}, which has one training per "
+                    f"outlier source ({have}) but none for {label or 'no outliers'!r}; name one "
+                    f"in 'from', e.g. {t.init + '/' + next(iter(families[t.init]))!r}"
+                )
+            else:
+                t = replace(t, init=same)
+        out.append(t)
+    return out
 
 
 def load_benchmark(name_or_path: str) -> Benchmark:

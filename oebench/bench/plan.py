@@ -28,7 +28,8 @@ class Task:
     #: the cell, configured and keyed when the plan was made
     cell: Cell | None = field(default=None, compare=False)
     #: ``cell``: train or load, forward, score, record; ``train``: only the checkpoint that
-    #: other cells start from (so they need not wait for this cell's scoring)
+    #: other cells start from (so they need not wait for this cell's scoring); ``ensemble``:
+    #: a cell that combines the models of its members (``after``: their cells)
     kind: str = "cell"
     #: the cell key (for a ``train`` task, ``key`` is ``<cell key>/train``)
     cell_key: str = ""
@@ -37,6 +38,11 @@ class Task:
     def config(self) -> dict[str, Any]:
         """The configuration the cell key hashes (stored with its results)."""
         return self.cell.config if self.cell is not None else {}
+
+    @property
+    def is_cell(self) -> bool:
+        """A task whose result is a cell of rows (not only a checkpoint)."""
+        return self.kind in ("cell", "ensemble")
 
     @property
     def priority(self) -> int:
@@ -77,17 +83,19 @@ class Plan:
 
     def keys(self) -> list[str]:
         """The cells' keys in run order (the order of rows in reports)."""
-        return [t.key for t in self.tasks if t.kind == "cell"]
+        return [t.key for t in self.tasks if t.is_cell]
 
     def cells(self) -> int:
-        return sum(t.kind == "cell" for t in self.tasks)
+        return sum(t.is_cell for t in self.tasks)
 
 
 def make_plan(bench: Benchmark, cells: list[Cell]) -> Plan:
     """The keyed ``cells`` of ``bench`` as tasks. A training ``from`` another waits for a
     ``train`` task that makes the checkpoint it starts from, not for that cell's forward
     passes and scores."""
-    by_identity = {(c.seed, c.id_ref.key, c.model_ref.key, c.training.name): c for c in cells}
+    by_identity = {
+        (c.seed, c.id_ref.key, c.model_ref.key, c.training.name): c for c in cells if not c.members
+    }
     parents = {}
     for cell in cells:
         identity = (cell.seed, cell.id_ref.key, cell.model_ref.key, cell.training.init)
@@ -106,6 +114,9 @@ def make_plan(bench: Benchmark, cells: list[Cell]) -> Plan:
             "cell": cell,
             "cell_key": cell.key,
         }
+        if cell.members:  # an ensemble: after its member cells (their outputs are cached)
+            tasks.append(Task(key=cell.key, kind="ensemble", after=cell.members, **common))
+            continue
         parent = parents.get(cell.key)
         after = (f"{parent.key}/train",) if parent is not None else ()
         if cell.key in needed:

@@ -4,6 +4,7 @@ the check of a benchmark's value (``oebench.execute.sampling`` draws the outlier
 ::
 
     outlier_sampling = {name = "ntom", pool = 20000, quantile = 0.125, score = "msp"}
+    outlier_sampling = {name = "poem", pool = 20000, sigma = 20.0, sigma_n = 0.5, conf = 3.0}
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from oebench.errors import UserError
 SAMPLERS: dict[str, dict[str, Any]] = {
     "random": {},
     "ntom": {"pool": None, "quantile": 0.125, "score": "msp"},
+    # POEM (Ming et al., ICML 2022): the defaults of github.com/deeplearning-wisc/poem
+    "poem": {"pool": None, "id_pool": None, "sigma": 20.0, "sigma_n": 0.5, "conf": 3.0},
 }
 SCORES = ("msp", "energy")
 
@@ -47,3 +50,17 @@ def check_sampling(value: Any, where: str) -> None:
             raise UserError(f"{where}: ntom pool must be a positive integer, got {pool!r}")
         if value.get("score", defaults["score"]) not in SCORES:
             raise UserError(f"{where}: ntom score must be one of {', '.join(SCORES)}")
+    if name == "poem":
+        _check_poem(value, where)
+
+
+def _check_poem(value: dict[str, Any], where: str) -> None:
+    """POEM's pools are positive integers (or absent); ``sigma``, ``sigma_n``, ``conf`` > 0."""
+    for key in ("pool", "id_pool"):
+        size = value.get(key)
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise UserError(f"{where}: poem {key} must be a positive integer, got {size!r}")
+    for key in ("sigma", "sigma_n", "conf"):
+        number = value.get(key, SAMPLERS["poem"][key])
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not number > 0:
+            raise UserError(f"{where}: poem {key} must be a positive number, got {number!r}")

@@ -86,7 +86,7 @@ class BenchmarkSettings(BaseModel):
     name: str = ""
     description: str = ""
     seeds: Annotated[list[Seed], Field(min_length=1)] = [0]
-    protocol: Literal["full", "oe-paper"] = "full"
+    protocol: Literal["full", "oe-paper", "full-spectrum"] = "full"
     resamples: Annotated[int, Field(ge=1, le=100_000)] = 10
     recall: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.95
     fpr_rule: Literal["nearest", "first"] = "nearest"
@@ -229,6 +229,14 @@ def settings_problems(bench: Benchmark) -> list[str]:
     for key in ("id_datasets", "models", "detectors", "ood_datasets"):
         if not getattr(bench, key):
             lines.append(f"'{key}' must be a non-empty list")
+    if not isinstance(bench.ensemble, bool):
+        lines.append(f"ensemble = {bench.ensemble!r}: must be true or false")
+    elif bench.ensemble and len(bench.seeds) < 2:
+        lines.append(
+            "ensemble = true needs at least two seeds (its members are a training's models)"
+        )
+    if (bench.protocol == "full-spectrum") != bool(bench.csid_datasets):
+        lines.append("protocol = 'full-spectrum' and 'csid_datasets' go together")
     names = [t.name for t in bench.trainings]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -251,7 +259,7 @@ def raise_problems(lines: list[str], source: str = "") -> None:
 def component_problems(bench: Benchmark) -> list[str]:
     """Unknown names, unknown options, option types and values, and objectives without outliers."""
     lines: list[str] = []
-    for ref in bench.id_datasets + bench.ood_datasets:
+    for ref in bench.id_datasets + bench.ood_datasets + bench.csid_datasets:
         lines += _ref_problems("dataset", ref)
     for ref in bench.models:
         lines += _ref_problems("model", ref, "num_classes", "shape")
@@ -315,6 +323,7 @@ def data_problems(bench: Benchmark) -> list[str]:
 
     lines: list[str] = []
     sources = [("dataset", r) for r in bench.id_datasets + bench.ood_datasets]
+    sources += [("dataset", r) for r in bench.csid_datasets]
     sources += [("outlier source", t.outliers) for t in bench.trainings if t.outliers]
     seen: set[tuple[str, Any]] = set()
     for kind, ref in sources:
@@ -331,12 +340,27 @@ def data_problems(bench: Benchmark) -> list[str]:
                 lines.append(
                     f"dataset {ref.key!r} cannot be an ID dataset: it has no labelled train split"
                 )
+            if ref in bench.csid_datasets:
+                lines += _csid_classes(bench, ref, source)
         except UserError as exc:  # missing files, or a plugin's own check of its options
             lines.append(f"{kind} {ref.key!r}: {exc}")
         except Exception as exc:  # a plugin's bug: name it, keep checking the rest
             plugin = get_component(kind, ref.name).plugin
             lines.append(f"{kind} {ref.key!r} (plugin {plugin!r}) failed: {_broken(exc)}")
     return lines
+
+
+def _csid_classes(bench: Benchmark, ref: Ref, source: Any) -> list[str]:
+    """A covariate-shifted ID set is labelled with the ID classes (its accuracy is reported)."""
+    from oebench.registry.lookup import create_dataset
+
+    theirs = {r.key: create_dataset(r.name, **r.kwargs).num_classes for r in bench.id_datasets}
+    wrong = sorted(k for k, n in theirs.items() if n != source.num_classes)
+    if not source.num_classes or wrong:
+        return [f"csid set {ref.key!r} has {source.num_classes or 'no'} classes, the ID "
+                f"dataset {wrong[0] if wrong else ''!r} {theirs.get(wrong[0]) if wrong else ''}: "
+                "a covariate-shifted ID set keeps the ID labels"]  # fmt: skip
+    return []
 
 
 def size_problems(

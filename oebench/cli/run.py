@@ -123,8 +123,14 @@ class RunStorage:
     "--workers",
     type=click.IntRange(1, 1024),
     default=lambda: settings.raw("workers"),
-    help="Worker processes of a local Dask/Ray cluster (default: one per core) "
-    "[env: OEBENCH_WORKERS].",
+    help="Worker processes of a local Dask/Ray cluster (default: one per core), or with the "
+    "local executor: cells at once on the one device [env: OEBENCH_WORKERS].",
+)
+@click.option(
+    "--memory-limit",
+    metavar="SIZE",
+    help="Local --workers: the memory (e.g. 12GiB) the cells at once may use together, "
+    "instead of what the device has free; too many workers for it is refused before any work.",
 )
 @click.option(
     "--address",
@@ -155,6 +161,7 @@ def run(
     executor: str | None,
     workers: int | None,
     address: str | None,
+    memory_limit: str | None,
     against: str | None,
     strict: bool,
 ) -> None:
@@ -177,6 +184,10 @@ def run(
         overrides = Overrides(seeds, detector_patterns, oe_scratch, fpr_rule, recall,
                               parse_settings(settings_given))  # fmt: skip
         bench, chosen = prepare(benchmark, overrides, executor, workers, address)
+        if memory_limit:
+            from oebench.execute.memory import parse_size
+
+            chosen = dataclasses.replace(chosen, memory_limit=parse_size(memory_limit))
         note_run(store_path, bench)  # what a Ctrl-C the watchdog carries out counts
         if detail and detail not in [d.key for d in bench.detectors]:
             raise UnknownNameError("detector", detail, [d.key for d in bench.detectors])

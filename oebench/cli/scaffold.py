@@ -42,7 +42,7 @@ files against the annotations before any work). See oebench's CONTRIBUTING.md.
 
 torch is imported inside the functions that use it, never at the top: ``oebench --help``
 imports every plugin module, and torch alone takes seconds to import
-(``tests/`` checks this with ``oebench.api.check_import_is_light``).
+(``tests/`` checks this with ``oebench.testing.check_import_is_light``).
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ TESTS = '''\
 
 import pytest
 from click.testing import CliRunner
-from oebench.api import (
+from oebench.testing import (
     check_dataset,
     check_detector,
     check_import_is_light,

@@ -160,6 +160,33 @@ def write_cache_file(cache: Any, path: Path, write: Callable[[str], None]) -> bo
     return True
 
 
+def cached_array(
+    path: str | os.PathLike, make: Callable[[], Any], shape: tuple[int, ...], dtype: str
+) -> Any:
+    """A plugin's generated numpy array, cached in the file ``path`` (under ``cache_dir()``):
+    read back when the file holds an array of ``shape`` and ``dtype``, else made by ``make()``
+    and written atomically (a cache that cannot be written costs one warning, not the run)."""
+    import numpy as np
+
+    path = Path(path)
+    if path.is_file():
+        try:
+            found = np.load(path)
+            if found.shape == tuple(shape) and found.dtype == np.dtype(dtype):
+                return found
+        except (OSError, ValueError):
+            pass
+        remove_cache_file(path)  # damaged or of another shape: made again
+    array = make()
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    write_cache_file(None, path, write)
+    return array
+
+
 def remove_cache_file(path: Path) -> None:
     """Delete a bad cache file when the folder allows it (a read-only one keeps it)."""
     with contextlib.suppress(OSError):

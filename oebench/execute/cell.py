@@ -76,6 +76,22 @@ class CellWork:
         }
         return result
 
+    def ensemble(self, cell: Cell, members: list[Cell]) -> TaskResult:
+        """Run an ensemble cell (``oebench.execute.ensemble``); a failure is reported by the
+        cell's name and stores nothing, as a cell's."""
+        from oebench.execute.ensemble import ensemble_rows
+
+        try:
+            return ensemble_rows(self, cell, members)
+        except UserError:
+            raise
+        except (Exception, SystemExit) as exc:
+            result = TaskResult(cell.key)
+            reason = str(exc) if isinstance(exc, PluginFailed) else describe_exception(exc)
+            result.failed = f"cell {cell.label}: {reason}; nothing is stored for it"
+            self._log(result, result.failed)
+            return result
+
     def _log(self, result: TaskResult, message: str) -> None:
         """Say ``message`` now and keep it with the result (the driver of a remote worker
         shows it)."""
@@ -121,8 +137,9 @@ class CellWork:
             result.scores += [(ref.key, dataset, values) for dataset, values in scores]
         score_seconds = time.perf_counter() - start + data.forward_seconds
         calib = _calibration(data.id_test[1], {k: out for k, (_, out) in data.oods.items()})
+        shifted = _shifted([out for _, out in data.csid.values()])
         for position, row in enumerate(rows):
-            row.update(calib.get(row["ood_dataset"], calib["mean"]))
+            row.update(calib.get(row["ood_dataset"], calib["mean"]), **shifted)
             row.update(
                 train_seconds=round(train_seconds, 3),
                 score_seconds=round(score_seconds, 3),
@@ -153,19 +170,23 @@ class CellWork:
         if warning:
             self._log(result, warning)
         passes = ctx.progress.start(
-            f"forward passes [{cell.training.name}, seed {cell.seed}]", len(ctx.bench.ood_datasets)
+            f"forward passes [{cell.training.name}, seed {cell.seed}]",
+            len(ctx.bench.ood_datasets) + len(ctx.bench.csid_datasets),
         )
-        oods = {}
-        for ref in ctx.bench.ood_datasets:
+        sets = {}
+        for ref in ctx.bench.ood_datasets + ctx.bench.csid_datasets:
             norm = ctx.sources.norm("dataset", ref, source)
             where = ("dataset", ref, "test", shape, cell.seed, norm)
-            oods[ref.key] = (where, self._outputs(model, digest, where, shape))
-            self.models.check_logits(cell, oods[ref.key][1], where)
+            sets[ref.key] = (where, self._outputs(model, digest, where, shape))
+            self.models.check_logits(cell, sets[ref.key][1], where)
             passes(1, ref.key)
+        csid_keys = [ref.key for ref in ctx.bench.csid_datasets]
+        oods = {k: v for k, v in sets.items() if k not in csid_keys}
         outputs_of = lambda where: self._outputs(model, digest, where, shape)  # noqa: E731
         data = CellData(
             cell, shape, model, digest, (id_test, id_out), oods, outputs_of, accuracy,
             forward_seconds=time.perf_counter() - start,
+            csid={k: sets[k] for k in csid_keys},
         )  # fmt: skip
         return data, train_seconds, cached
 
@@ -226,6 +247,20 @@ class CellWork:
         infos = get_plugin_manager().infos
         plugins = sorted({get_component(kind, name).plugin for kind, name in used})
         return {p: (infos[p].version if p in infos else None) for p in plugins}
+
+
+def _shifted(outs: list[Outputs]) -> dict[str, float | int]:
+    """The ID classifier on the covariate-shifted ID sets, all together: accuracy (%), ECE and
+    the count (nothing without such sets)."""
+    if not outs:
+        return {}
+    from oebench.calibration import calibration
+
+    logits = np.concatenate([o.logits for o in outs])
+    labels = np.concatenate([o.labels for o in outs])
+    accuracy = 100.0 * float(np.mean(logits.argmax(1) == labels))
+    return {"csid_accuracy": accuracy, "csid_ece": calibration(logits, labels)["ece"],
+            "n_csid": len(labels)}  # fmt: skip
 
 
 def _calibration(id_out: Outputs, oods: dict[str, Outputs]) -> dict[str, dict[str, float]]:

@@ -54,6 +54,8 @@ class CellData:
     accuracy: float
     #: the seconds the forward passes of the test sets took (they count as scoring time)
     forward_seconds: float = 0.0
+    #: covariate-shifted ID set key -> (where, outputs) (``protocol = "full-spectrum"``)
+    csid: dict[str, tuple[Where, Outputs]] = field(default_factory=dict)
     _train: Outputs | None = field(default=None, repr=False)
     #: the model's weights (on the CPU) from before any detector was handed the model
     _weights: dict | None = field(default=None, repr=False)
@@ -78,6 +80,7 @@ class DetectorRun:
         """Fit one detector, score ID and every OOD set: its rows and its score arrays.
         Scores are cached; the detector is fitted only when some score is not."""
         sets = [("id", *data.id_test)] + [(k, *found) for k, found in data.oods.items()]
+        sets += [(k, *found) for k, found in data.csid.items()]
         made_by = self._made_by(data.cell, ref, det)
         keys = {name: self._key(data, where, made_by) for name, where, _ in sets}
         scores = {name: self.cache.cached_scores(key) for name, key in keys.items()}
@@ -88,11 +91,19 @@ class DetectorRun:
                 scores[name] = self.cache.keep_scores(keys[name], values)
         id_scores = checked_scores(scores["id"], len(data.id_test[1]))
         rows, per_set, arrays = [], [], [("id", id_scores)]
+        shifted = [checked_scores(scores[k], len(out)) for k, (_, out) in data.csid.items()]
+        arrays += list(zip(data.csid, shifted, strict=True))
         for ood_key, (_, out) in data.oods.items():
             ood_scores = checked_scores(scores[ood_key], len(out))
             arrays.append((ood_key, ood_scores))
             found = self._evaluate(id_scores, ood_scores, data.cell.seed, ood_key)
             metrics = checked_metrics(found, ood_key)
+            if shifted:  # full-spectrum: the covariate-shifted ID sets count as ID too
+                wide = np.concatenate([id_scores, *shifted])
+                fs = ood_metrics(
+                    wide, ood_scores, self.context.bench.recall, self.context.bench.fpr_rule
+                )
+                metrics |= checked_metrics({f"fs_{m}": fs[m] for m in METRICS}, ood_key)
             per_set.append(metrics)
             rows.append(self._row(data, ref, ood_key, metrics, len(id_scores), len(ood_scores)))
         mean = {m: float(np.mean([p[m] for p in per_set])) for m in per_set[0]}
@@ -217,7 +228,7 @@ class DetectorRun:
     ) -> dict[str, float]:
         """Metrics under the benchmark's protocol (``full``, or ``oe-paper`` re-sampling)."""
         b = self.context.bench
-        if b.protocol == "full":
+        if b.protocol in ("full", "full-spectrum"):
             result = ood_metrics(id_scores, ood_scores, b.recall, b.fpr_rule)
             return result | {"aupr_baseline": _ap_baseline(len(id_scores), len(ood_scores))}
         n = max(1, len(id_scores) // 5)

@@ -79,13 +79,13 @@ def drive(
     ``on_planned`` is called once the stored cells are known, before any work."""
     worker.prepare()
     plan = worker.plan()
-    todo = _needed(plan.tasks, {t.key for t in plan.tasks if t.kind == "cell" and not skip(t)})
+    todo = _needed(plan.tasks, {t.key for t in plan.tasks if t.is_cell and not skip(t)})
     if todo:  # a model that cannot be built with its options: one line, before any work
         worker.check_models_for(todo)
     if on_planned is not None:
         on_planned()
     advance = worker.progress.start(f"benchmark {worker.bench.name}", plan.cells())
-    advance(plan.cells() - sum(t.kind == "cell" for t in todo))
+    advance(plan.cells() - sum(t.is_cell for t in todo))
     by_key = {task.key: task for task in todo}
     trainings: dict[str, dict] = {}
     done: set[str] = set()
@@ -118,7 +118,7 @@ class _Running:
     checkpoint others start from, ``+N`` when several run at once, ``done`` at the end."""
 
     def __init__(self, tasks: list[Task]):
-        parts = [t.label.split(" / ") for t in tasks if t.kind == "cell"]
+        parts = [t.label.split(" / ") for t in tasks if t.is_cell]
         width = max(map(len, parts), default=0)
         self.varying = [i for i in range(width) if len({tuple(p[i : i + 1]) for p in parts}) > 1]
 
@@ -169,12 +169,13 @@ def _credit_training(result: TaskResult, training: dict | None) -> None:
 
 
 def _needed(tasks: list[Task], cells: set[str]) -> list[Task]:
-    """The ``cells`` to run and the trainings they wait for, in plan order."""
+    """The ``cells`` to run and the trainings they wait for, in plan order (an ensemble waits
+    for its member cells only where they run too: stored ones are not run again)."""
     by_key = {task.key: task for task in tasks}
     needed, stack = set(), list(cells)
     while stack:
         key = stack.pop()
         if key not in needed:
             needed.add(key)
-            stack += by_key[key].after
+            stack += [a for a in by_key[key].after if by_key[a].kind == "train" or a in cells]
     return [task for task in tasks if task.key in needed]

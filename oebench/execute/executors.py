@@ -34,6 +34,8 @@ class ExecutorSettings:
     address: str | None = None
     #: GPUs each task reserves on Ray (one GPU per training task on a GPU cluster)
     gpus_per_task: float = 0.0
+    #: bytes the local executor's ``workers`` may use together (None: what is free now)
+    memory_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,10 @@ class RayExecutor(Executor):
 def make_executor(settings: ExecutorSettings) -> Executor:
     """The executor ``settings.name`` names; a cluster address that does not answer is a
     UserError now, before any work (not after the client's 30 s timeout)."""
+    if settings.name == "local" and (settings.workers or settings.memory_limit):
+        from oebench.execute.shared_device import SharedDeviceExecutor
+
+        return SharedDeviceExecutor(settings.workers or 1, settings.memory_limit)
     if settings.name == "local":
         return LocalExecutor()
     if settings.name in ("dask", "ray") and settings.address:

@@ -16,7 +16,7 @@ from oebench.execute.context import Context
 from oebench.execute.engine import engine
 from oebench.execute.outputs import OutputCache
 from oebench.execute.sources import Sources
-from oebench.keys.cells import differences, keyed, matrix_cells
+from oebench.keys.cells import differences, ensemble_cells, keyed, matrix_cells
 
 
 class Runner:
@@ -71,7 +71,8 @@ class Runner:
         """Every cell in run order, configured and keyed once per runner."""
         if self._matrix is None:
             with self.progress.activity("keying the cells: code and data fingerprints"):
-                self._matrix = matrix_cells(self.bench, self.sources, engine())
+                cells = matrix_cells(self.bench, self.sources, engine())
+                self._matrix = cells + ensemble_cells(self.bench, cells)
         return self._matrix
 
     def cells(self) -> Iterator[Cell]:
@@ -122,7 +123,8 @@ class Runner:
         once (see ``TrainedModels.check``), unless the weights of every task's cell are noted:
         a warm run that may need no model, nor data (its sizes were checked when the noted
         weights' outputs were made)."""
-        if any(self.models.noted(self.cell_for(task)) is None for task in tasks):
+        models = [t for t in tasks if t.kind != "ensemble"]  # an ensemble builds none itself
+        if any(self.models.noted(self.cell_for(task)) is None for task in models):
             self.check_sizes()
             with self.progress.activity("building the models"):
                 self.models.check()
@@ -163,8 +165,8 @@ class Runner:
     def cell_for(self, task: Task) -> Cell:
         """The cell of a plan's task, as this process keys it: a worker with other code or
         data than the driver refuses the task rather than store numbers under a wrong key."""
-        if self._matrix is not None:  # the process that planned it (or a worker's sibling)
-            found = next((c for c in self._matrix if c.key == task.cell_key), None)
+        if self._matrix is not None or task.kind == "ensemble":  # the planner, or a sibling
+            found = next((c for c in self.matrix if c.key == task.cell_key), None)
             if found is not None:
                 return found
         mine = keyed(self.bench, task.cell, self.sources, engine())
@@ -181,7 +183,11 @@ class Runner:
         self.prepare()
         cell = self.cell_for(task)
         with reporting_to(self.progress):  # plugins' ``oebench.api.track`` bars
-            work = self.work.train_only if task.kind == "train" else self.work.execute
-            result = work(cell)
+            if task.kind == "ensemble":
+                members = [next(c for c in self.matrix if c.key == k) for k in cell.members]
+                result = self.work.ensemble(cell, members)
+            else:
+                work = self.work.train_only if task.kind == "train" else self.work.execute
+                result = work(cell)
         result.key = task.key
         return result

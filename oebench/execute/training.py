@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from oebench.contracts.objective import Objective
+from oebench.contracts.objective import Objective, TrainStep
 from oebench.execute.outputs import iterate_batches
 from oebench.execute.sampling import budget_subset, epoch_outliers
 
@@ -103,8 +103,10 @@ def train(
     amp = params.get("amp", "auto")
     amp_dtype = torch.bfloat16 if (amp == "auto" and on_gpu) or amp == "bf16" else None
     step_model = torch.compile(model) if params.get("compile") else model
+    objective = as_objective(objective)
+    extra = _attach(objective, model, train_set, shape, device)
     opt = torch.optim.SGD(
-        model.parameters(),
+        [*model.parameters(), *(extra.parameters() if extra is not None else ())],
         lr=params["lr"],
         momentum=params["momentum"],
         nesterov=params["nesterov"],
@@ -125,7 +127,7 @@ def train(
     saved = partial.load(total) if partial is not None else None
     if saved is not None:  # resume after the last epoch an interrupted run finished
         first_epoch, step = saved["epoch"], saved["step"]
-        start -= _restore(saved, model, opt, sched, gen)
+        start -= _restore(saved, model, opt, sched, gen, (objective, extra))
         for done in range(step) if on_step is not None else ():
             on_step(done + 1, total)
     stats = _Stats(on_stats, max(1, steps_per_epoch // 10), device)
@@ -141,7 +143,7 @@ def train(
             # the setting `outlier_sampling` picks them (default: uniform; see execute/sampling.py)
             spec = params.get("outlier_sampling")
             out_order = epoch_outliers(
-                spec, model, outliers, steps_per_epoch * obs, shape, device, gen, subset
+                spec, model, outliers, steps_per_epoch * obs, shape, device, gen, subset, train_set
             )
             out_iter = iterate_batches(outliers, obs, shape, device, order=out_order)
         for x_in, y in iterate_batches(train_set, bs, shape, device, order=order):
@@ -161,11 +163,35 @@ def train(
                 x = x if mixed is tail else torch.cat([x[:n_in], mixed])
             if fmt is not None and x.dim() == 4:  # images; token batches stay as they are
                 x = x.contiguous(memory_format=fmt)
+            features = None
             with torch.autocast(
                 device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
             ):
-                logits = step_model(x).float()
-            loss = objective(logits[:n_in], y, logits[n_in:] if out_iter is not None else None)
+                if objective.uses_features:  # the same pass, split at the penultimate layer
+                    features = model.forward_features(x)
+                    logits = model.forward_head(features).float()
+                    features = features.float()
+                else:
+                    logits = step_model(x).float()
+            outs = out_iter is not None
+            loss = objective.loss(
+                TrainStep(
+                    model=model,
+                    x_in=x[:n_in],
+                    targets=y,
+                    logits_in=logits[:n_in],
+                    x_out=x[n_in:] if outs else None,
+                    logits_out=logits[n_in:] if outs else None,
+                    features_in=None if features is None else features[:n_in],
+                    features_out=None if features is None or not outs else features[n_in:],
+                    generator=gen,
+                    extra=extra,
+                    step=step,
+                    steps=total,
+                    epoch=epoch,
+                    epochs=params["epochs"],
+                )
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -176,9 +202,11 @@ def train(
             if on_step is not None:
                 on_step(step, total)
         guard.check(step, epoch)
+        objective.end_epoch(epoch, params["epochs"])
         if partial is not None and epoch + 1 < params["epochs"]:
             spent = time.perf_counter() - start
-            partial.save(_snapshot(epoch + 1, step, total, spent, model, opt, sched, gen))
+            state = _snapshot(epoch + 1, step, total, spent, model, opt, sched, gen)
+            partial.save({**state, "objective": _objective_state(objective, extra)})
         if on_epoch is not None:
             on_epoch(epoch + 1, params["epochs"])
     model.eval()
@@ -186,6 +214,49 @@ def train(
     if on_gpu:
         torch.cuda.synchronize()
     return time.perf_counter() - start
+
+
+class _Plain(Objective):
+    """A bare loss callable ``f(logits_in, targets, logits_out)`` as an ``Objective``."""
+
+    def __init__(self, loss: Any):
+        self._loss = loss
+        self.uses_outliers = bool(getattr(loss, "uses_outliers", False))
+
+    def __call__(self, logits_in: Any, targets: Any, logits_out: Any) -> Any:
+        return self._loss(logits_in, targets, logits_out)
+
+
+def as_objective(objective: Any) -> Objective:
+    """``objective`` itself, or a bare loss callable wrapped with the contract's defaults."""
+    return objective if isinstance(objective, Objective) else _Plain(objective)
+
+
+def _attach(
+    objective: Objective, model: torch.nn.Module, train_set: Any, shape: tuple, device: Any
+) -> torch.nn.Module | None:
+    """The objective's own trained parameters (``Objective.attach``), on ``device``."""
+    import torch
+
+    if type(objective).attach is Objective.attach:
+        return None
+    probe, _ = next(iterate_batches(train_set, 2, shape, device, order=torch.arange(2)))
+    was = model.training
+    model.eval()  # a probe for the sizes: no BatchNorm statistics move
+    with torch.no_grad():
+        features = model.forward_features(probe)
+        classes = model.forward_head(features).shape[1]
+    model.train(was)
+    extra = objective.attach(int(features.shape[1]), int(classes))
+    return None if extra is None else extra.to(device)
+
+
+def _objective_state(objective: Objective, extra: Any) -> dict[str, Any]:
+    """An objective's own parameters and per-step state, on the CPU, for a partial checkpoint."""
+    weights = (
+        None if extra is None else {k: v.detach().cpu() for k, v in extra.state_dict().items()}
+    )
+    return {"extra": weights, "state": objective.state()}
 
 
 def _snapshot(
@@ -229,6 +300,7 @@ def _restore(
     opt: torch.optim.Optimizer,
     sched: Any,
     gen: torch.Generator,
+    owner: tuple[Objective, Any] | None = None,
 ) -> float:
     """Put a ``_snapshot`` back in place; returns the seconds the training had taken."""
     import random
@@ -237,6 +309,11 @@ def _restore(
     import torch
 
     model.load_state_dict(saved["model"])
+    if owner is not None and "objective" in saved:  # the objective's own parameters and state
+        objective, extra = owner
+        if extra is not None:
+            extra.load_state_dict(saved["objective"]["extra"])
+        objective.load_state(saved["objective"]["state"])
     opt.load_state_dict(saved["optimizer"])
     sched.load_state_dict(saved["scheduler"])
     rng = saved["rng"]

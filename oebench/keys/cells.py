@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from oebench.bench.matrix import Benchmark, Cell, Ref, Training, canonical_hash
+from oebench.bench.matrix import ENSEMBLE_SEED, Benchmark, Cell, Ref, Training, canonical_hash
 from oebench.keys.fingerprints import cell_fingerprints
 
 
@@ -48,6 +48,35 @@ def matrix_cells(bench: Benchmark, data: DataFiles, engine: Engine) -> list[Cell
     return cells
 
 
+def ensemble_cells(bench: Benchmark, cells: list[Cell]) -> list[Cell]:
+    """With ``ensemble = true``: per ID dataset, model and training, one cell combining that
+    training's keyed ``cells`` over the seeds, keyed by its members' keys and what it reports."""
+    from oebench.keys.fingerprints import code_digest
+    from oebench.scoring import ensemble_scores
+
+    if not bench.ensemble:
+        return []
+    out, index = [], 0
+    for id_ref in bench.id_datasets:
+        for model_ref in bench.models:
+            for training in bench.trainings:
+                members = [c for c in cells if (c.id_ref, c.model_ref, c.training.name) ==
+                           (id_ref, model_ref, training.name)]  # fmt: skip
+                config = {
+                    "ensemble": [c.key for c in members],
+                    "ood_datasets": [o.config() for o in bench.ood_datasets],
+                    "protocol": bench.protocol,
+                    "resamples": bench.resamples,
+                    "fpr": [bench.recall, bench.fpr_rule],
+                    "code": code_digest(ensemble_scores),
+                }
+                cell = Cell(ENSEMBLE_SEED, id_ref, model_ref, training, index=index,
+                            members=tuple(c.key for c in members))  # fmt: skip
+                out.append(replace(cell, config=config, key=canonical_hash(config)))
+                index += 1
+    return out
+
+
 def keyed(bench: Benchmark, cell: Cell, data: DataFiles, engine: Engine) -> Cell:
     """``cell`` with its configuration and its content key filled in."""
     config = {
@@ -64,6 +93,12 @@ def keyed(bench: Benchmark, cell: Cell, data: DataFiles, engine: Engine) -> Cell
         **(
             {"fpr": [bench.recall, bench.fpr_rule]}
             if (bench.recall, bench.fpr_rule) != (0.95, "nearest")
+            else {}
+        ),
+        # covariate-shifted ID sets, only where given (existing keys stay valid)
+        **(
+            {"csid_datasets": [c.config() for c in bench.csid_datasets]}
+            if bench.csid_datasets
             else {}
         ),
         "training_version": engine.version,
@@ -101,6 +136,7 @@ def _names(bench: Benchmark, cell: Cell) -> dict[str, Any]:
         "outlier_source": t.outliers.key if t.outliers else "",
         "detectors": [d.key for d in bench.detectors],
         "ood_datasets": [o.key for o in bench.ood_datasets],
+        **({"csid_datasets": [c.key for c in bench.csid_datasets]} if bench.csid_datasets else {}),
     }
 
 

@@ -58,10 +58,12 @@ class Recorder:
         if not result.rows:
             return
         first = result.rows[0]
+        shifted = {r.key for r in self.bench.csid_datasets}  # ID too: not OOD
         arrays = [
-            ScoreArray(det, first["id_dataset"] if ds == "id" else ds, ds != "id", values)
+            ScoreArray(det, first["id_dataset"] if ds == "id" else ds, ds not in {"id", *shifted},
+                       values)
             for det, ds, values in result.scores
-        ]
+        ]  # fmt: skip
         with sigint_deferred():  # Ctrl-C lands after the commit and the count, not between
             record = cell_record(self.bench, task, result)
             self.store.save_cell(record, result.rows, arrays, self.rerun)

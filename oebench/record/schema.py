@@ -29,6 +29,12 @@ EXTRA_ROW_COLUMNS = (
     "mad_calib_mixed",
 )
 
+#: per result row of a ``protocol = "full-spectrum"`` benchmark (schema 5, NULL elsewhere): each
+#: metric with the covariate-shifted ID sets counted as ID (``fs_auroc``, ...), and the ID
+#: classifier's accuracy and ECE on those sets, and how many images they hold
+FS_METRIC_COLUMNS = tuple(f"fs_{m}" for m in METRIC_COLUMNS)
+FS_ROW_COLUMNS = (*FS_METRIC_COLUMNS, "csid_accuracy", "csid_ece", "n_csid")
+
 #: a cell record: where it sits in the matrix, then its provenance
 CELL_TYPES: dict[str, type] = {
     "key": str,
@@ -70,14 +76,19 @@ ROW_TYPES: dict[str, type] = {
     "n_id": int,
     "n_ood": int,
     **dict.fromkeys(EXTRA_ROW_COLUMNS, float),
+    **dict.fromkeys(FS_ROW_COLUMNS[:-1], float),
+    "n_csid": int,
 }
 CELL_COLUMNS = tuple(CELL_TYPES)
 ROW_COLUMNS = tuple(ROW_TYPES)
 #: columns that may be None: stds of single runs, and what cells stored before schemas 2 and 4
 #: lack
 OPTIONAL = frozenset(
-    {*STD_COLUMNS, "id_accuracy", *EXTRA_CELL_COLUMNS, *PLATFORM_COLUMNS, *EXTRA_ROW_COLUMNS}
-)
+    {
+        *STD_COLUMNS, "id_accuracy", *EXTRA_CELL_COLUMNS, *PLATFORM_COLUMNS, *EXTRA_ROW_COLUMNS,
+        *FS_ROW_COLUMNS,
+    }
+)  # fmt: skip
 
 #: what places one result in the matrix; when stored cells overlap, the newest row wins (in
 #: tables ``benchmark`` names the version group, ``quickstart[lam=1]``: oebench.report.versions)

@@ -360,7 +360,8 @@ class ResultStore:
         return record
 
     def scores(self, keys: Iterable[str]) -> dict[str, list[ScoreArray]]:
-        """Per-sample scores of the given cells, by cell key (ID set first, then OOD sets).
+        """Per-sample scores of the given cells, by cell key (ID set first, then the
+        covariate-shifted ID sets of a full-spectrum benchmark, then OOD sets).
 
         A damaged array (one that fails the cell's checksum, or cannot be decoded) is reported
         on stderr (once) naming its cell, and every array of that cell and detector is left

@@ -12,6 +12,7 @@ from oebench.record.schema import (
     CELL_TYPES,
     EXTRA_CELL_COLUMNS,
     EXTRA_ROW_COLUMNS,
+    FS_ROW_COLUMNS,
     METRIC_COLUMNS,
     OPTIONAL,
     PLATFORM_COLUMNS,
@@ -20,8 +21,8 @@ from oebench.record.schema import (
 )
 
 #: 1: the first; 2: metric settings and calibration columns; 3: each cell's checksum;
-#: 4: each cell's platforms
-SCHEMA_VERSION = 4
+#: 4: each cell's platforms; 5: the full-spectrum row columns
+SCHEMA_VERSION = 5
 APPLICATION_ID = 0x6F656221  # "oe" + "b!": marks a file as an oebench results store
 SQL_TYPES: dict[type, str] = {str: "TEXT", int: "INTEGER", bool: "INTEGER", float: "REAL"}
 #: columns that may hold NULL: the optional ones, the metrics (as every store has them), and
@@ -132,8 +133,15 @@ def _to_4(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE cells ADD COLUMN {column_sql(column, CELL_TYPES[column])}")
 
 
+def _to_5(conn: sqlite3.Connection) -> None:
+    """Schema 4 -> 5: the full-spectrum columns of result rows (NULL for the rows stored
+    before, which had no covariate-shifted ID sets; their checksums stay valid)."""
+    for column in FS_ROW_COLUMNS:
+        conn.execute(f"ALTER TABLE results ADD COLUMN {column_sql(column, ROW_TYPES[column])}")
+
+
 #: the upgrade from each older schema version to the next
-MIGRATIONS = {1: _to_2, 2: _to_3, 3: _to_4}
+MIGRATIONS = {1: _to_2, 2: _to_3, 3: _to_4, 4: _to_5}
 
 
 #: the oldest schema version a read-only store may have and still be read as it is
@@ -143,16 +151,17 @@ OLDEST_READABLE = 2
 def read_as_current(conn: sqlite3.Connection) -> None:
     """Read a store of an older schema (``OLDEST_READABLE`` or later) that cannot be upgraded
     (read-only) as a current one: a temporary view ``cells`` (only this connection's) shows
-    the cells columns added since as NULL, as an upgrade would."""
-    have = {row[1] for row in conn.execute("PRAGMA main.table_info(cells)")}
-    missing = [c for c in CELL_TABLE_TYPES if c not in have]
-    if missing:
-        added = ", ".join(f"NULL AS {c}" for c in missing)
-        conn.execute(f"CREATE TEMP VIEW cells AS SELECT *, {added} FROM main.cells")
+    the cells and results columns added since as NULL, as an upgrade would."""
+    for table, columns in (("cells", CELL_TABLE_TYPES), ("results", ROW_TYPES)):
+        have = {row[1] for row in conn.execute(f"PRAGMA main.table_info({table})")}
+        missing = [c for c in columns if c not in have]
+        if missing:
+            added = ", ".join(f"NULL AS {c}" for c in missing)
+            conn.execute(f"CREATE TEMP VIEW {table} AS SELECT *, {added} FROM main.{table}")
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Upgrade a store of an older schema version (1 to 3) to ``SCHEMA_VERSION`` in place, in
+    """Upgrade a store of an older schema version (1 to 4) to ``SCHEMA_VERSION`` in place, in
     one transaction (unless another process just did)."""
     with immediate(conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]

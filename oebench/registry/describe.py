@@ -22,7 +22,7 @@ TOML_KEY = {
     "outlier source": "outliers",
     "objective": "objective",
 }
-_CITATION = re.compile(r"\(([^()]*\b(?:19|20)\d\d[a-z]?)\)")
+_CITATION = re.compile(r"\(([^();]*\b(?:19|20)\d\d[a-z]?)(?:;[^()]*)?\)")  # "(A, V 2021; note)"
 
 
 @dataclass

@@ -28,7 +28,7 @@ from oebench.metrics import CONVENTION, CONVENTION_ID, LOWER_IS_BETTER
 from oebench.record.schema import LABELS
 from oebench.record.store import ResultStore
 from oebench.report.platforms import frame_mixed_platforms, platform_signature
-from oebench.report.tables import BOARD_COLUMNS, SHOWN, comparison, split_trainings
+from oebench.report.tables import BOARD_COLUMNS, SHOWN, comparison, seed_count, split_trainings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -463,7 +463,7 @@ def _per_set_table(
             )
         return "".join(out)
 
-    seeds = part.seed.nunique()
+    seeds = seed_count(part)
     return (
         f"<div class='scroll'><table class='sortable' data-kind='per-set' "
         f"data-detector='{escape(det)}' data-oe='{escape(oe)}'>"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from oebench.bench.groups import PREFIX, is_summary
 from oebench.metrics import CONVENTION, CONVENTION_ID, LOWER_IS_BETTER
 from oebench.record.schema import LABELS
-from oebench.report.tables import BOARD_COLUMNS, SHOWN, comparison, split_trainings
+from oebench.report.tables import BOARD_COLUMNS, SHOWN, comparison, seed_count, split_trainings
 from oebench.report.text import delta_cell, value_cell, value_text, wide_cell
 from oebench.report.wide import col, is_wide, trainings_of, wide_comparison
 
@@ -35,6 +35,7 @@ def render(
         return
     if is_wide(df) and intervals is None:  # 2+ variants: one wide table, one baseline
         render_wide(console, df, detail, metrics, sort)
+        _render_sources(console, df, detail, metrics[0])
         return
     base, _ = split_trainings(df)
     labels = _labels(df)
@@ -52,6 +53,18 @@ def render(
         where = f"{bench} · " if _is_version(sub) else ""  # which version group, when several
         detector = detail or part.detector.iloc[0]
         _render_per_set(console, sub, id_ds, model, base, oe, detector, where)
+    _render_sources(console, df, detail, metrics[0])
+
+
+def _render_sources(console: Console, df: pd.DataFrame, detail: str | None, metric: str) -> None:
+    """Trainings over 2+ outlier sources: families x sources (``oebench.report.sources``)."""
+    from oebench.report.sources import has_sources, render_sources
+    from oebench.report.spectrum import has_spectrum, render_spectrum
+
+    if has_sources(df):
+        render_sources(console, df, detail, metric)
+    if has_spectrum(df):
+        render_spectrum(console, df, metric)
 
 
 def _is_version(df: pd.DataFrame) -> bool:
@@ -62,7 +75,7 @@ def _is_version(df: pd.DataFrame) -> bool:
 
 def _caption(sub: pd.DataFrame, part: pd.DataFrame, base: str | None, oe: str, has_ci: bool) -> str:
     """What a leaderboard shows: OOD sets, seeds, protocol, ID accuracy, metric conventions."""
-    seeds = int(sub.seed.nunique())
+    seeds = seed_count(sub)
     protocol = sub.protocol.iloc[0] if "protocol" in sub else "full"
     accuracy = part["id_accuracy_baseline"].iloc[0]
     acc = "ID accuracy:"
@@ -215,7 +228,7 @@ def _render_per_set(
     order["mean"] = len(order)
     per = per.sort_values("ood_dataset", key=lambda col: col.map(order))
     title = f"{where}{id_ds} · {model} · {detector}: per OOD set"
-    seeds = int(sub.seed.nunique())
+    seeds = seed_count(sub)
 
     def build(ms: tuple[str, ...], sep: str) -> Any:
         return _comparison_table(title, "OOD set", per.ood_dataset, per, ms, sep, _labels(sub))
@@ -250,67 +263,102 @@ def _print_table(
     console: Console, sub: pd.DataFrame, wide: pd.DataFrame, metric: str, ood: str, where: str
 ) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
     trainings = trainings_of(wide)
     arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
     n_sets = sub.ood_dataset[~sub.ood_dataset.map(is_summary)].nunique()
     what = f"mean over {n_sets} OOD sets" if ood == "mean" else f"{ood.split(':', 1)[1]}-OOD mean"
-    t = Table(
-        title=escape(
-            f"{where} · {_labels(sub)[metric]}{arrow} ({what}): {trainings[0]} vs "
-            f"{len(trainings) - 1} trainings, Δ to {trainings[0]}"
-        ),
-        title_style="bold",
-        caption_justify="left",
+    title = (
+        f"{where} · {_labels(sub)[metric]}{arrow} ({what}): {trainings[0]} vs "
+        f"{len(trainings) - 1} trainings, Δ to {trainings[0]}"
     )
-    t.add_column("detector")
-    for i, name in enumerate(trainings):
-        t.add_column(
-            escape(name) + ("\n(baseline)" if i == 0 and name != "baseline" else ""),
-            justify="right",
-        )
-    for _, r in wide.iterrows():
-        t.add_row(escape(r.detector), *[wide_cell(r, metric, tr, markup=True) for tr in trainings])
+    names = [
+        n + ("\n(baseline)" if i == 0 and n != "baseline" else "") for i, n in enumerate(trainings)
+    ]
+    cells = [
+        [wide_cell(r, metric, tr, markup=True) for tr in trainings] for _, r in wide.iterrows()
+    ]
     first = wide.iloc[0]
     acc = ", ".join(f"{tr} {first[col('id_accuracy', tr)]:.2f}%" for tr in trainings)
     protocol = sub.protocol.iloc[0] if "protocol" in sub else "full"
-    t.caption = escape(
-        f"{int(sub.seed.nunique())} seed(s) (± = std over seeds); protocol {protocol}. "
+    caption = escape(
+        f"{seed_count(sub)} seed(s) (± = std over seeds); protocol {protocol}. "
         f"ID accuracy: {acc}.\n{CONVENTION}."
     )
-    console.print(t)
+    grid = _Grid(title, "detector", list(wide.detector), names, cells)
+    if not grid.fits(console.width):  # the trainings as rows: their ID accuracy as a column
+        grid.side = ("ID acc. %", [f"{first[col('id_accuracy', tr)]:.2f}" for tr in trainings])
+        caption = escape(
+            f"{seed_count(sub)} seed(s) (± = std over seeds); protocol {protocol}.\n{CONVENTION}."
+        )
+    console.print(grid.table(console.width, caption))
     console.print()
+
+
+class _Grid:
+    """A table of ``cells[row][column]`` with training columns, printed with the trainings as
+    rows instead where their columns would not fit the console's width."""
+
+    def __init__(
+        self, title: str, corner: str, rows: list[str], trainings: list[str], cells: list[list[str]]
+    ):
+        self.title, self.corner, self.rows, self.trainings = title, corner, rows, trainings
+        self.cells = cells
+        self.side: tuple[str, list[str]] | None = None  # a column per training when transposed
+
+    def fits(self, width: int) -> bool:
+        """Whether one column per training fits ``width`` (each cell's plain text, padded)."""
+        from rich.text import Text
+
+        widest = [max([len(n) for n in self.trainings[i].split("\n")] +
+                      [Text.from_markup(r[i]).cell_len for r in self.cells])
+                  for i in range(len(self.trainings))]  # fmt: skip
+        first = max([len(self.corner)] + [len(r) for r in self.rows])
+        return first + sum(w + 3 for w in widest) + 4 <= width
+
+    def table(self, width: int, caption: str = "") -> Any:
+        from rich.markup import escape
+        from rich.table import Table
+
+        t = Table(title=escape(self.title), title_style="bold", caption_justify="left")
+        if self.fits(width):
+            t.add_column(escape(self.corner))
+            for name in self.trainings:
+                t.add_column(escape(name), justify="right")
+            for label, row in zip(self.rows, self.cells, strict=True):
+                t.add_row(escape(label), *row)
+        else:  # transposed: one row per training
+            t.add_column("training")
+            for label in self.rows:
+                t.add_column(escape(label), justify="right")
+            side = self.side or ("", [])
+            if self.side:
+                t.add_column(escape(side[0]), justify="right")
+            for i, name in enumerate(self.trainings):
+                extra = [side[1][i]] if self.side else []
+                t.add_row(escape(name.replace("\n", " ")), *[row[i] for row in self.cells], *extra)
+        t.caption = caption or None
+        return t
 
 
 def _print_per_set(
     console: Console, sub: pd.DataFrame, detector: str, metric: str, where: str
 ) -> None:
     """Rows: OOD sets, then group means and the overall mean; columns: trainings."""
-    from rich.markup import escape
-    from rich.table import Table
-
     part = sub[sub.detector == detector]
     sets = list(dict.fromkeys(part.ood_dataset))
     order = [s for s in sets if not is_summary(s)] + [s for s in sets if s.startswith(PREFIX)]
     order.append("mean")
     arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
-    t = Table(
-        title=escape(f"{where} · {detector}: {_labels(sub)[metric]}{arrow} per OOD set"),
-        title_style="bold",
-    )
-    t.add_column("OOD set")
     trainings: list[str] = []
-    rows = []
+    rows, cells = [], []
     for ood in order:
         wide = wide_comparison(part, (metric,), ood=ood)
         if wide.empty:
             continue
         trainings = trainings or trainings_of(wide)
-        rows.append((ood, wide.iloc[0]))
-    for name in trainings:
-        t.add_column(escape(name), justify="right")
-    for ood, r in rows:
-        t.add_row(escape(ood), *[wide_cell(r, metric, tr, markup=True) for tr in trainings])
-    console.print(t)
+        rows.append(ood)
+        cells.append([wide_cell(wide.iloc[0], metric, tr, markup=True) for tr in trainings])
+    title = f"{where} · {detector}: {_labels(sub)[metric]}{arrow} per OOD set"
+    console.print(_Grid(title, "OOD set", rows, trainings, cells).table(console.width))
     console.print()

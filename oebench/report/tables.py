@@ -9,7 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from oebench.metrics import LOWER_IS_BETTER
-from oebench.record.schema import CSV_COLUMNS, GROUP_COLUMNS, ORDER_COLUMNS, STD_COLUMNS
+from oebench.record.schema import (
+    CSV_COLUMNS,
+    FS_ROW_COLUMNS,
+    GROUP_COLUMNS,
+    ORDER_COLUMNS,
+    STD_COLUMNS,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,7 +43,13 @@ def results_frame(rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
 
     df = sort_results(pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows)
     std = [c for c in STD_COLUMNS if c in df and df[c].notna().any()]
-    return df[[c for c in CSV_COLUMNS + std if c in df.columns]]
+    fs = [c for c in FS_ROW_COLUMNS if c in df and df[c].notna().any()]  # full-spectrum only
+    return df[[c for c in CSV_COLUMNS + std + fs if c in df.columns]]
+
+
+def seed_count(df: pd.DataFrame) -> int:
+    """How many seeds ``df``'s rows come from (an ensemble cell's rows, seed -1, are all)."""
+    return int(df.seed[df.seed >= 0].nunique()) if "seed" in df else 0
 
 
 def split_trainings(df: pd.DataFrame) -> tuple[str | None, list[str]]:

@@ -19,16 +19,17 @@ LAYERS: dict[str, int] = {
     "oebench.hookspecs": 0,
     "oebench.metrics": 0,
     "oebench.calibration": 0,
+    "oebench.scoring": 0,
     "oebench.core": 1,
     "oebench.contracts": 2,
     "oebench.registry": 2,
     "oebench.bench": 3,
     "oebench.api": 3,
-    "oebench.testing": 3,
     "oebench.keys": 4,
     "oebench.execute": 5,
     "oebench.record": 5,
     "oebench.report": 6,
+    "oebench.testing": 6,  # the plugin kit drives the real engine (the training loop)
     "oebench.session": 7,
     "oebench.cli": 7,
     "oebench": 7,  # the package root: the Python API

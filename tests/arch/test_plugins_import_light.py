@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from oebench.api import check_import_is_light
+from oebench.testing import check_import_is_light
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 EXAMPLE = PLUGINS / "oebench-example-detector"

@@ -150,9 +150,9 @@ def test_killed_dask_worker_is_retried_and_every_cell_stored_once(tmp_path, loca
 
 
 def test_cluster_options_need_a_cluster_executor(tmp_path):
-    result = run_cli("run", str(TINY), "--workers", "2", env=_env(tmp_path, "x"))
+    result = run_cli("run", str(TINY), "--address", "tcp://h:1", env=_env(tmp_path, "x"))
     assert result.returncode == 2
-    assert "--workers and --address need --executor dask or ray" in result.stderr
+    assert "--address needs --executor dask or ray" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -18,6 +18,7 @@ from conftest import TINY, run_cli, store_record, store_rows
 from oebench.core.files import CACHE_MARKER
 from oebench.execute.checkpoints import CheckpointCache
 from oebench.keys.weights import WeightNotes
+from oebench.record.schema import FS_ROW_COLUMNS
 from oebench.record.store import ResultStore, ScoreArray, StoreError, encode_scores
 from oebench.record.tables import SCHEMA_VERSION
 from oebench.report.results import load_results
@@ -319,6 +320,8 @@ def make_schema_2(path: Path) -> None:
     """A store as oebench wrote it before cells had checksums."""
     two_cells(path)
     conn = sqlite3.connect(path)
+    for column in FS_ROW_COLUMNS:  # schema 5's
+        conn.execute(f"ALTER TABLE results DROP COLUMN {column}")
     conn.execute("ALTER TABLE cells DROP COLUMN platform")  # schema 4's
     conn.execute("ALTER TABLE cells DROP COLUMN checksum")
     conn.execute("PRAGMA user_version = 2")

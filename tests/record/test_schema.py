@@ -21,7 +21,8 @@ def test_metric_and_std_columns_follow_the_metrics():
 
 def test_row_and_cell_columns_in_order_with_types():
     assert columns.ROW_COLUMNS[:3] == ("detector", "ood_dataset", "row_index")
-    assert columns.ROW_COLUMNS[-len(columns.EXTRA_ROW_COLUMNS) :] == columns.EXTRA_ROW_COLUMNS
+    extra = (*columns.EXTRA_ROW_COLUMNS, *columns.FS_ROW_COLUMNS)  # schema 2's, then 5's
+    assert columns.ROW_COLUMNS[-len(extra) :] == extra
     assert columns.CELL_COLUMNS[-3:-1] == columns.EXTRA_CELL_COLUMNS == ("recall", "fpr_rule")
     assert columns.CELL_COLUMNS[-1:] == columns.PLATFORM_COLUMNS == ("platform",)
     assert columns.ROW_TYPES["auroc"] is float and columns.CELL_TYPES["seed"] is int

@@ -17,6 +17,7 @@ from oebench.errors import UserError
 from oebench.record.schema import (
     EXTRA_CELL_COLUMNS,
     EXTRA_ROW_COLUMNS,
+    FS_ROW_COLUMNS,
 )
 from oebench.record.store import ResultStore, ScoreArray
 from oebench.record.tables import SCHEMA_VERSION
@@ -155,6 +156,8 @@ def test_a_schema_1_store_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
     ResultStore(path).close()
     conn = sqlite3.connect(path)
     conn.execute("INSERT INTO benchmarks VALUES ('d', 'b', 'text')")
+    for column in FS_ROW_COLUMNS:  # schema 5's
+        conn.execute(f"ALTER TABLE results DROP COLUMN {column}")
     conn.execute("ALTER TABLE cells DROP COLUMN platform")  # schema 4's
     conn.execute("ALTER TABLE cells DROP COLUMN checksum")  # schema 3's, after schema 2's
     for column in EXTRA_CELL_COLUMNS:

@@ -12,6 +12,7 @@ from pathlib import Path
 from conftest import store_record, store_rows
 
 from oebench.core.platforms import cell_platform
+from oebench.record.schema import FS_ROW_COLUMNS
 from oebench.record.store import ResultStore, ScoreArray
 from oebench.record.tables import SCHEMA_VERSION
 
@@ -33,6 +34,8 @@ def make_schema_3(path: Path) -> None:
         store.save_cell(record("k1", platform=None), store_rows(75.0), ARRAYS)
         store.save_cell(record("k2", platform=None, cell_index=1), store_rows(60.0), ARRAYS)
     conn = sqlite3.connect(path)
+    for column in FS_ROW_COLUMNS:  # schema 5's
+        conn.execute(f"ALTER TABLE results DROP COLUMN {column}")
     conn.execute("ALTER TABLE cells DROP COLUMN platform")
     conn.execute("PRAGMA user_version = 3")
     conn.commit()
@@ -66,13 +69,14 @@ def test_a_schema_3_store_is_upgraded_and_its_cells_still_verify(tmp_path):
         assert {row["platform"] for row in store.rows()} == {None}
         store.save_cell(record("k3", platform=platform_text()), store_rows(50.0), ARRAYS)
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     assert conn.execute("SELECT count(*) FROM cells WHERE platform IS NULL").fetchone()[0] == 2
-    upgraded = conn.execute("PRAGMA table_info(cells)").fetchall()
+    upgraded = [conn.execute(f"PRAGMA table_info({t})").fetchall() for t in ("cells", "results")]
     conn.close()
     ResultStore(tmp_path / "new.sqlite").close()
     conn = sqlite3.connect(tmp_path / "new.sqlite")
-    assert upgraded == conn.execute("PRAGMA table_info(cells)").fetchall()  # as if made new
+    made = [conn.execute(f"PRAGMA table_info({t})").fetchall() for t in ("cells", "results")]
+    assert upgraded == made  # as if made new
     conn.close()
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import oebench_example_detector as plugin
 import pytest
 
-from oebench.api import Outputs, check_detector, create_detector, list_detectors
+from oebench.api import Outputs, create_detector, list_detectors
+from oebench.testing import check_detector
 
 
 @pytest.fixture(autouse=True)
