@@ -206,3 +206,22 @@ def test_runner_passes_only_id_training_images_to_fit_inputs(monkeypatch):
     aurocs = {(r["detector"], r["ood_dataset"]): r["auroc"] for r in rows}
     assert {d for d, _ in aurocs} == {"gram", "mahalanobis-ensemble"}
     assert all(0 <= v <= 100 for v in aurocs.values())
+
+
+def test_parity_gram_statistics_and_deviation_with_pytorch_ood(pood):
+    """The shared formulas agree with pytorch-ood's Gram: the row sums of each p-th order Gram
+    matrix and the relative out-of-bounds deviation (the pipelines differ by design: which
+    layers, the poles, and how the layer norms are estimated; see the README's row)."""
+    from oebench_plugins.model_layers import _gram_deviation, gram_rows
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(6, 5, 4, 4, generator=g, dtype=torch.float64)  # signed, like BN outputs
+    rows = gram_rows(maps, 4)
+    for p in range(1, 5):
+        want = pood.Gram._gram_vector(maps, p)
+        torch.testing.assert_close(rows[:, p - 1], want, rtol=1e-10, atol=1e-12)
+    low, high = rows.min(0).values - 0.5, rows.max(0).values - 1.0  # some rows outside
+    got = _gram_deviation(rows[:, :1], low[:1].unsqueeze(0), high[:1].unsqueeze(0))
+    want = pood.Gram._deviation(rows[:, 0], low[0], high[0])
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert bool((got > 0).any())
