@@ -247,3 +247,39 @@ def executor_settings(
         address=address or own.get("address"),
         gpus_per_task=float(own.get("gpus_per_task", 0.0)),
     )
+
+
+def plan_rows(bench: Benchmark, store: str | Path | None, device: str = "auto") -> list[dict]:
+    """The tasks ``oebench run`` would run, in order, before any work: per task its kind,
+    label, the tasks it waits for, whether its cell is stored already, and the estimated
+    peak memory of its training step (``oebench.execute.memory``; None for an ensemble)."""
+    from oebench.core import settings
+    from oebench.execute.memory import cell_peak
+    from oebench.execute.runner import Runner
+    from oebench.record.store import ResultStore
+
+    runner = Runner(bench, device=device)
+    runner.prepare()
+    plan = runner.plan()
+    labels = {t.key: t.label for t in plan.tasks}
+    peaks: dict[tuple, int] = {}
+    stored: set[str] = set()
+    path = Path(store or settings.store_path())
+    if path.exists():  # no store yet: nothing is stored
+        with ResultStore(path, create=False) as results:
+            stored = {t.key for t in plan.tasks if t.is_cell and results.has(t.key)}
+    rows = []
+    for task in plan.tasks:
+        cell = task.cell
+        peak = None
+        if cell is not None and task.kind != "ensemble":
+            what = (cell.model_ref.key, cell.id_ref.key, repr(cell.training.settings))
+            if what not in peaks:
+                peaks[what] = cell_peak(runner.sources, cell)
+            peak = peaks[what]
+        rows.append({
+            "kind": task.kind, "label": task.label, "after": [labels[a] for a in task.after],
+            "stored": task.key in stored, "epochs": cell.training.params.get("epochs")
+            if cell is not None and task.kind != "ensemble" else None, "peak_bytes": peak,
+        })  # fmt: skip
+    return rows

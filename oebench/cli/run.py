@@ -87,6 +87,13 @@ class RunStorage:
     help="Where dataset files are (overrides $OEBENCH_DATA_ROOT).",
 )
 @click.option("--download", is_flag=True, help="Allow downloading missing dataset files.")
+@click.option(
+    "--plan",
+    "plan_only",
+    is_flag=True,
+    help="Print the tasks the run would run (stored or not, what each waits for, the "
+    "estimated peak memory of a training step) and exit without running them.",
+)
 @click.option("--no-cache", is_flag=True, help="Neither read nor write cached models/outputs.")
 @STORE_OPTION
 @click.option(
@@ -164,6 +171,7 @@ def run(
     memory_limit: str | None,
     against: str | None,
     strict: bool,
+    plan_only: bool = False,
 ) -> None:
     """Run BENCHMARK (a registered name or a .toml path; default: quickstart).
 
@@ -188,6 +196,9 @@ def run(
             from oebench.execute.memory import parse_size
 
             chosen = dataclasses.replace(chosen, memory_limit=parse_size(memory_limit))
+        if plan_only:
+            show_plan(bench, store_path, device, chosen)
+            return
         note_run(store_path, bench)  # what a Ctrl-C the watchdog carries out counts
         if detail and detail not in [d.key for d in bench.detectors]:
             raise UnknownNameError("detector", detail, [d.key for d in bench.detectors])
@@ -198,6 +209,37 @@ def run(
         raise
     except KeyboardInterrupt:  # outside the matrix (e.g. in the first second): same report
         raise RunInterrupted(store_path, bench) from None
+
+
+def show_plan(bench: Benchmark, store_path: str | None, device: str, chosen: Any) -> None:
+    """``--plan``: the task table, then the memory the chosen cells at once would need."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from oebench.execute.memory import fmt_size
+    from oebench.session import plan_rows
+
+    rows = plan_rows(bench, store_path, device)
+    t = Table(title=escape(f"{bench.name}: {len(rows)} tasks, in run order"), title_style="bold")
+    for name in ("#", "task", "kind", "waits for", "stored", "epochs", "peak memory"):
+        t.add_column(name, justify="right" if name in ("#", "epochs", "peak memory") else "left")
+    for i, r in enumerate(rows, 1):
+        peak = fmt_size(r["peak_bytes"]) if r["peak_bytes"] is not None else "-"
+        t.add_row(str(i), escape(r["label"]), r["kind"], escape(", ".join(r["after"]) or "-"),
+                  "yes" if r["stored"] else "", str(r["epochs"] or "-"), peak)  # fmt: skip
+    cells = [r for r in rows if r["kind"] != "train"]
+    todo = sum(not r["stored"] for r in cells)
+    peaks = [r["peak_bytes"] for r in rows if r["peak_bytes"] is not None]
+    workers = getattr(chosen, "workers", None) or 1
+    t.caption = (
+        f"{todo} of {len(cells)} cells to run ({len(cells) - todo} stored). Peak memory of a "
+        f"training step, estimated from one test step (weights, gradients, momentum, saved "
+        f"activations; not the data): at most {fmt_size(max(peaks) if peaks else 0)} per cell"
+        + (f", x{workers} cells at once" if workers > 1 else "")
+        + ". Nothing was run."
+    )
+    Console().print(t)
 
 
 def execute(
