@@ -11,6 +11,7 @@ of any other class as its class and its attributes. Classes, functions and modul
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import functools
 import hashlib
@@ -182,6 +183,16 @@ def _logger(writer: _Writer, value: Any, depth: int) -> str:
     return f"({value.name!r})"  # where messages go, not what is computed
 
 
+def _context_var(writer: _Writer, value: Any, depth: int) -> str:
+    """A context variable by its declaration (name, default), as module state is: what it
+    holds is each run's own state (e.g. the progress bars ``track`` reports to)."""
+    try:
+        shown = writer.write(contextvars.Context().run(value.get), depth)  # its default
+    except LookupError:
+        shown = "<none>"
+    return f"({value.name!r}, default={shown})"
+
+
 def _pattern(writer: _Writer, value: Any, depth: int) -> str:
     return f"({value.pattern!r}, {int(value.flags)})"
 
@@ -208,6 +219,7 @@ _SPECIAL: tuple[tuple[Callable[[Any], bool], Callable[[_Writer, Any, int], str]]
     (lambda v: isinstance(v, slice), _Writer._slice),
     (lambda v: isinstance(v, re.Pattern), _pattern),
     (lambda v: isinstance(v, logging.Logger), _logger),
+    (lambda v: isinstance(v, contextvars.ContextVar), _context_var),
     (_is_numpy, _array),
     (_is_tensor, _tensor),
 )

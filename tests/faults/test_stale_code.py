@@ -380,3 +380,32 @@ def test_images_read_through_a_package_api_key_its_version_and_arrays(tmp_path, 
         assert np.array_equal(images._lfw()[0], skimage.data.lfw_subset())
     finally:
         images._lfw.cache_clear()
+
+
+def test_a_context_variable_is_hashed_by_its_declaration_not_its_value(load):
+    """A ``ContextVar`` holds each run's state (``oebench.api.track``'s bars): its name and
+    default count, what it holds now does not, and no package is hashed whole for it."""
+    head = (
+        "import contextvars\n\nLEVEL = contextvars.ContextVar('level', default=1)\n\n\n"
+        "def level():\n    return LEVEL.get()"
+    )
+    module = load(a=_a(head, "return x * level()"))
+    before = code_digest(module.A)
+    token = module.LEVEL.set(5)
+    clear_caches()
+    assert code_digest(module.A) == before
+    module.LEVEL.reset(token)
+    changed = load(a=_a(head.replace("default=1", "default=2"), "return x * level()"))
+    assert code_digest(changed.A) != before
+    other = load(a=_a(head, "return x * level()"), c="def other():\n    return 3\n")
+    assert code_digest(other.A) == before  # not the whole package
+
+
+def test_a_plugin_reporting_progress_is_not_keyed_by_all_of_oebench():
+    from oebench.api import track
+    from oebench.keys.fingerprints import closure
+
+    def counted(xs):
+        return [x for x in track(xs, "items")]
+
+    assert not [m for m in closure(counted) if m.wide]
