@@ -254,7 +254,7 @@ def plan_rows(bench: Benchmark, store: str | Path | None, device: str = "auto") 
     label, the tasks it waits for, whether its cell is stored already, and the estimated
     peak memory of its training step (``oebench.execute.memory``; None for an ensemble)."""
     from oebench.core import settings
-    from oebench.execute.memory import cell_peak
+    from oebench.execute.memory import training_peaks
     from oebench.execute.runner import Runner
     from oebench.record.store import ResultStore
 
@@ -262,7 +262,8 @@ def plan_rows(bench: Benchmark, store: str | Path | None, device: str = "auto") 
     runner.prepare()
     plan = runner.plan()
     labels = {t.key: t.label for t in plan.tasks}
-    peaks: dict[tuple, int] = {}
+    trained = [t.cell for t in plan.tasks if t.cell is not None and t.kind != "ensemble"]
+    peaks = training_peaks(runner.sources, trained)
     stored: set[str] = set()
     path = Path(store or settings.store_path())
     if path.exists():  # no store yet: nothing is stored
@@ -271,12 +272,7 @@ def plan_rows(bench: Benchmark, store: str | Path | None, device: str = "auto") 
     rows = []
     for task in plan.tasks:
         cell = task.cell
-        peak = None
-        if cell is not None and task.kind != "ensemble":
-            what = (cell.model_ref.key, cell.id_ref.key, repr(cell.training.settings))
-            if what not in peaks:
-                peaks[what] = cell_peak(runner.sources, cell)
-            peak = peaks[what]
+        peak = peaks.get(cell.key) if cell is not None and task.kind != "ensemble" else None
         rows.append({
             "kind": task.kind, "label": task.label, "after": [labels[a] for a in task.after],
             "stored": task.key in stored, "epochs": cell.training.params.get("epochs")

@@ -93,13 +93,13 @@ class DetectorRun:
         rows, per_set, arrays = [], [], [("id", id_scores)]
         shifted = [checked_scores(scores[k], len(out)) for k, (_, out) in data.csid.items()]
         arrays += list(zip(data.csid, shifted, strict=True))
+        wide = np.concatenate([id_scores, *shifted]) if shifted else None  # full-spectrum ID
         for ood_key, (_, out) in data.oods.items():
             ood_scores = checked_scores(scores[ood_key], len(out))
             arrays.append((ood_key, ood_scores))
             found = self._evaluate(id_scores, ood_scores, data.cell.seed, ood_key)
             metrics = checked_metrics(found, ood_key)
-            if shifted:  # full-spectrum: the covariate-shifted ID sets count as ID too
-                wide = np.concatenate([id_scores, *shifted])
+            if wide is not None:  # full-spectrum: the covariate-shifted ID sets count as ID too
                 fs = ood_metrics(
                     wide, ood_scores, self.context.bench.recall, self.context.bench.fpr_rule
                 )

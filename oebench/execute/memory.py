@@ -111,16 +111,24 @@ def cell_peak(sources: Any, cell: Any) -> int:
     return training_peak(net, shape, images)
 
 
+def training_peaks(sources: Any, cells: Iterable[Any]) -> dict[str, int]:
+    """``cell_peak`` of every cell by its key, estimated once per model, data and training."""
+    found: dict[tuple, int] = {}
+    peaks = {}
+    for cell in cells:
+        what = (cell.model_ref.key, cell.id_ref.key, repr(cell.training.settings))
+        if what not in found:
+            found[what] = cell_peak(sources, cell)
+        peaks[cell.key] = found[what]
+    return peaks
+
+
 def check_fits(
     sources: Any, cells: Iterable[Any], workers: int, device: Any, limit: int | None = None
 ) -> tuple[int, int]:
     """A ``UserError`` (one line) when ``workers`` cells at once do not fit in the memory
     available on ``device`` (or ``limit`` bytes); returns (estimate per cell, available)."""
-    peaks: dict[tuple, int] = {}
-    for cell in cells:
-        what = (cell.model_ref.key, cell.id_ref.key, repr(cell.training.settings))
-        if what not in peaks:
-            peaks[what] = cell_peak(sources, cell)
+    peaks = training_peaks(sources, cells)
     if not peaks:
         return 0, 0
     each = max(peaks.values()) + process_overhead(device)

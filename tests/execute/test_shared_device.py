@@ -102,6 +102,7 @@ def test_check_fits_counts_each_distinct_training_once(monkeypatch):
         settings = ()
 
     class Cell:
+        key = "cell"
         model_ref = id_ref = Ref()
         training = Training()
 
