@@ -56,6 +56,10 @@ _LAZY = {
     "log_softmax64": "oebench.contracts.detector",
     "logsumexp64": "oebench.contracts.detector",
     "msp_log_odds": "oebench.contracts.detector",
+    # outputs that may be memory-mapped files: read them in row blocks
+    "row_blocks": "oebench.contracts.arrays",
+    "is_mapped": "oebench.contracts.arrays",
+    "release_pages": "oebench.contracts.arrays",
     # models and training objectives
     "Classifier": "oebench.contracts.model",
     "Objective": "oebench.contracts.objective",

@@ -131,8 +131,10 @@ def run_session(
 
     prepare_process((t.name, t.params) for t in bench.trainings)  # before torch: kernel pins
     root = Path(cache_root) if cache_root is not None else None
-    runner = Runner(bench, device=device, progress=progress, use_cache=use_cache, cache_root=root)
-    run_on = make_executor(executor or ExecutorSettings())
+    executor = executor or ExecutorSettings()
+    runner = Runner(bench, device=device, progress=progress, use_cache=use_cache, cache_root=root,
+                    shards=executor.shards, memory_limit=executor.memory_limit)  # fmt: skip
+    run_on = make_executor(executor)
     with ResultStore(store) as results:
         recorder = Recorder(results, bench, rerun, scores_dir, on_change)
         interrupted = False
@@ -192,6 +194,7 @@ def prepare(
     executor: str | None = None,
     workers: int | None = None,
     address: str | None = None,
+    shards: int | None = None,
 ) -> tuple[Benchmark, ExecutorSettings]:
     """The benchmark to run (a name, a path or a value, with ``overrides``) and where."""
     from oebench.bench.matrix import Benchmark
@@ -201,7 +204,7 @@ def prepare(
     bench = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(str(benchmark))
     bench = overridden(bench, overrides) if overrides is not None else bench
     check_data_root()
-    return bench, executor_settings(bench, executor, workers, address)
+    return bench, executor_settings(bench, executor, workers, address, shards)
 
 
 def check_data_root(root: Path | None = None, what: str = "the data root") -> None:
@@ -232,7 +235,11 @@ def check_places(device: str) -> None:
 
 
 def executor_settings(
-    bench: Benchmark, name: str | None, workers: int | None, address: str | None
+    bench: Benchmark,
+    name: str | None,
+    workers: int | None,
+    address: str | None,
+    shards: int | None = None,
 ) -> ExecutorSettings:
     """Command-line (or environment) settings over the benchmark file's ``executor``."""
     from oebench.execute.executors import ExecutorSettings
@@ -246,24 +253,35 @@ def executor_settings(
         workers=workers or own.get("workers"),
         address=address or own.get("address"),
         gpus_per_task=float(own.get("gpus_per_task", 0.0)),
+        shards=int(shards or own.get("shards", 1)),
     )
 
 
-def plan_rows(bench: Benchmark, store: str | Path | None, device: str = "auto") -> list[dict]:
+def plan_rows(
+    bench: Benchmark,
+    store: str | Path | None,
+    device: str = "auto",
+    shards: int = 1,
+    use_cache: bool = True,
+) -> list[dict]:
     """The tasks ``oebench run`` would run, in order, before any work: per task its kind,
     label, the tasks it waits for, whether its cell is stored already, and the estimated
-    peak memory of its training step (``oebench.execute.memory``; None for an ensemble)."""
+    peak memory of its training step and of its scoring, and the bytes of outputs it keeps
+    on disk (``oebench.execute.memory``; None for an ensemble)."""
     from oebench.core import settings
-    from oebench.execute.memory import training_peaks
+    from oebench.execute.memory import scoring_peaks, training_peaks
     from oebench.execute.runner import Runner
     from oebench.record.store import ResultStore
 
-    runner = Runner(bench, device=device)
+    runner = Runner(bench, device=device, shards=shards, use_cache=use_cache)
     runner.prepare()
     plan = runner.plan()
     labels = {t.key: t.label for t in plan.tasks}
-    trained = [t.cell for t in plan.tasks if t.cell is not None and t.kind != "ensemble"]
+    trained = list({t.cell_key: t.cell for t in plan.tasks
+                    if t.cell is not None and t.kind != "ensemble"}.values())  # fmt: skip
     peaks = training_peaks(runner.sources, trained)
+    batch = runner.context.eval_batch()
+    scoring = scoring_peaks(runner.sources, bench, trained, batch, use_cache)
     stored: set[str] = set()
     path = Path(store or settings.store_path())
     if path.exists():  # no store yet: nothing is stored
@@ -272,10 +290,15 @@ def plan_rows(bench: Benchmark, store: str | Path | None, device: str = "auto") 
     rows = []
     for task in plan.tasks:
         cell = task.cell
-        peak = peaks.get(cell.key) if cell is not None and task.kind != "ensemble" else None
+        own = cell is not None and task.kind != "ensemble"
+        peak = peaks.get(cell.key) if own and task.kind != "forward" else None
+        score = scoring.get(cell.key) if own and task.kind != "train" else None
         rows.append({
             "kind": task.kind, "label": task.label, "after": [labels[a] for a in task.after],
             "stored": task.key in stored, "epochs": cell.training.params.get("epochs")
-            if cell is not None and task.kind != "ensemble" else None, "peak_bytes": peak,
+            if own and task.kind != "forward" else None, "peak_bytes": peak,
+            "scoring_bytes": None if score is None
+            else score.batch if task.kind == "forward" else score.total,
+            "disk_bytes": score.on_disk if score is not None and task.kind != "forward" else None,
         })  # fmt: skip
     return rows

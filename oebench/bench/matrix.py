@@ -168,7 +168,7 @@ class Benchmark:
     defaults: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRAINING))
     #: near-/far-OOD groups: group name -> OOD set keys (see oebench.bench.groups)
     ood_groups: dict[str, list[str]] = field(default_factory=dict)
-    #: where cells run by default (``[executor]``: name, workers, address, gpus_per_task);
+    #: where cells run by default (``[executor]``: name, workers, address, gpus_per_task, shards);
     #: never part of a cell's key, since every executor gives the same numbers
     executor: dict[str, Any] = field(default_factory=dict)
     #: the paper's numbers for this benchmark (``[published]``); never part of a cell's key

@@ -336,7 +336,7 @@ def _settings_problems(data: dict) -> list[str]:
         known = {k: v for k, v in executor.items() if k in fields}
         found += problems(ExecutorTable, known, "[executor]")
     else:
-        found.append("[executor] must be a table: name, workers, address, gpus_per_task")
+        found.append("[executor] must be a table: name, workers, address, gpus_per_task, shards")
     seeds = data.get("seeds", [0])
     if isinstance(seeds, list):
         found += seed_problems(seeds, "")

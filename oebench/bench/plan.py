@@ -29,10 +29,14 @@ class Task:
     cell: Cell | None = field(default=None, compare=False)
     #: ``cell``: train or load, forward, score, record; ``train``: only the checkpoint that
     #: other cells start from (so they need not wait for this cell's scoring); ``ensemble``:
-    #: a cell that combines the models of its members (``after``: their cells)
+    #: a cell that combines the models of its members (``after``: their cells); ``forward``:
+    #: one shard of the cell's forward passes (``shard``), cached for the cell to join
     kind: str = "cell"
     #: the cell key (for a ``train`` task, ``key`` is ``<cell key>/train``)
     cell_key: str = ""
+    #: ``(i, n)``: the forward passes split into ``n`` shards by rows (``n = 1``: unsplit);
+    #: a ``forward`` task computes shard ``i``, its cell joins all ``n``
+    shard: tuple[int, int] = (0, 1)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -47,7 +51,7 @@ class Task:
     @property
     def priority(self) -> int:
         """Run trainings others wait for first, then cells that waited, then the rest."""
-        if self.kind == "train":
+        if self.kind in ("train", "forward"):
             return 2
         return 1 if self.after and self.after != (f"{self.key}/train",) else 0  # it trains
 
@@ -89,10 +93,11 @@ class Plan:
         return sum(t.is_cell for t in self.tasks)
 
 
-def make_plan(bench: Benchmark, cells: list[Cell]) -> Plan:
+def make_plan(bench: Benchmark, cells: list[Cell], shards: int = 1) -> Plan:
     """The keyed ``cells`` of ``bench`` as tasks. A training ``from`` another waits for a
     ``train`` task that makes the checkpoint it starts from, not for that cell's forward
-    passes and scores."""
+    passes and scores. ``shards > 1``: each cell's model is made by a ``train`` task and its
+    forward passes split into that many ``forward`` tasks (rows), which the cell joins."""
     by_identity = {
         (c.seed, c.id_ref.key, c.model_ref.key, c.training.name): c for c in cells if not c.members
     }
@@ -119,10 +124,19 @@ def make_plan(bench: Benchmark, cells: list[Cell]) -> Plan:
             continue
         parent = parents.get(cell.key)
         after = (f"{parent.key}/train",) if parent is not None else ()
-        if cell.key in needed:
+        if cell.key in needed or shards > 1:
             tasks.append(Task(key=f"{cell.key}/train", kind="train", after=after, **common))
             after = (f"{cell.key}/train",)
-        tasks.append(Task(key=cell.key, after=after, **common))
+        if shards > 1:
+            parts = [
+                Task(key=f"{cell.key}/forward-{i + 1}of{shards}", kind="forward", after=after,
+                     shard=(i, shards), **common | {"label": f"{cell.label} / forward {i + 1} "
+                                                             f"of {shards}"})
+                for i in range(shards)
+            ]  # fmt: skip
+            tasks += parts
+            after = tuple(t.key for t in parts)
+        tasks.append(Task(key=cell.key, after=after, shard=(0, shards), **common))
     return Plan(_dependencies_first(tasks))
 
 

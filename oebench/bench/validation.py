@@ -101,6 +101,8 @@ class ExecutorTable(BaseModel):
     workers: Positive | None = None
     address: str | None = None
     gpus_per_task: Annotated[float, Field(ge=0, le=1024, allow_inf_nan=False)] = 0.0
+    #: each cell's forward passes split by rows into this many tasks (same numbers)
+    shards: Annotated[int, Field(ge=1, le=4096)] = 1
 
 
 def problems(model: type[BaseModel], data: dict[str, Any], where: str) -> list[str]:

@@ -134,7 +134,17 @@ class RunStorage:
     "local executor: cells at once on the one device [env: OEBENCH_WORKERS].",
 )
 @click.option(
+    "--shards",
+    type=click.IntRange(1, 4096),
+    default=None,
+    help="Split each cell's forward passes by rows into this many tasks, which Dask/Ray "
+    "spread over their workers (the numbers are the same; needs the cache) "
+    "[or `shards` in the benchmark's [executor]].",
+)
+@click.option(
+    "--memory",
     "--memory-limit",
+    "memory_limit",
     metavar="SIZE",
     help="Local --workers: the memory (e.g. 12GiB) the cells at once may use together, "
     "instead of what the device has free; too many workers for it is refused before any work.",
@@ -168,6 +178,7 @@ def run(
     executor: str | None,
     workers: int | None,
     address: str | None,
+    shards: int | None,
     memory_limit: str | None,
     against: str | None,
     strict: bool,
@@ -191,13 +202,13 @@ def run(
         )
         overrides = Overrides(seeds, detector_patterns, oe_scratch, fpr_rule, recall,
                               parse_settings(settings_given))  # fmt: skip
-        bench, chosen = prepare(benchmark, overrides, executor, workers, address)
+        bench, chosen = prepare(benchmark, overrides, executor, workers, address, shards)
         if memory_limit:
             from oebench.execute.memory import parse_size
 
             chosen = dataclasses.replace(chosen, memory_limit=parse_size(memory_limit))
         if plan_only:
-            show_plan(bench, store_path, device, chosen)
+            show_plan(bench, store_path, device, chosen, not no_cache)
             return
         note_run(store_path, bench)  # what a Ctrl-C the watchdog carries out counts
         if detail and detail not in [d.key for d in bench.detectors]:
@@ -211,7 +222,9 @@ def run(
         raise RunInterrupted(store_path, bench) from None
 
 
-def show_plan(bench: Benchmark, store_path: str | None, device: str, chosen: Any) -> None:
+def show_plan(
+    bench: Benchmark, store_path: str | None, device: str, chosen: Any, use_cache: bool = True
+) -> None:
     """``--plan``: the task table, then the memory the chosen cells at once would need."""
     from rich.console import Console
     from rich.markup import escape
@@ -220,24 +233,29 @@ def show_plan(bench: Benchmark, store_path: str | None, device: str, chosen: Any
     from oebench.execute.memory import fmt_size
     from oebench.session import plan_rows
 
-    rows = plan_rows(bench, store_path, device)
+    shards = getattr(chosen, "shards", 1)
+    rows = plan_rows(bench, store_path, device, shards, use_cache)
     t = Table(title=escape(f"{bench.name}: {len(rows)} tasks, in run order"), title_style="bold")
-    for name in ("#", "task", "kind", "waits for", "stored", "epochs", "peak memory"):
-        t.add_column(name, justify="right" if name in ("#", "epochs", "peak memory") else "left")
+    sizes = ("training peak", "scoring peak", "on disk")
+    for name in ("#", "task", "kind", "waits for", "stored", "epochs", *sizes):
+        t.add_column(name, justify="right" if name in ("#", "epochs", *sizes) else "left")
+    size = lambda n: fmt_size(n) if n is not None else "-"  # noqa: E731
     for i, r in enumerate(rows, 1):
-        peak = fmt_size(r["peak_bytes"]) if r["peak_bytes"] is not None else "-"
         t.add_row(str(i), escape(r["label"]), r["kind"], escape(", ".join(r["after"]) or "-"),
-                  "yes" if r["stored"] else "", str(r["epochs"] or "-"), peak)  # fmt: skip
-    cells = [r for r in rows if r["kind"] != "train"]
+                  "yes" if r["stored"] else "", str(r["epochs"] or "-"), size(r["peak_bytes"]),
+                  size(r["scoring_bytes"]), size(r["disk_bytes"]))  # fmt: skip
+    cells = [r for r in rows if r["kind"] in ("cell", "ensemble")]
     todo = sum(not r["stored"] for r in cells)
-    peaks = [r["peak_bytes"] for r in rows if r["peak_bytes"] is not None]
+    peaks = [max(r["peak_bytes"] or 0, r["scoring_bytes"] or 0) for r in rows]
     workers = getattr(chosen, "workers", None) or 1
     t.caption = (
-        f"{todo} of {len(cells)} cells to run ({len(cells) - todo} stored). Peak memory of a "
-        f"training step, estimated from one test step (weights, gradients, momentum, saved "
-        f"activations; not the data): at most {fmt_size(max(peaks) if peaks else 0)} per cell"
+        f"{todo} of {len(cells)} cells to run ({len(cells) - todo} stored). Estimated peaks: "
+        "a training step from one test step (weights, gradients, momentum, saved activations); "
+        "scoring from the outputs held in memory, the forward batch and the largest "
+        "detector's fit and score (outputs of 64 MiB or more stay on disk, memory-mapped, "
+        f"with the cache on): at most {fmt_size(max(peaks, default=0))} per cell"
         + (f", x{workers} cells at once" if workers > 1 else "")
-        + ". Nothing was run."
+        + ", besides the process itself. Nothing was run."
     )
     Console().print(t)
 

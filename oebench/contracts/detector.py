@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from oebench.contracts.arrays import BLOCK_ROWS
+
 if TYPE_CHECKING:
     from oebench.contracts.model import Classifier
 
@@ -69,6 +71,19 @@ class Detector:
     def score_inputs(self, model: Classifier, batches) -> np.ndarray:
         """Score from raw [0, 1] image batches with the model at hand (for ``"model"``)."""
         raise NotImplementedError
+
+    def memory(self, train_rows: int, test_rows: int, dim: int, classes: int) -> int:
+        """Estimated peak bytes of ``fit`` on ``train_rows`` and ``score`` of ``test_rows`` rows
+        (``dim`` features, ``classes`` logits), beyond the outputs themselves (which may be
+        memory-mapped files: read them in row blocks, ``oebench.api.row_blocks``). The
+        engine checks the sum against the memory there is before any work.
+
+        The default: float64 copies of a test set's outputs and of a block of train rows,
+        and ``dim x dim`` and ``classes x dim`` statistics. Override it where ``fit`` keeps
+        more (per-class covariances, a copy of every train row).
+        """
+        block = min(train_rows, BLOCK_ROWS) + test_rows
+        return 8 * (2 * block * (dim + classes) + 3 * dim * dim + 3 * classes * dim)
 
     def config(self) -> dict:
         """What the object keeps, for showing; cached scores are keyed by the options as the

@@ -20,7 +20,13 @@ from oebench.core.failures import describe_exception
 from oebench.errors import PluginFailed, UserError
 from oebench.execute.cell_models import TrainedModels
 from oebench.execute.context import Context
-from oebench.execute.detect import CellData, DetectorRun, DetectorTampered
+from oebench.execute.detect import (
+    CellData,
+    DetectorRun,
+    DetectorTampered,
+    eval_set_wheres,
+    id_test_where,
+)
 from oebench.execute.outputs import OutputCache
 from oebench.registry.lookup import create_detector, get_component
 
@@ -33,6 +39,8 @@ class CellWork:
         self.outputs = outputs
         self.models = models
         self.detectors = DetectorRun(context, outputs)
+        #: the shards the forward passes of the cell at hand are split into (``Task.shard``)
+        self.shards = 1
 
     def train_only(self, cell: Cell) -> TaskResult:
         """Train (or find) the cell's checkpoint, so that the cells starting from it can go."""
@@ -162,7 +170,7 @@ class CellWork:
             (digest, train_seconds), cached = noted, True
             model = functools.cache(lambda: self.models.placed(cell, expect=digest)[0])
         start = time.perf_counter()
-        id_test = ("dataset", cell.id_ref, "test", None, cell.seed)
+        id_test = self._id_test(cell)
         id_out = self._outputs(model, digest, id_test, shape)
         self.models.check_logits(cell, id_out, id_test)  # NaN logits: the model's, no detector's
         accuracy = 100.0 * float(np.mean(id_out.logits.argmax(1) == id_out.labels))
@@ -174,9 +182,7 @@ class CellWork:
             len(ctx.bench.ood_datasets) + len(ctx.bench.csid_datasets),
         )
         sets = {}
-        for ref in ctx.bench.ood_datasets + ctx.bench.csid_datasets:
-            norm = ctx.sources.norm("dataset", ref, source)
-            where = ("dataset", ref, "test", shape, cell.seed, norm)
+        for ref, where in self._test_sets(cell, source, shape):
             sets[ref.key] = (where, self._outputs(model, digest, where, shape))
             self.models.check_logits(cell, sets[ref.key][1], where)
             passes(1, ref.key)
@@ -190,23 +196,98 @@ class CellWork:
         )  # fmt: skip
         return data, train_seconds, cached
 
+    @staticmethod
+    def _id_test(cell: Cell) -> tuple:
+        return id_test_where(cell)
+
+    def _test_sets(self, cell: Cell, source: Any, shape: tuple) -> list[tuple[Any, tuple]]:
+        return eval_set_wheres(self.context.sources, self.context.bench, cell, source, shape)
+
+    def forward_shard(self, cell: Cell, shard: tuple[int, int]) -> TaskResult:
+        """A ``forward`` task: shard ``i`` of ``n`` of every forward pass the cell makes (its
+        ID training split too where a detector fits), into the cache for the cell to join."""
+        from oebench.execute.detect import train_where
+
+        start = time.perf_counter()
+        ctx = self.context
+        source = ctx.sources.source("dataset", cell.id_ref)
+        shape = tuple(source.shape)
+        try:
+            noted = self.models.noted(cell)
+            if noted is None:
+                placed, digest = self.models.placed(cell)[:2]
+                model: Callable[[], Any] = lambda: placed  # noqa: E731
+            else:
+                digest = noted[0]
+                model = functools.cache(lambda: self.models.placed(cell, expect=digest)[0])
+            wheres = [self._id_test(cell)] + [w for _, w in self._test_sets(cell, source, shape)]
+            if any("fit" in create_detector(r.name, **r.kwargs).needs for r in ctx.bench.detectors):
+                wheres.append(train_where(cell))
+            for where in wheres:
+                if self.outputs.path(self._key(digest, where, shape)).exists():
+                    continue  # joined already
+                rows = self._shard_rows(where, shard)
+                self._computed(model, self._key(digest, where, shape, rows), where, shape, rows)
+        except UserError:
+            raise
+        except (Exception, SystemExit) as exc:  # its cell computes the shard again, and says
+            return TaskResult(cell.key, failed=describe_exception(exc))
+        return TaskResult(cell.key, provenance={"wall_seconds": time.perf_counter() - start})
+
+    def _shard_rows(self, where: tuple, shard: tuple[int, int]) -> range:
+        """The rows of shard ``i`` of ``n`` of the split ``where``: whole evaluation batches, so
+        that every batch holds the images it holds unsplit (and gives the same numbers)."""
+        from oebench.execute.outputs import shard_rows
+
+        return shard_rows(len(self.context.sources.load(*where)), self.context.eval_batch(), *shard)
+
+    def _key(self, digest: str, where: tuple, shape: tuple, rows: range | None = None) -> str:
+        data = self.context.sources.fingerprint(*where)
+        part = {} if rows is None else {"rows": [rows.start, rows.stop]}
+        return canonical_hash({"model": digest, "data": data, "shape": shape} | part)
+
+    def _computed(
+        self, model: Callable[[], Any], key: str, where: tuple, shape: tuple, rows: range | None
+    ) -> Outputs:
+        """The outputs of ``rows`` (None: all) of the split ``where``: cached, else one pass."""
+        from oebench.execute.outputs import forward
+
+        ctx = self.context
+
+        def compute() -> Outputs:
+            split = ctx.sources.load(*where)
+            part = "" if rows is None else f" rows {rows.start}-{rows.stop}"
+            with ctx.progress.activity(f"forward pass: {where[1].key} {where[2]}{part}"):
+                return forward(model(), split, shape, ctx.device, ctx.eval_batch(),
+                               self.outputs.spill(), rows)  # fmt: skip
+
+        return self.outputs.get_or_compute(key, compute)
+
     def _outputs(
         self, model: Callable[[], Any], digest: str, where: tuple, shape: tuple
     ) -> Outputs:
         """Logits and features of the model on the split ``where`` names: cached, else one
-        pass (``model()`` builds the model only then)."""
-        from oebench.execute.outputs import forward
+        pass (``model()`` builds the model only then), or the shards' passes joined."""
+        from oebench.execute.outputs import join_outputs
 
-        ctx = self.context
-        data = ctx.sources.fingerprint(*where)
-        key = canonical_hash({"model": digest, "data": data, "shape": shape})
+        key = self._key(digest, where, shape)
+        if self.shards == 1:
+            return self._computed(model, key, where, shape, None)
 
-        def compute() -> Outputs:
-            split = ctx.sources.load(*where)
-            with ctx.progress.activity(f"forward pass: {where[1].key} {where[2]}"):
-                return forward(model(), split, shape, ctx.device, ctx.eval_batch())
+        parts: list[str] = []
 
-        return self.outputs.get_or_compute(key, compute)
+        def joined() -> Outputs:
+            outs = []
+            for i in range(self.shards):
+                rows = self._shard_rows(where, (i, self.shards))
+                parts.append(self._key(digest, where, shape, rows))
+                outs.append(self._computed(model, parts[-1], where, shape, rows))
+            return join_outputs(outs, self.outputs.spill())
+
+        found = self.outputs.get_or_compute(key, joined)
+        for part in parts:
+            self.outputs.discard(part)  # the whole holds them again
+        return found
 
     def provenance(self, cell: Cell) -> dict[str, Any]:
         """Versions of oebench, torch and every plugin the cell uses, the device, and the

@@ -32,6 +32,22 @@ def train_where(cell: Cell) -> Where:
     return ("dataset", cell.id_ref, "train", None, cell.seed)
 
 
+def id_test_where(cell: Cell) -> tuple:
+    """Where a cell's ID test split comes from."""
+    return ("dataset", cell.id_ref, "test", None, cell.seed)
+
+
+def eval_set_wheres(
+    sources: Any, bench: Any, cell: Cell, source: Any, shape: tuple
+) -> list[tuple[Any, tuple]]:
+    """``(ref, where)`` of each OOD and covariate-shifted ID test set, at the ID shape."""
+    norm = lambda ref: sources.norm("dataset", ref, source)  # noqa: E731
+    return [
+        (ref, ("dataset", ref, "test", shape, cell.seed, norm(ref)))
+        for ref in bench.ood_datasets + bench.csid_datasets
+    ]
+
+
 class DetectorTampered(RuntimeError):
     """A detector wrote into what it was given (outputs, head, model): its rows are dropped."""
 

@@ -97,8 +97,9 @@ def drive(
         if result.error:
             raise UserError(result.error)
         done.add(task.key)
-        if task.kind == "train":  # a failed training is reported by its cells
-            trainings[task.cell_key] = result.provenance
+        if task.kind in ("train", "forward"):  # a failure here is reported by its cells
+            if task.kind == "train":
+                trainings[task.cell_key] = result.provenance
             advance(0, says(executor.running(todo, done)))
             continue
         _credit_training(result, trainings.get(task.key))
@@ -131,7 +132,7 @@ class _Running:
         if not running:
             return "done"
         first = running[0]
-        what = "training" if first.kind == "train" else "running"
+        what = {"train": "training", "forward": "forward pass"}.get(first.kind, "running")
         more = f" (+{len(running) - 1})" if len(running) > 1 else ""
         return f"{what} {self.short(first.label)}{more}"
 
@@ -177,5 +178,5 @@ def _needed(tasks: list[Task], cells: set[str]) -> list[Task]:
         key = stack.pop()
         if key not in needed:
             needed.add(key)
-            stack += [a for a in by_key[key].after if by_key[a].kind == "train" or a in cells]
+            stack += [a for a in by_key[key].after if by_key[a].kind != "cell" or a in cells]
     return [task for task in tasks if task.key in needed]

@@ -36,6 +36,9 @@ class ExecutorSettings:
     gpus_per_task: float = 0.0
     #: bytes the local executor's ``workers`` may use together (None: what is free now)
     memory_limit: int | None = None
+    #: each cell's forward passes split by rows into this many tasks (``forward``), which
+    #: the executor spreads over its workers like any other; the numbers are the same
+    shards: int = 1
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from oebench.errors import UserError
@@ -123,26 +124,178 @@ def training_peaks(sources: Any, cells: Iterable[Any]) -> dict[str, int]:
     return peaks
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """The estimated peak of one cell's scoring: its outputs held in memory, the forward
+    pass's batch and the largest detector's fit and score (``Detector.memory``)."""
+
+    outputs: int
+    batch: int
+    detector: int
+    #: the detector with the largest estimate
+    largest: str = ""
+    #: bytes of outputs kept on disk, memory-mapped (``OutputCache``), not in memory
+    on_disk: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.outputs + self.batch + self.detector
+
+    @property
+    def host(self) -> int:
+        """What stays in the host's memory when the batch is on a GPU."""
+        return self.outputs + self.detector
+
+    def parts(self) -> str:
+        """``outputs 1.2 GiB, batch 0.3 GiB, detector gmm 40 GiB``: what the estimate holds."""
+        detector = f"detector {self.largest} {fmt_size(self.detector)}" if self.largest else ""
+        named = [f"outputs {fmt_size(self.outputs)}", f"batch {fmt_size(self.batch)}", detector]
+        return ", ".join(p for p in named if p)
+
+
+def scoring_peak(sources: Any, bench: Any, cell: Any, batch: int, mapped: bool) -> Scoring:
+    """``Scoring`` of ``cell``: outputs of ``MAP_BYTES`` or more stay on disk when ``mapped``
+    (the cache is on), the rest is held; the detectors run one at a time."""
+    import torch
+
+    from oebench.execute.detect import eval_set_wheres, id_test_where, train_where
+    from oebench.execute.outputs import MAP_BYTES
+    from oebench.registry.lookup import create_detector
+
+    source = sources.source("dataset", cell.id_ref)
+    shape, classes = tuple(source.shape), int(source.num_classes)
+    net = _probe_model(cell, source)
+    per_image = _inference_bytes(net, shape)
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            dim = int(net.eval().forward_features(torch.zeros(PROBE, *shape)).shape[1])
+    except Exception:  # a model without ``forward_features`` (its cells say so)
+        dim = 0
+    detectors = [(r.key, create_detector(r.name, **r.kwargs)) for r in bench.detectors]
+    fits = any("fit" in d.needs for _, d in detectors)
+    wheres = [id_test_where(cell)] + [
+        w for _, w in eval_set_wheres(sources, bench, cell, source, shape)
+    ]
+    tests = [len(sources.load(*w)) for w in wheres]
+    train = len(sources.load(*train_where(cell))) if fits else 0
+    sizes = [n * ((dim + classes) * 4 + 8) for n in [*tests, train]]
+    held = sum(b for b in sizes if not (mapped and b >= MAP_BYTES))
+    costs = {key: d.memory(train if "fit" in d.needs else 0, max(tests), dim, classes)
+             for key, d in detectors}  # fmt: skip
+    largest = max(costs, key=costs.__getitem__) if costs else ""
+    return Scoring(held, per_image * batch, costs.get(largest, 0), largest, sum(sizes) - held)
+
+
+def _probe_model(cell: Any, source: Any) -> Any:
+    import torch
+
+    from oebench.registry.lookup import create_model
+
+    with torch.random.fork_rng(devices=[]):  # the probe leaves the run's generators alone
+        return create_model(
+            cell.model_ref.name, source.num_classes, tuple(source.shape), **cell.model_ref.kwargs
+        )
+
+
+def _inference_bytes(net: Any, shape: tuple[int, ...]) -> int:
+    """Bytes per image of a forward pass without gradients: three times the largest output of
+    any layer (its input, its output and the next layer's), measured on a probe."""
+    import torch
+
+    largest = 0
+
+    def seen(module: Any, inputs: Any, output: Any) -> None:
+        nonlocal largest
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.numel() * output.element_size())
+
+    hooks = [m.register_forward_hook(seen) for m in net.modules()]
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            net.eval()(torch.zeros(PROBE, *shape))
+    except Exception:  # text models and others the probe cannot feed: no estimate
+        return 0
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return int(3 * largest / PROBE)
+
+
+def scoring_peaks(
+    sources: Any, bench: Any, cells: Iterable[Any], batch: int, mapped: bool
+) -> dict[str, Scoring]:
+    """``scoring_peak`` of every cell by its key, estimated once per model and data."""
+    found: dict[tuple, Scoring] = {}
+    peaks = {}
+    for cell in cells:
+        what = (cell.model_ref.key, cell.id_ref.key, cell.seed)
+        if what not in found:
+            found[what] = scoring_peak(sources, bench, cell, batch, mapped)
+        peaks[cell.key] = found[what]
+    return peaks
+
+
 def check_fits(
-    sources: Any, cells: Iterable[Any], workers: int, device: Any, limit: int | None = None
+    sources: Any,
+    cells: Iterable[Any],
+    workers: int,
+    device: Any,
+    limit: int | None = None,
+    scoring: dict[str, Scoring] | None = None,
 ) -> tuple[int, int]:
     """A ``UserError`` (one line) when ``workers`` cells at once do not fit in the memory
-    available on ``device`` (or ``limit`` bytes); returns (estimate per cell, available)."""
+    available on ``device`` (or ``limit`` bytes), each cell at the larger of its training
+    step and its ``scoring``; returns (estimate per cell, available)."""
+    cells = list(cells)
+    by_key = {cell.key: cell for cell in cells}
     peaks = training_peaks(sources, cells)
     if not peaks:
         return 0, 0
-    each = max(peaks.values()) + process_overhead(device)
+    scoring = scoring or {}
+    on_gpu = getattr(device, "type", str(device)) == "cuda"
+    if on_gpu and scoring:  # outputs and fits are on the host: checked against its memory
+        host = limit if limit is not None else available_memory("cpu")
+        key = max(scoring, key=lambda k: scoring[k].host)
+        if scoring[key].host > host:
+            raise UserError(_too_big(by_key[key], 0, scoring[key], scoring[key].host, host, "host"))
+        scoring = {}
+
+    def need(key: str) -> int:
+        return max(peaks[key], scoring[key].total if key in scoring else 0)
+
+    worst = max(peaks, key=need)
+    each = need(worst) + process_overhead(device)
     free = limit if limit is not None else available_memory(device)
-    if each * workers > free:
-        fits = free // each
-        advice = (
-            f"the largest number that fits is {fits} (--workers)"
-            if fits
-            else "not even one cell fits: free memory, or raise --memory-limit"
+    if each > free:
+        raise UserError(
+            _too_big(by_key[worst], peaks[worst], scoring.get(worst), each, free, device)
         )
+    if each * workers > free:
         raise UserError(
             f"{workers} cell(s) at once need about {fmt_size(each * workers)} "
             f"({fmt_size(each)} each) but {fmt_size(free)} is available on "
-            f"{getattr(device, 'type', device)}; {advice}"
+            f"{getattr(device, 'type', device)}; the largest number that fits is "
+            f"{free // each} (--workers)"
         )
     return each, free
+
+
+def _too_big(
+    cell: Any, training: int, scoring: Scoring | None, each: int, free: int, device: Any
+) -> str:
+    """The one line that refuses a cell whose peak does not fit at all."""
+    label = getattr(cell, "label", cell.key)
+    process = each - max(training, scoring.total if scoring is not None else 0)
+    if scoring is not None and scoring.total > training:
+        what = f"scoring: {scoring.parts()}" + (
+            f"; the process itself {fmt_size(process)}" if process > 0 else ""
+        )
+        advice = "leave out the largest detector, or keep the cache on (large outputs stay on disk)"
+    else:
+        what = f"a training step: {fmt_size(training)}"
+        advice = "lower batch_size"
+    return (
+        f"cell {label} needs about {fmt_size(each)} at its peak ({what}) but "
+        f"{fmt_size(free)} is available on {getattr(device, 'type', device)}; {advice}, "
+        "or raise --memory"
+    )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,14 @@ import numpy as np
 
 from oebench.contracts.data import TensorImages, adapt_images, to_float
 from oebench.contracts.detector import Outputs
+from oebench.core.arrayfiles import (
+    RowWriter,
+    is_mapped,
+    map_npz,
+    row_slices,
+    update_hash,
+    write_npz,
+)
 from oebench.core.files import remove_cache_file, write_cache_file
 from oebench.core.settings import cache_dir
 
@@ -83,38 +93,105 @@ def _token_batches(
 
 
 def forward(
-    model: Any, dataset: Any, shape: tuple[int, int, int], device: Any, batch_size: int = 500
+    model: Any,
+    dataset: Any,
+    shape: tuple[int, int, int],
+    device: Any,
+    batch_size: int = 500,
+    spill: Path | None = None,
+    rows: range | None = None,
 ) -> Outputs:
-    """Run the model once over a dataset: float32 logits, features and labels."""
+    """Run the model once over a dataset (or its ``rows``): float32 logits, features, labels.
+
+    With a ``spill`` folder, outputs of ``MAP_BYTES`` or more go to ``.npy`` files there a
+    batch at a time and come back memory-mapped, so no N-sized array is ever in memory.
+    """
     import torch
 
     model.eval()
-    logits, feats, labels = [], [], []
+    order = None if rows is None else torch.arange(rows.start, rows.stop)
+    total = len(dataset) if rows is None else len(rows)
+    sink = _Sink(total, spill)
     with torch.inference_mode():
-        for x, y in iterate_batches(dataset, batch_size, shape, device):
+        for x, y in iterate_batches(dataset, batch_size, shape, device, order):
             f = model.forward_features(x)
-            logits.append(model.forward_head(f).float().cpu())
-            feats.append(f.float().cpu())
-            labels.append(y.cpu())
-    return Outputs(
-        logits=torch.cat(logits).numpy(),
-        features=torch.cat(feats).numpy(),
-        labels=torch.cat(labels).numpy(),
-    )
+            z = model.forward_head(f).float().cpu().numpy()
+            sink.add(logits=z, features=f.float().cpu().numpy(), labels=y.cpu().numpy())
+    return sink.outputs()
+
+
+def shard_rows(total: int, batch: int, i: int, n: int) -> range:
+    """Rows of shard ``i`` of ``n`` of ``total``: whole batches of ``batch`` (the last short)."""
+    batches = -(-total // batch)
+    first, last = batches * i // n, batches * (i + 1) // n
+    return range(min(first * batch, total), min(last * batch, total))
+
+
+def join_outputs(parts: list[Outputs], spill: Path | None) -> Outputs:
+    """The outputs of consecutive row shards as one (into ``spill`` files when large)."""
+    parts = [p for p in parts if len(p)] or parts[:1]  # (a shard of no rows: a short split)
+    sink = _Sink(sum(len(p) for p in parts), spill)
+    for part in parts:
+        for rows in row_slices(part.logits):
+            sink.add(logits=part.logits[rows], features=part.features[rows],
+                     labels=part.labels[rows])  # fmt: skip
+    return sink.outputs()
+
+
+class _Sink:
+    """Where a forward pass puts its batches: lists in memory, or (from the first batch on,
+    when the whole would pass ``MAP_BYTES`` and there is a ``spill`` folder) ``.npy`` files."""
+
+    def __init__(self, total: int, spill: Path | None):
+        self.total, self.spill = total, spill
+        self.parts: dict[str, list[np.ndarray]] = {}
+        self.files: dict[str, RowWriter] | None = None
+
+    def add(self, **batch: np.ndarray) -> None:
+        if not self.parts and self.files is None and self.spill is not None:
+            row = sum(a[:1].nbytes for a in batch.values())
+            if row * self.total >= MAP_BYTES:
+                self.spill.mkdir(parents=True, exist_ok=True)
+                stem = f".{uuid.uuid4().hex[:16]}"  # named as atomic_write's temporary files
+                self.files = {
+                    name: RowWriter(self.spill / f"{stem}.{name}_{os.getpid()}.tmp", self.total, a)
+                    for name, a in batch.items()
+                }
+        for name, array in batch.items():
+            if self.files is not None:
+                self.files[name].write(array)
+            else:
+                self.parts.setdefault(name, []).append(array)
+
+    def outputs(self) -> Outputs:
+        if self.files is not None:
+            arrays = {name: w.close() for name, w in self.files.items()}
+            for w in self.files.values():
+                os.unlink(w.path)  # mapped: the space goes when the arrays do
+        else:
+            arrays = {k: np.concatenate(v) for k, v in self.parts.items()}
+        if not arrays:  # an empty dataset
+            return Outputs(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32),
+                           np.zeros(0, np.int64))  # fmt: skip
+        return Outputs(arrays["logits"], arrays["features"], arrays["labels"])
 
 
 def _checksum(arrays: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name in sorted(arrays):
-        arr = np.ascontiguousarray(arrays[name])
+        arr = arrays[name]
         h.update(f"{name}{arr.dtype}{arr.shape}".encode())
-        h.update(arr)  # the array's bytes, read in place (``tobytes`` would copy them)
+        update_hash(h, arr)  # a block at a time: a mapped array is never read in whole
     return h.hexdigest()
 
 
 #: the most recent outputs and scores kept in memory as well, in bytes: a cell reads each of
 #: its outputs once, so a run of many cells needs no more (the rest is on disk)
 MEMORY_BYTES = 256 * 2**20
+#: at most this many entries kept in memory (a mapped entry holds a file descriptor)
+MEMORY_ENTRIES = 64
+#: outputs of at least this many bytes live in files, memory-mapped, never in memory whole
+MAP_BYTES = 64 * 2**20
 
 
 #: what a cache entry holds: named arrays (``logits``/``features``/``labels``, or ``scores``)
@@ -122,7 +199,8 @@ Arrays = dict[str, np.ndarray]
 
 
 def _nbytes(arrays: Arrays) -> int:
-    return sum(a.nbytes for a in arrays.values())
+    """The bytes ``arrays`` hold in memory (a mapped array's are the file's)."""
+    return sum(0 if is_mapped(a) else a.nbytes for a in arrays.values())
 
 
 def _framed(key: str, arrays: Arrays) -> Arrays:
@@ -147,8 +225,16 @@ class CachedOutputs(Outputs):
     checksum: str = ""
 
     def intact(self) -> bool:
-        """Whether the arrays still hash to the checksum they were stored or loaded with."""
-        return _checksum(_framed(self.key, _outputs_arrays(self))) == self.checksum
+        """Whether the arrays still hash to the checksum they were stored or loaded with
+        (read-only mappings of a verified file are: nothing in this process can write them)."""
+        return _unwritable(_outputs_arrays(self)) or (
+            _checksum(_framed(self.key, _outputs_arrays(self))) == self.checksum
+        )
+
+
+def _unwritable(arrays: Arrays) -> bool:
+    """Whether every array is a read-only mapping of a file."""
+    return all(is_mapped(a) and not a.flags.writeable for a in arrays.values())
 
 
 def _outputs_arrays(out: Outputs) -> Arrays:
@@ -177,6 +263,11 @@ class OutputCache:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.npz"
 
+    def spill(self) -> Path:
+        """Where a forward pass writes outputs too large for memory (its files, named as
+        ``atomic_write``'s temporary ones, are gone once mapped)."""
+        return self.root
+
     def get_or_compute(self, key: str, compute: Callable[[], Outputs]) -> CachedOutputs:
         """Outputs for ``key``: from memory, from a verified file, or computed and stored."""
         found = self._lookup(key, "logits")
@@ -195,6 +286,12 @@ class OutputCache:
     def keep_scores(self, key: str, scores: np.ndarray) -> np.ndarray:
         """Store a detector's scores under ``key``; returns the cache's read-only copy."""
         return self._store(key, {"scores": np.array(scores, copy=True)})[0]["scores"]
+
+    def discard(self, key: str) -> None:
+        """Forget ``key`` and remove its file (what a joined whole holds again)."""
+        self.forget(key)
+        if self.enabled:
+            remove_cache_file(self.path(key))
 
     def forget(self, key: str) -> None:
         """Let the arrays of ``key`` held in memory go (the file, if any, stays)."""
@@ -220,8 +317,9 @@ class OutputCache:
         arrays = _sealed(arrays)
         framed = _framed(key, arrays)
         checksum = _checksum(framed)
-        if self.enabled:
-            self._write(key, framed, checksum)
+        if self.enabled and self._write(key, framed, checksum) and _unwritable(arrays):
+            found = map_npz(self.path(key))  # spilled arrays: read in place from the cache file
+            arrays = _sealed({k: found[k] for k in arrays})
         self._keep(key, arrays, checksum)
         return arrays, checksum
 
@@ -231,7 +329,7 @@ class OutputCache:
         if key not in self._memory:
             return None
         arrays, checksum = self._memory[key]
-        if _checksum(_framed(key, arrays)) != checksum:
+        if not _unwritable(arrays) and _checksum(_framed(key, arrays)) != checksum:
             print(
                 f"oebench: the cached arrays {key} held in memory were changed; recomputing",
                 file=sys.stderr,
@@ -246,7 +344,9 @@ class OutputCache:
         self.forget(key)
         self._memory[key] = (arrays, checksum)
         self._memory_bytes += _nbytes(arrays)
-        while len(self._memory) > 1 and self._memory_bytes > MEMORY_BYTES:
+        while len(self._memory) > 1 and (
+            self._memory_bytes > MEMORY_BYTES or len(self._memory) > MEMORY_ENTRIES
+        ):
             _, (old, _) = self._memory.popitem(last=False)
             self._memory_bytes -= _nbytes(old)
 
@@ -256,9 +356,12 @@ class OutputCache:
         if not path.exists():
             return None
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files if k != "checksum"}
-                stored = str(data["checksum"])
+            if path.stat().st_size >= MAP_BYTES:  # mapped in place, verified a block at a time
+                arrays = map_npz(path)
+            else:
+                with np.load(path, allow_pickle=False) as data:
+                    arrays = {k: data[k] for k in data.files}
+            stored = str(arrays.pop("checksum"))
             if stored != _checksum(arrays) or int(arrays.pop("format")) != CACHE_FORMAT:
                 raise ValueError("checksum mismatch")
             if str(arrays.pop("key")) != key:
@@ -272,9 +375,8 @@ class OutputCache:
             return None
         return _sealed(arrays), stored
 
-    def _write(self, key: str, framed: Arrays, checksum: str) -> None:
+    def _write(self, key: str, framed: Arrays, checksum: str) -> bool:
         def write(tmp: str) -> None:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, checksum=np.array(checksum), **framed)
+            write_npz(tmp, {"checksum": np.array(checksum), **framed})
 
-        write_cache_file(self, self.path(key), write)
+        return write_cache_file(self, self.path(key), write)

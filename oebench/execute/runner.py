@@ -29,8 +29,16 @@ class Runner:
         progress: Progress | None = None,
         use_cache: bool = True,
         cache_root: Any = None,
+        shards: int = 1,
+        memory_limit: int | None = None,
     ):
+        if shards > 1 and not use_cache:
+            raise UserError("--shards needs the cache, where the shards meet: drop --no-cache")
         self.bench = bench
+        #: each cell's forward passes in this many ``forward`` tasks (``make_plan``)
+        self.shards = shards
+        #: bytes a cell may use at its peak (``--memory``; None: what the machine has free)
+        self.memory_limit = memory_limit
         self.device_name = device
         self.use_cache = use_cache
         self.context = Context(bench, Sources(bench), progress or Progress(), device)
@@ -86,7 +94,7 @@ class Runner:
         )
 
     def plan(self) -> Plan:
-        return make_plan(self.bench, self.matrix)
+        return make_plan(self.bench, self.matrix, self.shards)
 
     # -- before any work ---------------------------------------------------------------------
     def prepare(self) -> None:
@@ -128,6 +136,19 @@ class Runner:
             self.check_sizes()
             with self.progress.activity("building the models"):
                 self.models.check()
+            with self.progress.activity("estimating the memory each cell needs"):
+                self.check_memory(models, 1, self.memory_limit)
+
+    def check_memory(self, tasks: list[Task], at_once: int, limit: int | None) -> None:
+        """A one-line ``UserError`` before any work when ``at_once`` of the tasks' cells do not
+        fit in memory (``limit`` bytes, else what the device has free): each cell at the larger
+        of its training step and its scoring (``oebench.execute.memory``)."""
+        from oebench.execute.memory import check_fits, scoring_peaks
+
+        cells = list({t.cell_key: self.cell_for(t) for t in tasks if t.kind != "ensemble"}.values())
+        batch = self.context.eval_batch()
+        scoring = scoring_peaks(self.sources, self.bench, cells, batch, self.use_cache)
+        check_fits(self.sources, cells, at_once, self.device, limit, scoring)
 
     def check_sizes(self) -> None:
         """A detector's ``min_train`` (knn's k), an OOD set's ``n`` and a count
@@ -186,7 +207,10 @@ class Runner:
             if task.kind == "ensemble":
                 members = [next(c for c in self.matrix if c.key == k) for k in cell.members]
                 result = self.work.ensemble(cell, members)
+            elif task.kind == "forward":
+                result = self.work.forward_shard(cell, task.shard)
             else:
+                self.work.shards = task.shard[1]
                 work = self.work.train_only if task.kind == "train" else self.work.execute
                 result = work(cell)
         result.key = task.key

@@ -63,11 +63,7 @@ class SharedDeviceExecutor(LocalExecutor):
         yield from self._pooled(worker, tasks, at_once)
 
     def check_memory(self, worker: Worker, tasks: list[Task], at_once: int) -> None:
-        from oebench.execute.memory import check_fits
-
-        cells = [worker.cell_for(t) for t in tasks]  # type: ignore[attr-defined]
-        device = worker.device  # type: ignore[attr-defined]
-        check_fits(worker.sources, cells, at_once, device, self.memory_limit)  # type: ignore
+        worker.check_memory(tasks, at_once, self.memory_limit)  # type: ignore[attr-defined]
 
     def _pooled(self, worker: Worker, tasks: list[Task], at_once: int) -> Iterator[TaskResult]:
         import multiprocessing

@@ -8,11 +8,12 @@ import numpy as np
 from annotated_types import Ge, Gt
 
 import oebench.api as oebench
-from oebench.api import Detector, Head, Outputs, log_softmax64, logsumexp64
+from oebench.api import Detector, Head, Outputs, log_softmax64, logsumexp64, release_pages
 from oebench_plugins.feature_common import (
     _blocks,
     _class_means,
     _features,
+    _group_scatters,
     _labels,
     _map_rows,
     _scatter,
@@ -34,6 +35,9 @@ class GMM(Detector):
     class's share of the training samples; no EM. ``components=K``: scikit-learn's
     ``GaussianMixture`` (K components by EM, k-means init, ``reg_covar=reg``,
     ``random_state=seed``), unsupervised as OpenOOD's (which uses ``covariance="tied"``).
+    The class-conditional fit reads the features in row blocks (memory independent of the
+    number of train rows); scikit-learn's EM (``components > 0``) needs every row in memory
+    at once, a float64 copy of the train features.
     Score ``-log sum_k pi_k N(x | mu_k, Sigma_k)``, with the normalising constants.
     """
 
@@ -55,6 +59,14 @@ class GMM(Detector):
         self.components, self.covariance = int(components), str(covariance)
         self.reg, self.seed = float(reg), int(seed)
         self.min_train = max(self.components, 1)
+
+    def memory(self, train_rows: int, test_rows: int, dim: int, classes: int) -> int:
+        """Per-class covariances (``full``: ``classes x dim x dim``); EM keeps every row."""
+        own = super().memory(train_rows, test_rows, dim, classes)
+        k = self.components or classes
+        per = dim * dim if self.covariance == "full" else dim
+        every = 3 * train_rows * (dim + k) if self.components else 0
+        return own + 8 * (2 * k * per + every + test_rows * k)
 
     def fit(self, train: Outputs, head: Head | None) -> None:
         x = _features(train)
@@ -82,9 +94,7 @@ class GMM(Detector):
             squares = np.zeros_like(means)
             for rows, block in _blocks(x):
                 block -= means[inverse[rows]]
-                onehot = np.zeros((len(classes), len(block)))
-                onehot[inverse[rows], np.arange(len(block))] = 1.0
-                squares += onehot @ (block * block)
+                np.add.at(squares, inverse[rows], block * block)
             var = squares / counts[:, None] + self.reg
             var = var if self.covariance == "diag" else var.mean(1)
             if not (var > 0).all():
@@ -94,9 +104,9 @@ class GMM(Detector):
             tied = _scatter(x, lambda rows: means[inverse[rows]]) / len(x)
             return weights, means, self._precision_cholesky(tied)
         prec = np.empty((len(classes), d, d))
-        for k in range(len(classes)):
-            part = np.asarray(x[inverse == k], dtype=np.float64) - means[k]
-            prec[k] = self._precision_cholesky(part.T @ part / counts[k])
+        scatters = _group_scatters(x, inverse, means, np.arange(len(classes)))
+        for k, scatter in enumerate(scatters):
+            prec[k] = self._precision_cholesky(scatter / counts[k])
         return weights, means, prec
 
     def _precision_cholesky(self, cov: np.ndarray) -> np.ndarray:
@@ -161,6 +171,8 @@ class SSD(Detector):
     paper's faiss is unseeded); ``labels=True`` takes the class labels as clusters (SSD+'s
     supervised variant). Each cluster has its own biased covariance, pseudo-inverted; a
     one-sample cluster (covariance 0: distance 0 to everything) is left out unless all are.
+    The fit reads the features in row blocks; only k-means (``clusters > 1`` without
+    ``labels``) needs a float64 copy of all standardised train features.
     """
 
     needs = frozenset({"features", "fit"})
@@ -170,6 +182,13 @@ class SSD(Detector):
             raise ValueError(f"clusters must be at least 1, got {clusters}")
         self.clusters, self.labels, self.seed = int(clusters), bool(labels), int(seed)
         self.min_train = self.clusters
+
+    def memory(self, train_rows: int, test_rows: int, dim: int, classes: int) -> int:
+        """A whitener per cluster; k-means (``clusters > 1`` without labels) copies every row."""
+        own = super().memory(train_rows, test_rows, dim, classes)
+        k = classes if self.labels else self.clusters
+        every = train_rows * dim if self.clusters > 1 and not self.labels else 0
+        return own + 8 * (2 * k * dim * dim + every)
 
     def fit(self, train: Outputs, head: Head | None) -> None:
         x = _features(train)
@@ -181,28 +200,32 @@ class SSD(Detector):
         for _, block in _blocks(x):
             squares += ((_ssd_normalise(block) - self._mean) ** 2).sum(0)
         self._scale = np.sqrt(squares / n) + 1e-10
-        z = np.empty((n, d))
-        for rows, block in _blocks(x):
-            z[rows] = self._standardise(block)
         if self.labels:
             assign = _labels(train)
         elif self.clusters == 1:
             assign = np.zeros(n, dtype=np.int64)
-        else:
+        else:  # k-means needs all standardised rows at once: the one N x d copy of the fit
             from sklearn.cluster import KMeans
 
             if n < self.clusters:
                 raise ValueError(f"clusters={self.clusters} exceeds the training samples ({n})")
+            z = np.empty((n, d))
+            for rows, block in _blocks(x):
+                z[rows] = self._standardise(block)
             km = KMeans(self.clusters, n_init=1, max_iter=100, random_state=self.seed)
             assign = km.fit_predict(z)
+            del z
         groups, inverse = np.unique(assign, return_inverse=True)
         counts = np.bincount(inverse)
         kept = np.flatnonzero(counts >= 2) if counts.max() >= 2 else np.arange(len(groups))
-        self._centres = _class_means(z, inverse, len(groups))[kept]
-        self._whiteners = []
-        for k, centre in zip(kept, self._centres, strict=True):
-            part = z[inverse == k] - centre
-            self._whiteners.append(_whitener(part.T @ part / len(part)))
+        sums = np.zeros((len(groups), d))
+        for rows, block in _blocks(x):  # as _class_means of the standardised rows
+            np.add.at(sums, inverse[rows], self._standardise(block))
+        self._centres = (sums / counts[:, None])[kept]
+        scatters = _group_scatters(x, inverse, self._centres, kept, self._standardise)
+        self._whiteners = [
+            _whitener(scatter / counts[k]) for k, scatter in zip(kept, scatters, strict=True)
+        ]
 
     def _standardise(self, block: np.ndarray) -> np.ndarray:
         return (_ssd_normalise(block) - self._mean) / self._scale
@@ -232,7 +255,8 @@ class NRG(Detector):
     relation is ``sum_j k(i, j) ** power`` over all train samples, ``power=1`` (the
     ``detect_ood.py`` setting: "temperature" t = 1 is optimal for OOD). The paper's score
     ``1 / (sum + 1e-6)`` ranks as ``-sum``, which is used. ``k > 0``: sum only the ``k`` largest
-    relations (not in the paper, whose OOD score sums every edge).
+    relations (not in the paper, whose OOD score sums every edge). ``fit`` keeps the train
+    features and logits by reference; scoring re-reads them ``NRG_BANK_CHUNK`` rows at a time.
     """
 
     needs = frozenset({"logits", "features", "fit"})
@@ -252,21 +276,30 @@ class NRG(Detector):
         self.power, self.threshold, self.k = int(power), float(threshold), int(k)
         self.min_train = max(self.k, 1)
 
+    def memory(self, train_rows: int, test_rows: int, dim: int, classes: int) -> int:
+        """Query x bank kernel blocks (the train rows are read a block at a time)."""
+        own = super().memory(train_rows, test_rows, dim, classes)
+        query, bank = min(test_rows, NRG_QUERY_CHUNK), min(train_rows, NRG_BANK_CHUNK)
+        return own + 8 * 4 * query * (bank + max(self.k, 1))
+
     def fit(self, train: Outputs, head: Head | None) -> None:
-        x, z = _features(train), np.asarray(train.logits)
+        x, z = _features(train), train.logits
         if self.k > len(x):
             raise ValueError(f"k={self.k} exceeds the number of training samples ({len(x)})")
-        self._bank = np.empty(x.shape)
-        self._probs = np.empty(z.shape)
-        for rows, block in _blocks(x):
-            self._bank[rows] = _nrg_normalise(block)
-            self._probs[rows] = np.exp(log_softmax64(z[rows]))
+        # the normalised train features and their softmax are rebuilt chunk by chunk while
+        # scoring (the same float operations): memory independent of the train rows
+        self._train_features, self._train_logits = x, z
 
     def _relation(self, f: np.ndarray, p: np.ndarray) -> np.ndarray:
         total, best = np.zeros(len(f)), np.empty((len(f), 0))
-        for start in range(0, len(self._bank), NRG_BANK_CHUNK):
+        x, z = self._train_features, self._train_logits
+        for start in range(0, len(x), NRG_BANK_CHUNK):
             part = slice(start, start + NRG_BANK_CHUNK)
-            rel = np.maximum(f @ self._bank[part].T, 0.0) * (p @ self._probs[part].T)
+            bank = _nrg_normalise(np.array(x[part], dtype=np.float64))
+            probs = np.exp(log_softmax64(np.array(z[part], dtype=np.float64)))
+            release_pages(x)
+            release_pages(z)
+            rel = np.maximum(f @ bank.T, 0.0) * (p @ probs.T)
             rel = np.where(rel > self.threshold, rel, 0.0) ** self.power
             if self.k:
                 rel = np.concatenate([best, rel], 1)
@@ -277,7 +310,7 @@ class NRG(Detector):
         return np.sort(best, axis=1).sum(1) if self.k else total
 
     def score(self, outputs: Outputs) -> np.ndarray:
-        x, z = _features(outputs), np.asarray(outputs.logits)
+        x, z = _features(outputs), outputs.logits
         parts = [
             -self._relation(_nrg_normalise(block), np.exp(log_softmax64(z[rows])))
             for rows, block in _blocks(x, NRG_QUERY_CHUNK)
@@ -328,7 +361,7 @@ class IGEOOD(Detector):
         self.epochs, self.lr = int(epochs), float(lr)
 
     def fit(self, train: Outputs, head: Head | None) -> None:
-        z = np.asarray(train.logits)
+        z = train.logits  # read in row blocks (a memory-mapped file's pages let go after each)
         classes, inverse = np.unique(_labels(train), return_inverse=True)
         if self.centroids == "mean":
             mu = _class_means(z, inverse, len(classes))
@@ -351,9 +384,7 @@ class IGEOOD(Detector):
                 s = joint.sum(1, keepdims=True)
                 inside = s < 1.0 - 1e-6
                 g = -(joint - qi * s) / np.sqrt(np.where(inside, 1.0 - s * s, 1.0)) * inside
-                onehot = np.zeros((len(mu), len(block)))
-                onehot[own, np.arange(len(block))] = 1.0
-                step += onehot @ g
+                np.add.at(step, own, g)
             grad += step / counts[:, None]
             mu = mu - self.lr * grad
         return mu
@@ -362,7 +393,7 @@ class IGEOOD(Detector):
         return -fisher_rao(_sqrt_softmax(block, self.temperature), self._roots).sum(1)
 
     def score(self, outputs: Outputs) -> np.ndarray:
-        return _map_rows(self._score, np.asarray(outputs.logits))
+        return _map_rows(self._score, outputs.logits)
 
 
 @oebench.hookimpl

@@ -6,17 +6,15 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from oebench.api import Head, Outputs, logsumexp64
+from oebench.api import Head, Outputs, logsumexp64, release_pages, row_blocks
 
 CHUNK = 4096
 
 
 def _blocks(array: np.ndarray, size: int | None = None) -> Iterator[tuple[slice, np.ndarray]]:
-    """Consecutive row blocks (``CHUNK`` rows) of ``array`` as float64 copies, with their rows."""
-    size = size or CHUNK
-    for start in range(0, len(array), size):
-        rows = slice(start, start + size)
-        yield rows, np.array(array[rows], dtype=np.float64)
+    """Consecutive row blocks (``CHUNK`` rows) of ``array`` as float64 copies, with their rows
+    (a memory-mapped array's pages are let go after each block: ``oebench.api.row_blocks``)."""
+    return row_blocks(array, size or CHUNK)
 
 
 def _map_rows(fn: Callable[[np.ndarray], np.ndarray], array: np.ndarray) -> np.ndarray:
@@ -58,10 +56,29 @@ def _class_means(features: np.ndarray, inverse: np.ndarray, n_classes: int) -> n
     sums = np.zeros((n_classes, features.shape[1]))
     counts = np.bincount(inverse, minlength=n_classes).astype(np.float64)
     for rows, block in _blocks(features):
-        onehot = np.zeros((n_classes, len(block)))
-        onehot[inverse[rows], np.arange(len(block))] = 1.0
-        sums += onehot @ block
+        np.add.at(sums, inverse[rows], block)  # O(rows x d), a one-hot product is x classes
     return sums / counts[:, None]
+
+
+def _class_sums(
+    features: np.ndarray, classes: np.ndarray, n_classes: int, masks: list[np.ndarray]
+) -> list[np.ndarray]:
+    """Per-class sums of the float64 rows selected by each mask, from one pass over row blocks.
+
+    ``np.add.at`` adds the rows one after the other in row order, so ``sums / counts`` equals
+    ``rows.mean(0)`` of the selected rows bit for bit (numpy's axis-0 sum is sequential too)."""
+    sums = [np.zeros((n_classes, features.shape[1])) for _ in masks]
+    for rows, block in _blocks(features):
+        for total, mask in zip(sums, masks, strict=True):
+            keep = mask[rows]
+            np.add.at(total, classes[rows][keep], block[keep])
+    return sums
+
+
+def _predicted(logits: np.ndarray) -> np.ndarray:
+    """``argmax`` of each row (the first of ties), read in row blocks."""
+    parts = [block.argmax(1) for _, block in _blocks(logits)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def _scatter(features: np.ndarray, centre: Callable[[slice], np.ndarray]) -> np.ndarray:
@@ -72,6 +89,31 @@ def _scatter(features: np.ndarray, centre: Callable[[slice], np.ndarray]) -> np.
         block -= centre(rows)
         total += block.T @ block
     return total
+
+
+def _group_scatters(
+    features: np.ndarray,
+    inverse: np.ndarray,
+    centres: np.ndarray,
+    groups: np.ndarray,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Iterator[np.ndarray]:
+    """Per group ``k`` in ``groups``: the scatter ``sum (t(x_i) - centres[j]) outer (...)`` of
+    its rows ``inverse == k`` (``j`` its place in ``groups``; ``t`` = ``transform``, default
+    none), yielded one group at a time. The rows are sorted by group once and each group's rows
+    are read ``CHUNK`` at a time, in row order (one chunk: the same float operations as
+    ``part.T @ part`` of all the group's rows), so memory holds a chunk and one d x d matrix."""
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(inverse.max(initial=-1) + 2))
+    for centre, k in zip(centres, groups, strict=True):
+        members = order[bounds[k] : bounds[k + 1]]
+        total = np.zeros((features.shape[1], features.shape[1]))
+        for start in range(0, len(members), CHUNK):
+            part = np.array(features[members[start : start + CHUNK]], dtype=np.float64)
+            release_pages(features)
+            part = (part if transform is None else transform(part)) - centre
+            total += part.T @ part
+        yield total
 
 
 def _whitener(cov: np.ndarray) -> np.ndarray:
@@ -90,14 +132,73 @@ def _sq_distances(
     return np.maximum(d, 0.0)
 
 
+#: bits of the order-preserving integer key per radix pass of ``_percentile``
+RADIX_BITS = 16
+_KEYS = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _sort_keys(values: np.ndarray) -> np.ndarray:
+    """Unsigned integer keys that sort as the float ``values`` do (``-0.0`` as ``0.0``, every
+    NaN last, as ``np.partition`` puts them)."""
+    unsigned = _KEYS[values.dtype.itemsize]
+    bits = values.view(unsigned).copy()
+    sign = unsigned(1) << unsigned(8 * values.dtype.itemsize - 1)
+    bits[values == 0] = 0
+    bits[np.isnan(values)] = ~sign  # the largest positive NaN pattern: key all ones
+    negative = (bits & sign) != 0
+    return np.where(negative, ~bits, bits | sign)
+
+
+def _from_key(key: int, dtype: np.dtype) -> float:
+    unsigned = _KEYS[dtype.itemsize]
+    k = unsigned(key)
+    sign = unsigned(1) << unsigned(8 * dtype.itemsize - 1)
+    bits = k ^ sign if k & sign else ~k
+    return float(np.array([bits], dtype=unsigned).view(dtype)[0])
+
+
+def _order_statistics(array: np.ndarray, ranks: list[int]) -> list[float]:
+    """The ``ranks``-th smallest entries (0-based, as ``np.partition``) of ``array``, exactly, in
+    a few passes over its row blocks: a radix selection on the float bits' order-preserving
+    integer key, ``RADIX_BITS`` bits a pass (2 passes for float32, 4 for float64), holding
+    one histogram of ``2 ** RADIX_BITS`` counts per rank, never a copy of the array."""
+    dtype = np.dtype(array.dtype)
+    if dtype.kind != "f" or dtype.itemsize not in _KEYS:
+        dtype = np.dtype(np.float64)
+    total_bits = 8 * dtype.itemsize
+    step = min(RADIX_BITS, total_bits)
+    # per rank: the key prefix found so far and the rank left inside it
+    found = {r: (0, r) for r in ranks}
+    for done in range(0, total_bits, step):
+        shift = total_bits - done - step
+        prefixes = sorted({prefix for prefix, _ in found.values()})
+        hist = {prefix: np.zeros(1 << step, dtype=np.int64) for prefix in prefixes}
+        for _, block in row_blocks(array, CHUNK, dtype):
+            keys = _sort_keys(block.reshape(-1))
+            digits = (keys >> keys.dtype.type(shift)) & keys.dtype.type((1 << step) - 1)
+            high = keys >> keys.dtype.type(shift + step) if done else None
+            for prefix in prefixes:
+                d = digits if high is None else digits[high == keys.dtype.type(prefix)]
+                hist[prefix] += np.bincount(d.astype(np.intp), minlength=1 << step)
+        for r, (prefix, left) in found.items():
+            cum = np.cumsum(hist[prefix])
+            digit = int(np.searchsorted(cum, left, side="right"))
+            below = int(cum[digit - 1]) if digit else 0
+            found[r] = ((prefix << step) | digit, left - below)
+    return [_from_key(found[r][0], dtype) for r in ranks]
+
+
 def _percentile(array: np.ndarray, q: float) -> float:
-    """``np.percentile(array, q)`` (linear method) over all entries, interpolated in float64."""
-    flat = np.asarray(array).reshape(-1)
-    pos = q / 100.0 * (flat.size - 1)
+    """``np.percentile(array, q)`` (linear method) over all entries, interpolated in float64.
+
+    The two order statistics around the position are selected exactly (the same values as
+    ``np.partition`` of the entries in their own dtype) in a few passes over row blocks, so
+    memory does not grow with the array (``_order_statistics``)."""
+    size = int(np.prod(np.shape(array)))
+    pos = q / 100.0 * (size - 1)
     lo = int(np.floor(pos))
-    hi = min(lo + 1, flat.size - 1)
-    part = np.partition(flat, [lo, hi])
-    a, b = float(part[lo]), float(part[hi])
+    hi = min(lo + 1, size - 1)
+    a, b = _order_statistics(array, [lo, hi])
     return a + (b - a) * (pos - lo)
 
 

@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
-from oebench.api import Detector, Head, Outputs, logsumexp64
+from oebench.api import Detector, Head, Outputs, logsumexp64, release_pages
 from oebench_plugins.feature_common import (
     _blocks,
     _class_means,
+    _class_sums,
     _features,
     _labels,
     _map_rows,
     _normalise,
+    _predicted,
     _scatter,
     _sq_distances,
     _whitener,
 )
 
-KNN_QUERY_CHUNK = 1024
+#: KNN's and NNGuide's query rows per pass over the bank (each pass reads all train features)
+KNN_QUERY_CHUNK = 4096
+#: train rows normalised at a time (a 4096 x 8192 float64 similarity block is 256 MiB)
 KNN_BANK_CHUNK = 8192
+
+
+def _bank_chunks(x: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, float64 rows)`` of the train features ``x``, ``KNN_BANK_CHUNK`` at a time; the
+    mapped pages of a memory-mapped ``x`` are let go after each chunk."""
+    for start in range(0, len(x), KNN_BANK_CHUNK):
+        chunk = np.array(x[start : start + KNN_BANK_CHUNK], dtype=np.float64)
+        release_pages(x)
+        yield start, chunk
 
 
 class Mahalanobis(Detector):
@@ -73,6 +88,9 @@ class KNN(Detector):
 
     k = 50 is the paper's CIFAR-10 value (it uses 200 for CIFAR-100, 1000 for ImageNet). The
     paper's faiss code scores the squared distance; the distance itself ranks identically.
+    ``fit`` keeps a reference to the train features (memory-mapped ones stay on disk); each
+    query chunk re-reads them ``KNN_BANK_CHUNK`` rows at a time and normalises them afresh
+    (float64, then float32 as the similarity matmul).
     """
 
     needs = frozenset({"features", "fit"})
@@ -83,14 +101,19 @@ class KNN(Detector):
         self.k = int(k)
         self.min_train = self.k  # checked against the ID training split before any training
 
+    def memory(self, train_rows: int, test_rows: int, dim: int, classes: int) -> int:
+        """Query x bank similarity blocks, and a value per train row."""
+        own = super().memory(train_rows, test_rows, dim, classes)
+        query, bank = min(test_rows, KNN_QUERY_CHUNK), min(train_rows, KNN_BANK_CHUNK)
+        return own + 8 * (3 * query * (bank + self.k) + train_rows)
+
     def fit(self, train: Outputs, head: Head | None) -> None:
         x = _features(train)
         if len(x) < self.k:
             raise ValueError(f"k={self.k} exceeds the number of training samples ({len(x)})")
-        bank = np.empty(x.shape, dtype=np.float32)
-        for rows, block in _blocks(x):
-            bank[rows] = _normalise(block)
-        self._bank = bank
+        # the bank (normalised train rows, float32) is rebuilt chunk by chunk while scoring:
+        # memory independent of the number of train rows
+        self._train = x
 
     def _kth_distance(self, block: np.ndarray) -> np.ndarray:
         """Distance of each row to its k-th nearest bank row (k-th largest cosine similarity)."""
@@ -100,14 +123,17 @@ class KNN(Detector):
         q = torch.from_numpy(query.astype(np.float32))
         best_v = torch.empty(len(q), 0)
         best_i = torch.empty(len(q), 0, dtype=torch.long)
-        for start in range(0, len(self._bank), KNN_BANK_CHUNK):
-            sims = q @ torch.from_numpy(self._bank[start : start + KNN_BANK_CHUNK]).T
+        for start, chunk in _bank_chunks(self._train):
+            bank = _normalise(chunk).astype(np.float32)
+            sims = q @ torch.from_numpy(bank).T
             v, i = torch.topk(sims, min(self.k, sims.shape[1]), dim=1)
             v, j = torch.topk(
                 torch.cat([best_v, v], 1), min(self.k, best_v.shape[1] + v.shape[1]), dim=1
             )
             best_v, best_i = v, torch.cat([best_i, i + start], 1).gather(1, j)
-        kth = self._bank[best_i[:, -1].numpy()].astype(np.float64)
+        kth_rows = np.array(self._train[best_i[:, -1].numpy()], dtype=np.float64)
+        release_pages(self._train)
+        kth = _normalise(kth_rows).astype(np.float32).astype(np.float64)
         return np.linalg.norm(query - kth, axis=1)
 
     def score(self, outputs: Outputs) -> np.ndarray:
@@ -133,44 +159,53 @@ class NNGuide(Detector):
         self.k = int(k)
         self.min_train = self.k  # checked against the ID training split before any training
 
+    def memory(self, train_rows: int, test_rows: int, dim: int, classes: int) -> int:
+        """Query x bank similarity blocks, and a value per train row."""
+        own = super().memory(train_rows, test_rows, dim, classes)
+        query, bank = min(test_rows, KNN_QUERY_CHUNK), min(train_rows, KNN_BANK_CHUNK)
+        return own + 8 * (3 * query * (bank + self.k) + train_rows)
+
     def fit(self, train: Outputs, head: Head | None) -> None:
         x = _features(train)
         if len(x) < self.k:
             raise ValueError(f"k={self.k} exceeds the number of training samples ({len(x)})")
-        confidence = logsumexp64(np.asarray(train.logits, dtype=np.float64))
-        bank = np.empty(x.shape)
-        for rows, block in _blocks(x):
-            bank[rows] = _normalise(block) * confidence[rows, None]
-        self._bank = bank
+        z = train.logits
+        # per-row confidence (an N-vector); the bank rows are rebuilt chunk by chunk at scoring
+        self._confidence = np.concatenate([logsumexp64(block) for _, block in _blocks(z)])
+        self._train = x
 
     def _guidance(self, block: np.ndarray) -> np.ndarray:
         """Mean of the k largest inner products of the normalised rows with the bank."""
         query = _normalise(block)
         best = np.empty((len(block), 0))
-        for start in range(0, len(self._bank), KNN_BANK_CHUNK):
-            sims = np.concatenate([best, query @ self._bank[start : start + KNN_BANK_CHUNK].T], 1)
+        for start, chunk in _bank_chunks(self._train):
+            bank = _normalise(chunk) * self._confidence[start : start + len(chunk), None]
+            sims = np.concatenate([best, query @ bank.T], 1)
             keep = min(self.k, sims.shape[1])
             best = np.partition(sims, sims.shape[1] - keep, axis=1)[:, sims.shape[1] - keep :]
         return best.mean(1)
 
     def score(self, outputs: Outputs) -> np.ndarray:
-        x, z = _features(outputs), np.asarray(outputs.logits, dtype=np.float64)
+        x, z = _features(outputs), outputs.logits
         parts = [
-            -self._guidance(block) * logsumexp64(z[rows])
+            -self._guidance(block) * logsumexp64(np.asarray(z[rows], dtype=np.float64))
             for rows, block in _blocks(x, KNN_QUERY_CHUNK)
         ]
         return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def _prototypes(x: np.ndarray, labels: np.ndarray, n_classes: int, use: np.ndarray) -> np.ndarray:
-    """Per-class mean of the rows in ``use`` (falling back to all rows of the class; else 0)."""
+    """Per-class mean of the rows in ``use`` (falling back to all rows of the class; else 0),
+    from one pass over row blocks (sums of the used rows and of all rows per class)."""
+    valid = (labels >= 0) & (labels < n_classes)
+    used_sums, all_sums = _class_sums(x, labels, n_classes, [use & valid, valid])
+    used = np.bincount(labels[use & valid], minlength=n_classes)
+    every = np.bincount(labels[valid], minlength=n_classes)
     means = np.zeros((n_classes, x.shape[1]))
-    for k in range(n_classes):
-        rows = np.flatnonzero((labels == k) & use)
-        if len(rows) == 0:
-            rows = np.flatnonzero(labels == k)
-        if len(rows):
-            means[k] = np.asarray(x[rows], dtype=np.float64).mean(0)
+    pick = used > 0
+    means[pick] = used_sums[pick] / used[pick, None]
+    back = ~pick & (every > 0)
+    means[back] = all_sums[back] / every[back, None]
     return means
 
 
@@ -186,12 +221,12 @@ class SHE(Detector):
     needs = frozenset({"logits", "features", "fit"})
 
     def fit(self, train: Outputs, head: Head | None) -> None:
-        z = np.asarray(train.logits)
+        z = train.logits
         labels = _labels(train).astype(np.int64)
-        self._patterns = _prototypes(_features(train), labels, z.shape[1], z.argmax(1) == labels)
+        self._patterns = _prototypes(_features(train), labels, z.shape[1], _predicted(z) == labels)
 
     def score(self, outputs: Outputs) -> np.ndarray:
-        predicted = np.asarray(outputs.logits).argmax(1)
+        predicted = _predicted(outputs.logits)
         x = _features(outputs)
         parts = [-(block * self._patterns[predicted[rows]]).sum(1) for rows, block in _blocks(x)]
         return np.concatenate(parts) if parts else np.zeros(0)

@@ -1,4 +1,4 @@
-"""Unlabelled OOD sets from one folder of images: LSUN, iSUN, Icons-50, Chars74K."""
+"""Unlabelled OOD sets from one folder of images: any folder, LSUN, iSUN, Icons-50, Chars74K."""
 
 from __future__ import annotations
 
@@ -44,6 +44,40 @@ class ImageFolderSet(ImageSource):
         check_split(self, self.title, split)
         images = folder_images(self.title, self._locate())
         return ImageFiles(subset(images, self.n), None, *_size(self, shape))
+
+
+class Images(ImageFolderSet):
+    """Any folder of images as an unlabelled OOD set (OpenOOD's SSB-hard, NINCO, iNaturalist,
+    OpenImage-O...): every image file under ``folder`` (any depth), sorted, resized (shorter
+    side) and centre-cropped to the ID shape (else ``size``); ``n`` keeps a seeded random subset.
+    ``folder`` is an absolute path, or a name looked up in the ``root`` option, then the data
+    root (``--data-root``, ``$OEBENCH_DATA_ROOT``), then the system locations."""
+
+    title = "images"
+
+    def __init__(
+        self,
+        folder: str,
+        root: str | None = None,
+        size: int = 224,
+        n: Annotated[int, Ge(1)] | None = None,
+    ):
+        super().__init__(root=root, folder=folder, size=size, n=n)
+
+    def _locate(self) -> Path:
+        """``folder`` as given when absolute, else the first search directory holding it."""
+        path = Path(self.folder).expanduser()
+        if path.is_absolute():
+            if not path.is_dir():
+                raise DataNotFoundError(f"images: folder {path} not found (no such folder)")
+            return path
+        base = find_dir(
+            f"images {self.folder!r}",
+            [self.folder],
+            root=self.root,
+            how="Put the image files (any depth) into {target}/" + self.folder,
+        )
+        return base / self.folder
 
 
 class Lsun(ImageFolderSet):

@@ -10,6 +10,7 @@ from annotated_types import Gt
 
 import oebench.api as oebench
 from oebench.api import Detector, Head, Outputs, log_softmax64, logsumexp64, msp_log_odds
+from oebench_plugins.feature_common import _blocks
 
 
 class MSP(Detector):
@@ -73,15 +74,32 @@ class KLMatching(Detector):
     needs = frozenset({"logits", "fit"})
 
     def fit(self, train: Outputs, head: Head | None) -> None:
-        logp = log_softmax64(train.logits)
-        predicted = logp.argmax(1)
-        classes = np.unique(predicted)
-        self._log_typical = np.stack(
-            [
-                logsumexp64(logp[predicted == k], axis=0) - np.log((predicted == k).sum())
-                for k in classes
-            ]
-        )
+        z = train.logits
+        n_classes = z.shape[1]
+        # per predicted class k: a running max m_k and sum_i exp(log p_i - m_k), rescaled when
+        # m_k grows; np.add.at sums the rows in order, so where the first block holding a
+        # class holds its maximum the result is the whole-array logsumexp bit for bit
+        top = np.full((n_classes, n_classes), -np.inf)
+        sums = np.zeros((n_classes, n_classes))
+        counts = np.zeros(n_classes, dtype=np.int64)
+        for _, block in _blocks(z):
+            logp = log_softmax64(block)
+            predicted = logp.argmax(1)
+            grown = top.copy()
+            np.maximum.at(grown, predicted, logp)
+            more = grown > top
+            sums[more] *= np.exp(top[more] - grown[more])
+            top = grown
+            with np.errstate(invalid="ignore"):
+                terms = np.exp(logp - top[predicted])
+            terms[np.isneginf(top[predicted])] = 0.0
+            np.add.at(sums, predicted, terms)
+            counts += np.bincount(predicted, minlength=n_classes)
+        classes = np.flatnonzero(counts)
+        with np.errstate(divide="ignore"):
+            log_sums = top[classes] + np.log(sums[classes])
+        log_sums[np.isneginf(top[classes])] = np.nan  # as logsumexp64 of an all -inf column
+        self._log_typical = log_sums - np.log(counts[classes])[:, None]
 
     def score(self, outputs: Outputs) -> np.ndarray:
         logp = log_softmax64(outputs.logits)
@@ -156,19 +174,34 @@ class OpenMax(Detector):
     def fit(self, train: Outputs, head: Head | None) -> None:
         from scipy.stats import weibull_min
 
-        z = np.asarray(train.logits, dtype=np.float64)
+        z = train.logits
         labels = _labels(train)
-        correct = z.argmax(1) == labels
         n_classes = z.shape[1]
+        predicted = np.concatenate([block.argmax(1) for _, block in _blocks(z)])
+        correct = (predicted == labels) & (labels >= 0) & (labels < n_classes)
+        counts = np.bincount(labels[correct], minlength=n_classes)
+        # MAVs: one pass; np.add.at adds rows in order, as members.mean(0) does (bit for bit)
+        sums = np.zeros((n_classes, n_classes))
+        for rows, block in _blocks(z):
+            np.add.at(sums, labels[rows][correct[rows]], block[correct[rows]])
         self._mav = np.zeros((n_classes, n_classes))
+        seen = counts > 0
+        self._mav[seen] = sums[seen] / counts[seen, None]
+        # tails: a second pass keeps each class's tail_size largest distances to its MAV
+        tail_class, tail_dist = np.zeros(0, dtype=np.int64), np.zeros(0)
+        for rows, block in _blocks(z):
+            own = labels[rows][correct[rows]]
+            dist = self._distances(block[correct[rows]])[np.arange(len(own)), own]
+            tail_class = np.concatenate([tail_class, own])
+            tail_dist = np.concatenate([tail_dist, dist])
+            order = np.lexsort((tail_dist, tail_class))
+            tail_class, tail_dist = tail_class[order], tail_dist[order]
+            ends = np.searchsorted(tail_class, tail_class, side="right")
+            keep = ends - np.arange(len(tail_class)) <= self.tail_size
+            tail_class, tail_dist = tail_class[keep], tail_dist[keep]
         self._weibull = np.full((n_classes, 3), np.nan)  # shape c, scale, shift per class
-        for k in range(n_classes):
-            members = z[correct & (labels == k)]
-            if len(members) == 0:
-                continue
-            self._mav[k] = members.mean(0)
-            dist = self._distances(members)[:, k]
-            tail = np.sort(dist)[-self.tail_size :]
+        for k in np.flatnonzero(seen):
+            tail = tail_dist[tail_class == k]  # sorted, the tail_size largest
             shift = self.SHIFT - tail.min()
             with warnings.catch_warnings():  # scipy's starting guess on near-equal values
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -198,12 +231,15 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, t_min: float, t_max:
     """The ``T`` in ``[t_min, t_max]`` minimising the mean NLL of ``softmax(logits / T)``."""
     from scipy.optimize import brentq
 
-    z = np.asarray(logits, dtype=np.float64)
-    target = z[np.arange(len(z)), labels]
+    labels = np.asarray(labels)
+    n = len(labels)
 
     def slope(beta: float) -> float:  # d/d(beta) of mean(logsumexp(beta z) - beta z_y)
-        p = np.exp(log_softmax64(beta * z))
-        return float(((p * z).sum(1) - target).mean())
+        total = 0.0  # one pass over row blocks of the logits per evaluation
+        for rows, z in _blocks(logits):
+            p = np.exp(log_softmax64(beta * z))
+            total += float(((p * z).sum(1) - z[np.arange(len(z)), labels[rows]]).sum())
+        return total / n
 
     lo, hi = 1.0 / t_max, 1.0 / t_min
     if slope(lo) >= 0:

@@ -81,6 +81,11 @@ class VRA(Detector):
             raise ValueError(f"below must be one of {self.BELOW}, got {below!r}")
         self.below, self.gamma = below, float(gamma)
 
+    def memory(self, train_rows: int, test_rows: int, dim: int, classes: int) -> int:
+        """A float64 copy of ``COLUMNS`` feature columns of every train row (and its sort)."""
+        own = super().memory(train_rows, test_rows, dim, classes)
+        return own + 8 * 2 * train_rows * min(COLUMNS, dim)
+
     def fit(self, train: Outputs, head: Head | None) -> None:
         self._head = _head(head)
         x = _features(train)

@@ -132,7 +132,8 @@ def register_datasets(register):
     # imported here, not at the top: the dataset modules import this module's helpers
     from oebench_plugins.cifar import Cifar, Cifar100
     from oebench_plugins.class_folders import ClassFolders
-    from oebench_plugins.image_folders import Chars74K, Icons50, Isun, Lsun
+    from oebench_plugins.image_folders import Chars74K, Icons50, Images, Isun, Lsun
+    from oebench_plugins.imagenet import ImageNet1K
     from oebench_plugins.mnist import FashionMnist, IdxDigits
     from oebench_plugins.places import Places365
     from oebench_plugins.svhn import Svhn
@@ -162,6 +163,12 @@ def register_datasets(register):
         ClassFolders,
         description="images in class sub-folders (ImageNet layout), minus 'exclude' classes",
     )
+    register(
+        "imagenet",
+        ImageNet1K,
+        description="ImageNet-1K class folders (imagenet/{train,val}/<wnid>/), read lazily",
+    )
+    register("images", Images, description="every image file under one folder (unlabelled OOD)")
 
 
 @oebench.hookimpl

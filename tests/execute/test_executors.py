@@ -232,3 +232,37 @@ def test_a_cell_whose_checkpoint_a_train_task_made_says_it_was_trained(tmp_path)
     trained = {r["training"]: (r["trained"], r["train_seconds"]) for r in rows}
     assert trained["baseline"][0] and trained["baseline"][1] > 0  # by its train task
     assert trained["oe"][0] and trained["oe"][1] > 0
+
+
+def test_shards_split_each_cells_forward_passes_into_tasks_after_its_model():
+    bench = load_benchmark(str(TINY))
+    plan = Runner(bench, device="cpu", shards=3).plan()
+    kinds = [(t.kind, t.training, t.shard) for t in plan.tasks]
+    assert kinds == [
+        ("train", "baseline", (0, 1)),
+        *[("forward", "baseline", (i, 3)) for i in range(3)],
+        ("cell", "baseline", (0, 3)),
+        ("train", "oe", (0, 1)),
+        *[("forward", "oe", (i, 3)) for i in range(3)],
+        ("cell", "oe", (0, 3)),
+    ]  # fmt: skip
+    by = {t.key: t for t in plan.tasks}
+    for cell in (t for t in plan.tasks if t.kind == "cell"):
+        assert [by[a].kind for a in cell.after] == ["forward"] * 3
+        assert all(by[a].after == (f"{cell.key}/train",) for a in cell.after)
+    assert plan.keys() == Runner(bench, device="cpu").plan().keys()  # the same cells
+
+
+def test_shards_need_the_cache():
+    with pytest.raises(UserError, match="--shards needs the cache"):
+        Runner(load_benchmark(str(TINY)), device="cpu", use_cache=False, shards=2)
+
+
+def test_sharded_forward_passes_on_dask_give_byte_identical_csv(tmp_path):
+    fitted = ("--detectors", "msp,knn,mahalanobis,vim", "--set", "training.eval_batch_size=64")
+    whole = _csv(tmp_path, "whole", *fitted)
+    sharded = _csv(tmp_path, "sharded", *fitted, "--executor", "dask", "--workers", "2",
+                   "--shards", "3")  # fmt: skip
+    assert sharded == whole
+    left = sorted(p.name for p in (tmp_path / "cache-sharded" / "outputs").iterdir())
+    assert left == sorted(p.name for p in (tmp_path / "cache-whole" / "outputs").iterdir())
