@@ -269,7 +269,7 @@ def plan_rows(
     peak memory of its training step and of its scoring, and the bytes of outputs it keeps
     on disk (``oebench.execute.memory``; None for an ensemble)."""
     from oebench.core import settings
-    from oebench.execute.memory import scoring_peaks, training_peaks
+    from oebench.execute.memory import scoring_peaks, task_seconds, training_peaks
     from oebench.execute.runner import Runner
     from oebench.record.store import ResultStore
 
@@ -281,7 +281,8 @@ def plan_rows(
                     if t.cell is not None and t.kind != "ensemble"}.values())  # fmt: skip
     peaks = training_peaks(runner.sources, trained)
     batch = runner.context.eval_batch()
-    scoring = scoring_peaks(runner.sources, bench, trained, batch, use_cache)
+    scoring = scoring_peaks(runner.sources, bench, trained, batch, use_cache, runner.device)
+    apart = {t.cell_key for t in plan.tasks if t.kind == "train"}
     stored: set[str] = set()
     path = Path(store or settings.store_path())
     if path.exists():  # no store yet: nothing is stored
@@ -300,5 +301,7 @@ def plan_rows(
             "scoring_bytes": None if score is None
             else score.batch if task.kind == "forward" else score.total,
             "disk_bytes": score.on_disk if score is not None and task.kind != "forward" else None,
+            "seconds": task_seconds(task, scoring.get(cell.key), task.cell_key in apart)
+            if own and task.key not in stored else None,
         })  # fmt: skip
     return rows

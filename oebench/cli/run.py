@@ -236,17 +236,19 @@ def show_plan(
     shards = getattr(chosen, "shards", 1)
     rows = plan_rows(bench, store_path, device, shards, use_cache)
     t = Table(title=escape(f"{bench.name}: {len(rows)} tasks, in run order"), title_style="bold")
-    sizes = ("training peak", "scoring peak", "on disk")
+    sizes = ("training peak", "scoring peak", "on disk", "est. time")
     for name in ("#", "task", "kind", "waits for", "stored", "epochs", *sizes):
         t.add_column(name, justify="right" if name in ("#", "epochs", *sizes) else "left")
     size = lambda n: fmt_size(n) if n is not None else "-"  # noqa: E731
     for i, r in enumerate(rows, 1):
         t.add_row(str(i), escape(r["label"]), r["kind"], escape(", ".join(r["after"]) or "-"),
                   "yes" if r["stored"] else "", str(r["epochs"] or "-"), size(r["peak_bytes"]),
-                  size(r["scoring_bytes"]), size(r["disk_bytes"]))  # fmt: skip
+                  size(r["scoring_bytes"]), size(r["disk_bytes"]),
+                  _duration(r["seconds"]))  # fmt: skip
     cells = [r for r in rows if r["kind"] in ("cell", "ensemble")]
     todo = sum(not r["stored"] for r in cells)
     peaks = [max(r["peak_bytes"] or 0, r["scoring_bytes"] or 0) for r in rows]
+    total = sum(r["seconds"] or 0 for r in rows)
     workers = getattr(chosen, "workers", None) or 1
     t.caption = (
         f"{todo} of {len(cells)} cells to run ({len(cells) - todo} stored). Estimated peaks: "
@@ -255,9 +257,20 @@ def show_plan(
         "detector's fit and score (outputs of 64 MiB or more stay on disk, memory-mapped, "
         f"with the cache on): at most {fmt_size(max(peaks, default=0))} per cell"
         + (f", x{workers} cells at once" if workers > 1 else "")
-        + ", besides the process itself. Nothing was run."
+        + ", besides the process itself. Time: rough, from a probe forward pass timed here "
+        f"(a training step counted as 3 forward passes): about {_duration(total)} in all. "
+        "Nothing was run."
     )
     Console().print(t)
+
+
+def _duration(seconds: float | None) -> str:
+    """``-``, ``40 s``, ``12 min``, ``3.5 h``: a rough duration."""
+    if seconds is None:
+        return "-"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def execute(

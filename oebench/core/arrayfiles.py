@@ -85,6 +85,11 @@ class RowWriter:
         self._fh.write(batch.data)
         self.written += len(batch)
 
+    def abandon(self) -> None:
+        """Close and remove the file, unfinished."""
+        self._fh.close()
+        self.path.unlink(missing_ok=True)
+
     def close(self) -> np.ndarray:
         """Close the file (it must be full) and map it read-only."""
         self._fh.close()

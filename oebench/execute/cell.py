@@ -162,15 +162,9 @@ class CellWork:
         ctx = self.context
         source = ctx.sources.source("dataset", cell.id_ref)
         shape = tuple(source.shape)
-        noted = self.models.noted(cell)
-        if noted is None:
-            placed, digest, train_seconds, cached = self.models.placed(cell)
-            model: Callable[[], Any] = lambda: placed  # noqa: E731
-        else:  # the model is built only if some output or score is not cached
-            (digest, train_seconds), cached = noted, True
-            model = functools.cache(lambda: self.models.placed(cell, expect=digest)[0])
+        model, digest, train_seconds, cached = self._model(cell)
         start = time.perf_counter()
-        id_test = self._id_test(cell)
+        id_test = id_test_where(cell)
         id_out = self._outputs(model, digest, id_test, shape)
         self.models.check_logits(cell, id_out, id_test)  # NaN logits: the model's, no detector's
         accuracy = 100.0 * float(np.mean(id_out.logits.argmax(1) == id_out.labels))
@@ -182,7 +176,7 @@ class CellWork:
             len(ctx.bench.ood_datasets) + len(ctx.bench.csid_datasets),
         )
         sets = {}
-        for ref, where in self._test_sets(cell, source, shape):
+        for ref, where in eval_set_wheres(ctx.sources, ctx.bench, cell, source, shape):
             sets[ref.key] = (where, self._outputs(model, digest, where, shape))
             self.models.check_logits(cell, sets[ref.key][1], where)
             passes(1, ref.key)
@@ -196,12 +190,16 @@ class CellWork:
         )  # fmt: skip
         return data, train_seconds, cached
 
-    @staticmethod
-    def _id_test(cell: Cell) -> tuple:
-        return id_test_where(cell)
-
-    def _test_sets(self, cell: Cell, source: Any, shape: tuple) -> list[tuple[Any, tuple]]:
-        return eval_set_wheres(self.context.sources, self.context.bench, cell, source, shape)
+    def _model(self, cell: Cell) -> tuple[Callable[[], Any], str, float, bool]:
+        """The cell's model (a call builds it, only where some output or score is not cached),
+        its weights' digest, its training seconds and whether its checkpoint was cached."""
+        noted = self.models.noted(cell)
+        if noted is None:
+            placed, digest, train_seconds, cached = self.models.placed(cell)
+            return (lambda: placed), digest, train_seconds, cached
+        digest, train_seconds = noted
+        build = functools.cache(lambda: self.models.placed(cell, expect=digest)[0])
+        return build, digest, train_seconds, True
 
     def forward_shard(self, cell: Cell, shard: tuple[int, int]) -> TaskResult:
         """A ``forward`` task: shard ``i`` of ``n`` of every forward pass the cell makes (its
@@ -213,14 +211,9 @@ class CellWork:
         source = ctx.sources.source("dataset", cell.id_ref)
         shape = tuple(source.shape)
         try:
-            noted = self.models.noted(cell)
-            if noted is None:
-                placed, digest = self.models.placed(cell)[:2]
-                model: Callable[[], Any] = lambda: placed  # noqa: E731
-            else:
-                digest = noted[0]
-                model = functools.cache(lambda: self.models.placed(cell, expect=digest)[0])
-            wheres = [self._id_test(cell)] + [w for _, w in self._test_sets(cell, source, shape)]
+            model, digest, _, _ = self._model(cell)
+            sets = eval_set_wheres(ctx.sources, ctx.bench, cell, source, shape)
+            wheres = [id_test_where(cell)] + [where for _, where in sets]
             if any("fit" in create_detector(r.name, **r.kwargs).needs for r in ctx.bench.detectors):
                 wheres.append(train_where(cell))
             for where in wheres:

@@ -136,6 +136,11 @@ class Scoring:
     largest: str = ""
     #: bytes of outputs kept on disk, memory-mapped (``OutputCache``), not in memory
     on_disk: int = 0
+    #: images through the model in the cell's forward passes, and in its ID training split
+    images: int = 0
+    train_images: int = 0
+    #: seconds per image of a forward pass, timed on a probe batch (None: not timed)
+    seconds_per_image: float | None = None
 
     @property
     def total(self) -> int:
@@ -153,9 +158,12 @@ class Scoring:
         return ", ".join(p for p in named if p)
 
 
-def scoring_peak(sources: Any, bench: Any, cell: Any, batch: int, mapped: bool) -> Scoring:
+def scoring_peak(
+    sources: Any, bench: Any, cell: Any, batch: int, mapped: bool, timed: Any = None
+) -> Scoring:
     """``Scoring`` of ``cell``: outputs of ``MAP_BYTES`` or more stay on disk when ``mapped``
-    (the cache is on), the rest is held; the detectors run one at a time."""
+    (the cache is on), the rest is held; the detectors run one at a time. ``timed``: a device
+    to time a probe batch's forward pass on."""
     import torch
 
     from oebench.execute.detect import eval_set_wheres, id_test_where, train_where
@@ -177,13 +185,70 @@ def scoring_peak(sources: Any, bench: Any, cell: Any, batch: int, mapped: bool) 
         w for _, w in eval_set_wheres(sources, bench, cell, source, shape)
     ]
     tests = [len(sources.load(*w)) for w in wheres]
-    train = len(sources.load(*train_where(cell))) if fits else 0
+    train_split = len(sources.load(*train_where(cell))) if fits or timed is not None else 0
+    train = train_split if fits else 0
     sizes = [n * ((dim + classes) * 4 + 8) for n in [*tests, train]]
     held = sum(b for b in sizes if not (mapped and b >= MAP_BYTES))
     costs = {key: d.memory(train if "fit" in d.needs else 0, max(tests), dim, classes)
              for key, d in detectors}  # fmt: skip
     largest = max(costs, key=costs.__getitem__) if costs else ""
-    return Scoring(held, per_image * batch, costs.get(largest, 0), largest, sum(sizes) - held)
+    seconds = _seconds_per_image(net, shape, timed) if timed is not None else None
+    return Scoring(held, per_image * batch, costs.get(largest, 0), largest, sum(sizes) - held,
+                   sum(tests) + train, train_split, seconds)  # fmt: skip
+
+
+#: images in the first timing probe, and the most in one (each probe doubles until one takes
+#: ``TIMED_SECONDS``), so small models are timed at a batch they are run at
+TIMED, TIMED_MAX, TIMED_SECONDS = 16, 1024, 0.25
+
+
+def _seconds_per_image(net: Any, shape: tuple[int, ...], device: Any) -> float | None:
+    """Seconds per image of an eval forward pass on ``device`` (after a warm-up pass), timed
+    on batches of ``TIMED`` images and more, or None where the probe cannot feed the model."""
+    import time
+
+    import torch
+
+    on_gpu = getattr(device, "type", str(device)) == "cuda"
+    images = TIMED
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            net = net.to(device).eval()
+            net(torch.zeros(PROBE, *shape, device=device))
+            while True:
+                x = torch.zeros(images, *shape, device=device)
+                start = time.perf_counter()
+                net(x)
+                if on_gpu:
+                    torch.cuda.synchronize()
+                seconds = time.perf_counter() - start
+                if seconds >= TIMED_SECONDS or images >= TIMED_MAX:
+                    return seconds / images
+                images *= 2
+    except Exception:
+        return None
+
+
+def task_seconds(task: Any, scoring: Scoring | None, trains_apart: bool) -> float | None:
+    """A rough estimate of a plan task's seconds from ``scoring.seconds_per_image``: forward
+    passes at that rate; a training step at 3 forward passes (forward and backward) per image,
+    outliers included, for its epochs (``trains_apart``: a ``train`` task makes the cell's
+    checkpoint, not the cell)."""
+    if scoring is None or scoring.seconds_per_image is None:
+        return None
+    per = scoring.seconds_per_image
+    if task.kind == "forward":
+        return scoring.images / task.shard[1] * per
+    passes = scoring.images * per if task.kind == "cell" and task.shard[1] == 1 else 0.0
+    training = task.cell.training
+    if task.kind == "cell" and trains_apart or training.params.get("evaluate_only"):
+        return passes
+    params = training.params
+    rows = min(scoring.train_images, int(params.get("max_train") or scoring.train_images))
+    batch = int(params.get("batch_size") or 128)
+    extra = int(params.get("outlier_batch_size") or 0) if training.outliers is not None else 0
+    epochs = int(params.get("epochs") or 0)
+    return passes + 3 * per * rows * epochs * (1 + extra / batch)
 
 
 def _probe_model(cell: Any, source: Any) -> Any:
@@ -222,7 +287,7 @@ def _inference_bytes(net: Any, shape: tuple[int, ...]) -> int:
 
 
 def scoring_peaks(
-    sources: Any, bench: Any, cells: Iterable[Any], batch: int, mapped: bool
+    sources: Any, bench: Any, cells: Iterable[Any], batch: int, mapped: bool, timed: Any = None
 ) -> dict[str, Scoring]:
     """``scoring_peak`` of every cell by its key, estimated once per model and data."""
     found: dict[tuple, Scoring] = {}
@@ -230,7 +295,7 @@ def scoring_peaks(
     for cell in cells:
         what = (cell.model_ref.key, cell.id_ref.key, cell.seed)
         if what not in found:
-            found[what] = scoring_peak(sources, bench, cell, batch, mapped)
+            found[what] = scoring_peak(sources, bench, cell, batch, mapped, timed)
         peaks[cell.key] = found[what]
     return peaks
 

@@ -151,17 +151,29 @@ class _Sink:
         if not self.parts and self.files is None and self.spill is not None:
             row = sum(a[:1].nbytes for a in batch.values())
             if row * self.total >= MAP_BYTES:
-                self.spill.mkdir(parents=True, exist_ok=True)
-                stem = f".{uuid.uuid4().hex[:16]}"  # named as atomic_write's temporary files
-                self.files = {
-                    name: RowWriter(self.spill / f"{stem}.{name}_{os.getpid()}.tmp", self.total, a)
-                    for name, a in batch.items()
-                }
+                self.files = self._files(batch)
         for name, array in batch.items():
             if self.files is not None:
                 self.files[name].write(array)
             else:
                 self.parts.setdefault(name, []).append(array)
+
+    def _files(self, first: dict[str, np.ndarray]) -> dict[str, RowWriter] | None:
+        """A file per array in the spill folder (None, and memory, where it is not writable)."""
+        stem = f".{uuid.uuid4().hex[:16]}"  # named as atomic_write's temporary files
+        files: dict[str, RowWriter] = {}
+        try:
+            self.spill.mkdir(parents=True, exist_ok=True)
+            for name, a in first.items():
+                path = self.spill / f"{stem}.{name}_{os.getpid()}.tmp"
+                files[name] = RowWriter(path, self.total, a)
+        except OSError as exc:
+            for w in files.values():
+                w.abandon()
+            print(f"oebench: warning: cannot spill outputs to {self.spill} ({exc.strerror}); "
+                  "keeping them in memory", file=sys.stderr)  # fmt: skip
+            return None
+        return files
 
     def outputs(self) -> Outputs:
         if self.files is not None:

@@ -172,5 +172,32 @@ def test_the_plan_shows_the_scoring_peak_and_the_forward_shards(tmp_path):
     result = run_cli("run", "quickstart", "--shards", "2", "--plan", env=env | {"COLUMNS": "200"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "scoring peak" in result.stdout and "on disk" in result.stdout
-    assert result.stdout.count("│ forward ") == 4  # two shards per cell
-    assert "Nothing was run" in result.stdout
+    assert "est. time" in result.stdout and "Nothing was run" in result.stdout
+
+
+def test_plan_rows_estimate_each_task(tmp_path, monkeypatch):
+    from oebench.bench.parse import load_benchmark
+    from oebench.session import plan_rows
+
+    monkeypatch.setenv("OEBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    rows = plan_rows(load_benchmark("quickstart"), tmp_path / "s.db", "cpu", shards=2)
+    assert [r["kind"] for r in rows] == ["train", "forward", "forward", "cell"] * 2
+    for r in rows:  # a sharded cell's passes are its forward tasks': it only joins them
+        assert r["seconds"] is not None and (r["seconds"] > 0) == (r["kind"] != "cell")
+        assert (r["scoring_bytes"] is None) == (r["kind"] == "train")
+        assert (r["peak_bytes"] is None) == (r["kind"] == "forward")
+    forward = [r for r in rows if r["kind"] == "forward"]
+    cells = [r for r in rows if r["kind"] == "cell"]
+    assert all(f["scoring_bytes"] < c["scoring_bytes"] for f, c in zip(forward, cells * 2))
+
+
+def test_a_spill_folder_that_cannot_be_written_keeps_the_outputs_in_memory(
+    tmp_path, spill_small, capsys
+):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    data = _images(300)
+    out = forward(Net(), data, SHAPE, "cpu", 64, spill=blocked / "sub")
+    _same(out, forward(Net(), data, SHAPE, "cpu", 64))
+    assert not is_mapped(out.features)
+    assert "cannot spill outputs" in capsys.readouterr().err
