@@ -201,3 +201,37 @@ def test_a_spill_folder_that_cannot_be_written_keeps_the_outputs_in_memory(
     _same(out, forward(Net(), data, SHAPE, "cpu", 64))
     assert not is_mapped(out.features)
     assert "cannot spill outputs" in capsys.readouterr().err
+
+
+def test_cells_on_memory_mapped_outputs_give_the_in_memory_rows(tmp_path, monkeypatch):
+    """The whole engine on outputs that live in files: every detector's rows as in memory."""
+    from dataclasses import replace
+
+    from conftest import TINY
+
+    from oebench.bench.matrix import Ref
+    from oebench.bench.parse import load_benchmark
+    from oebench.execute.drive import run_here
+    from oebench.execute.runner import Runner
+
+    names = ("msp", "knn", "mahalanobis", "vim", "react", "she", "kl-matching", "gmm")
+    bench = load_benchmark(str(TINY))
+    bench = replace(bench, detectors=[Ref(n) for n in names], trainings=bench.trainings[:1])
+    whole = run_here(Runner(bench, device="cpu", cache_root=tmp_path / "whole"))
+    mapped = []
+    monkeypatch.setattr(outputs, "MAP_BYTES", 4096)
+    real = outputs.OutputCache.get_or_compute
+
+    def noting(self, key, compute):
+        found = real(self, key, compute)
+        mapped.append(is_mapped(found.features))
+        return found
+
+    monkeypatch.setattr(outputs.OutputCache, "get_or_compute", noting)
+    spilled = run_here(Runner(bench, device="cpu", cache_root=tmp_path / "spilled"))
+    assert mapped and all(mapped)  # the train split and every test set
+    assert len(whole) == len(spilled) == len(names) * (len(bench.ood_datasets) + 1)
+    for a, b in zip(whole, spilled, strict=True):
+        assert (a["detector"], a["ood_dataset"]) == (b["detector"], b["ood_dataset"])
+        for metric in ("auroc", "aupr_in", "aupr_out", "fpr95"):
+            assert a[metric] == b[metric], (a["detector"], metric)
