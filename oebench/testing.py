@@ -165,7 +165,32 @@ def check_detector(name: str, n: int = 64, **options: Any) -> np.ndarray:
     if "model" not in needs:
         again = _checked_scores(name, det.score(test), n)
         assert np.array_equal(scores, again), f"{name}: scoring the same outputs twice differs"
+    if "fit" in needs and "model" not in needs:
+        _check_mapped_fit(name, options, train, test, scores)
+    estimate = det.memory(len(train), n, train.features.shape[1], train.logits.shape[1])
+    assert isinstance(estimate, int) and estimate >= 0, f"{name}: memory() must be bytes >= 0"
     return scores
+
+
+def _check_mapped_fit(name: str, options: dict, train: Any, test: Any, scores: Any) -> None:
+    """A detector fitted on read-only memory-mapped train outputs (as the engine hands them
+    at scale) scores as the one fitted in memory (to 1e-9 relative)."""
+    import tempfile
+
+    from oebench.contracts.arrays import load_rows
+    from oebench.contracts.detector import Outputs
+
+    det = create_detector(name, **options)
+    with tempfile.TemporaryDirectory() as folder:
+        mapped = {}
+        for field in ("logits", "features", "labels"):
+            np.save(f"{folder}/{field}.npy", getattr(train, field))
+            mapped[field] = load_rows(f"{folder}/{field}.npy")
+        det.fit(Outputs(**mapped), fake_head() if "head" in det.needs else None)
+        got = _checked_scores(name, det.score(test), len(scores))
+    assert np.allclose(got, scores, rtol=1e-9, atol=1e-12), (
+        f"{name}: fitted on memory-mapped outputs it scores otherwise than fitted in memory"
+    )
 
 
 def _checked_scores(name: str, raw: Any, n: int) -> np.ndarray:
