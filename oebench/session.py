@@ -134,6 +134,7 @@ def run_session(
     executor = executor or ExecutorSettings()
     runner = Runner(bench, device=device, progress=progress, use_cache=use_cache, cache_root=root,
                     shards=executor.shards, memory_limit=executor.memory_limit)  # fmt: skip
+    runner.runs_here = executor.address is None  # a cluster started here, or no cluster
     run_on = make_executor(executor)
     with ResultStore(store) as results:
         recorder = Recorder(results, bench, rerun, scores_dir, on_change)

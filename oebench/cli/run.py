@@ -146,8 +146,9 @@ class RunStorage:
     "--memory-limit",
     "memory_limit",
     metavar="SIZE",
-    help="Local --workers: the memory (e.g. 12GiB) the cells at once may use together, "
-    "instead of what the device has free; too many workers for it is refused before any work.",
+    help="The memory (e.g. 12GiB) the run may use, instead of what the device has free: each "
+    "cell's estimated peak (training step, scoring), times --workers cells at once, is "
+    "checked against it before any work, and a run that cannot fit is refused in one line.",
 )
 @click.option(
     "--address",

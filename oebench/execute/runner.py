@@ -39,6 +39,9 @@ class Runner:
         self.shards = shards
         #: bytes a cell may use at its peak (``--memory``; None: what the machine has free)
         self.memory_limit = memory_limit
+        #: whether cells run on this machine, so that its free memory bounds them (not on a
+        #: cluster elsewhere, whose workers' memory is not known here)
+        self.runs_here = True
         self.device_name = device
         self.use_cache = use_cache
         self.context = Context(bench, Sources(bench), progress or Progress(), device)
@@ -136,8 +139,9 @@ class Runner:
             self.check_sizes()
             with self.progress.activity("building the models"):
                 self.models.check()
-            with self.progress.activity("estimating the memory each cell needs"):
-                self.check_memory(models, 1, self.memory_limit)
+            if self.runs_here or self.memory_limit is not None:
+                with self.progress.activity("estimating the memory each cell needs"):
+                    self.check_memory(models, 1, self.memory_limit)
 
     def check_memory(self, tasks: list[Task], at_once: int, limit: int | None) -> None:
         """A one-line ``UserError`` before any work when ``at_once`` of the tasks' cells do not
