@@ -17,7 +17,7 @@ peak RSS of fit + score, so that the fit's own increment shows. File-backed mapp
 in RSS; the engine lets them go after each row block (``release_pages``), so the streaming peak
 reflects what the fit holds. A run past ``--timeout``, or whose RSS passes ``--max-rss`` (default
 80% of the RAM available at the start), is killed and recorded; in-memory and pytorch-ood runs
-are skipped when 3 x the loaded arrays would exceed 80% of the available RAM.
+are skipped when 2 x the loaded arrays would exceed 80% of the available RAM.
 
     python benchmarks/perf/perf_scale.py                 # the issue's sizes (hours; ~20 GB disk)
     python benchmarks/perf/perf_scale.py --quick         # smoke check: 20,000 x 64, C = 10
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import mmap
 import os
 import platform
 import resource
@@ -46,6 +45,8 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+
+from oebench.core.arrayfiles import load_rows, release_pages
 
 HERE = Path(__file__).resolve().parent
 GIB = 1024**3
@@ -108,16 +109,10 @@ def _reset_peak() -> bool:
 
 
 def available_ram() -> int:
-    """Bytes of RAM available now (psutil, else /proc/meminfo MemAvailable)."""
-    try:
-        import psutil
+    """Bytes of RAM available now."""
+    from oebench.execute.memory import available_memory
 
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return available_memory("cpu")
 
 
 def total_ram() -> int:
@@ -133,22 +128,6 @@ def total_ram() -> int:
 def _open_rows(path: Path, shape: tuple[int, ...], dtype) -> np.ndarray:
     """A new ``.npy`` file memory-mapped for writing."""
     return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-
-
-def _release_pages(array: np.ndarray) -> None:
-    """Let the written pages of a mapped file go (``oebench.contracts.arrays.release_pages``)."""
-    mapped = getattr(array, "_mmap", None)
-    if mapped is not None and hasattr(mapped, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-        mapped.madvise(mmap.MADV_DONTNEED)
-
-
-def _load_rows(path: Path) -> np.ndarray:
-    """A ``.npy`` file memory-mapped read only, as the engine hands it to detectors."""
-    try:
-        from oebench.contracts.arrays import load_rows
-    except ImportError:  # the same: np.load(path, mmap_mode="r")
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    return load_rows(path)
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -199,7 +178,7 @@ def make_data(folder: Path, n: int, d: int, classes: int, n_test: int, seed: int
             if b % 16 == 15:
                 for a in (feats, logits, labels):
                     a.flush()
-                    _release_pages(a)
+                    release_pages(a)
         for a in (feats, logits, labels):
             a.flush()
         del feats, logits, labels
@@ -318,7 +297,7 @@ def measure(spec: dict) -> dict:
             path = folder / f"{prefix}_{part}.npy"
             # in memory: the arrays the detector reads (labels always); the rest stay mapped
             wanted = full and (part == "labels" or part in needs)
-            out[part] = np.load(path) if wanted else _load_rows(path)
+            out[part] = np.load(path) if wanted else load_rows(path)
         return out
 
     test = arrays("test", True)
@@ -555,7 +534,9 @@ def main(argv: list[str] | None = None) -> None:
                         row["status"] = f"skipped (needs {sorted(needs)})"
                     else:
                         width = d * ("features" in needs) + args.classes * ("logits" in needs)
-                        need = 3 * 4 * n * max(width, 1)
+                        # the arrays loaded and one working copy; the --max-rss guard
+                        # stops a run that needs more
+                        need = 2 * 4 * n * max(width, 1)
                         if way != "streaming" and need > 0.8 * avail:
                             row["status"] = f"skipped (would need {need / GIB:.1f} GiB)"
                         else:

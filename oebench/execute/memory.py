@@ -11,7 +11,7 @@ process loads the same.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +88,8 @@ def training_peak(model: Any, shape: tuple[int, ...], images: int) -> int:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = model(torch.zeros(PROBE, *shape))
         del out
+    except Exception:  # a model the probe cannot feed (token ids, no ``forward``): weights only
+        saved = params
     finally:
         model.train(was)
     weights_in_graph = params  # parameters saved by the probe do not grow with the batch
@@ -174,23 +176,30 @@ def scoring_peak(
     shape, classes = tuple(source.shape), int(source.num_classes)
     net = _probe_model(cell, source)
     per_image = _inference_bytes(net, shape)
-    try:
+
+    def features() -> int:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            dim = int(net.eval().forward_features(torch.zeros(PROBE, *shape)).shape[1])
-    except Exception:  # a model without ``forward_features`` (its cells say so)
-        dim = 0
-    detectors = [(r.key, create_detector(r.name, **r.kwargs)) for r in bench.detectors]
-    fits = any("fit" in d.needs for _, d in detectors)
+            return int(net.eval().forward_features(torch.zeros(PROBE, *shape)).shape[1])
+
+    dim = _quietly(features, 0)  # 0: a model without ``forward_features`` (its cells say so)
+    detectors = {r.key: _quietly(lambda r=r: create_detector(r.name, **r.kwargs), None)
+                 for r in bench.detectors}  # fmt: skip
+    fits = any("fit" in d.needs for d in detectors.values() if d is not None)
     wheres = [id_test_where(cell)] + [
         w for _, w in eval_set_wheres(sources, bench, cell, source, shape)
     ]
-    tests = [len(sources.load(*w)) for w in wheres]
-    train_split = len(sources.load(*train_where(cell))) if fits or timed is not None else 0
+    tests = [_quietly(lambda w=w: len(sources.load(*w)), 0) for w in wheres]
+    train_split = 0
+    if fits or timed is not None:
+        train_split = _quietly(lambda: len(sources.load(*train_where(cell))), 0)
     train = train_split if fits else 0
     sizes = [n * ((dim + classes) * 4 + 8) for n in [*tests, train]]
     held = sum(b for b in sizes if not (mapped and b >= MAP_BYTES))
-    costs = {key: d.memory(train if "fit" in d.needs else 0, max(tests), dim, classes)
-             for key, d in detectors}  # fmt: skip
+    costs = {
+        key: _quietly(lambda d=d: int(d.memory(train if "fit" in d.needs else 0, max(tests),
+                                               dim, classes)), 0)
+        for key, d in detectors.items() if d is not None
+    }  # fmt: skip
     largest = max(costs, key=costs.__getitem__) if costs else ""
     seconds = _seconds_per_image(net, shape, timed) if timed is not None else None
     return Scoring(held, per_image * batch, costs.get(largest, 0), largest, sum(sizes) - held,
@@ -249,6 +258,15 @@ def task_seconds(task: Any, scoring: Scoring | None, trains_apart: bool) -> floa
     extra = int(params.get("outlier_batch_size") or 0) if training.outliers is not None else 0
     epochs = int(params.get("epochs") or 0)
     return passes + 3 * per * rows * epochs * (1 + extra / batch)
+
+
+def _quietly(estimate: Callable[[], Any], otherwise: Any) -> Any:
+    """``estimate()``, or ``otherwise`` where it raises: a broken plugin or split is reported
+    by its cell, by name; the memory plan only leaves it out."""
+    try:
+        return estimate()
+    except Exception:
+        return otherwise
 
 
 def _probe_model(cell: Any, source: Any) -> Any:

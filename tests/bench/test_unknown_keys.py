@@ -65,7 +65,7 @@ def test_training_defaults_and_executor_tables_suggest_too():
     executor = next(f for f in found if f.startswith("[executor]"))
     assert executor == (
         "[executor] has unknown key(s) worker (did you mean 'workers'?); allowed keys: "
-        "address, gpus_per_task, name, workers"
+        "address, gpus_per_task, name, shards, workers"
     )
     assert "Extra inputs" not in "\n".join(found)  # pydantic's own words: said once, ours
 
@@ -83,5 +83,6 @@ def test_outlier_sampling_options_suggest_too():
 def test_unknown_keys_is_one_line_or_none():
     assert unknown_keys("t: ", {"a": 1}, ["a", "b"]) == []
     assert unknown_keys("t: ", ["zzz"], ["a", "b"]) == ["t: unknown key(s) zzz; allowed keys: a, b"]
-    assert set(ExecutorTable.model_fields) == {"name", "workers", "address", "gpus_per_task"}
+    fields = {"name", "workers", "address", "gpus_per_task", "shards"}
+    assert set(ExecutorTable.model_fields) == fields
     assert TRAINING_KEYS == ("name", "objective", "outliers", "from")
