@@ -99,19 +99,12 @@ def training_peak(model: Any, shape: tuple[int, ...], images: int) -> int:
 
 def cell_peak(sources: Any, cell: Any) -> int:
     """The estimated peak bytes of one cell's training (its model, data shape and batches)."""
-    import torch
-
-    from oebench.registry.lookup import create_model
-
     source = sources.source("dataset", cell.id_ref)
-    shape = tuple(source.shape)
     params = cell.training.params
     images = int(params.get("batch_size") or 128)
     if cell.training.outliers is not None:
         images += int(params.get("outlier_batch_size") or 0)
-    with torch.random.fork_rng(devices=[]):  # the probe leaves the run's generators alone
-        net = create_model(cell.model_ref.name, source.num_classes, shape, **cell.model_ref.kwargs)
-    return training_peak(net, shape, images)
+    return training_peak(_probe_model(cell, source), tuple(source.shape), images)
 
 
 def training_peaks(sources: Any, cells: Iterable[Any]) -> dict[str, int]:
